@@ -1,0 +1,393 @@
+//! HMAC-SHA256 request signing (SPEC A4).
+//!
+//! A request is signed over its [`CanonicalMessage`]: `{timestamp}\n{METHOD}\n{target}\n{body}`,
+//! where the target is the path with its query exactly as sent on the wire and the body is the
+//! exact bytes sent. A [`Signer`] prepares the keyed HMAC state once per credential and clones
+//! it for each request. Verification takes `now` and the window as arguments.
+
+use std::fmt;
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::secret::{TokenSecret, REDACTED};
+
+/// Header carrying the token id.
+pub const HEADER_API_KEY: &str = "lmts-api-key";
+/// Header carrying the signing time.
+pub const HEADER_TIMESTAMP: &str = "lmts-timestamp";
+/// Header carrying the base64 HMAC-SHA256 signature.
+pub const HEADER_SIGNATURE: &str = "lmts-signature";
+/// Header carrying the Privy identity token, as `Bearer <token>`.
+pub const HEADER_IDENTITY: &str = "identity";
+/// The default acceptance window, on either side of the server's clock.
+pub const DEFAULT_WINDOW: TimeDelta = TimeDelta::seconds(30);
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The exact bytes a request signature covers.
+///
+/// `Display` writes the message as it is signed (a body that is not UTF-8 is shown lossily;
+/// signing always uses its raw bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct CanonicalMessage<'a> {
+    timestamp: &'a str,
+    method: &'a str,
+    target: &'a str,
+    body: &'a [u8],
+}
+
+impl<'a> CanonicalMessage<'a> {
+    /// A message for `method` on `target` (path and query as sent) with the body's raw bytes.
+    pub fn new(timestamp: &'a str, method: &'a str, target: &'a str, body: &'a [u8]) -> Self {
+        Self {
+            timestamp,
+            method,
+            target,
+            body,
+        }
+    }
+
+    /// Feeds the message into a MAC without building it in memory.
+    fn feed(&self, mac: &mut HmacSha256) {
+        mac.update(self.timestamp.as_bytes());
+        mac.update(b"\n");
+        if self.method.bytes().any(|b| b.is_ascii_lowercase()) {
+            mac.update(self.method.to_ascii_uppercase().as_bytes());
+        } else {
+            mac.update(self.method.as_bytes());
+        }
+        mac.update(b"\n");
+        mac.update(self.target.as_bytes());
+        mac.update(b"\n");
+        mac.update(self.body);
+    }
+
+    /// The message as the bytes that are signed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(
+            self.timestamp.len() + self.method.len() + self.target.len() + self.body.len() + 3,
+        );
+        bytes.extend_from_slice(self.timestamp.as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(self.method.to_ascii_uppercase().as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(self.target.as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(self.body);
+        bytes
+    }
+}
+
+impl fmt::Display for CanonicalMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}\n{}\n{}\n{}",
+            self.timestamp,
+            self.method.to_ascii_uppercase(),
+            self.target,
+            String::from_utf8_lossy(self.body)
+        )
+    }
+}
+
+/// An HMAC-SHA256 request signature.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature([u8; 32]);
+
+impl Signature {
+    /// Decodes the `lmts-signature` header: standard base64 with padding of exactly 32 bytes.
+    pub fn from_base64(encoded: &str) -> Result<Self, VerifyError> {
+        let mut bytes = [0u8; 32];
+        match STANDARD.decode_slice(encoded.as_bytes(), &mut bytes) {
+            Ok(32) if encoded.len() == 44 => Ok(Self(bytes)),
+            _ => Err(VerifyError::MalformedSignature),
+        }
+    }
+
+    /// The header value: standard base64 with padding.
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0)
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({})", self.to_base64())
+    }
+}
+
+/// Why a signed request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The timestamp is not an RFC 3339 date-time.
+    #[error("timestamp is not an RFC 3339 date-time")]
+    MalformedTimestamp,
+    /// The timestamp is further from the verifier's clock than the window allows.
+    #[error(
+        "timestamp is {skew_ms} ms away from server time, outside the window of {window_ms} ms"
+    )]
+    OutsideWindow {
+        /// Signing time minus verifier time, in milliseconds.
+        skew_ms: i64,
+        /// The window, in milliseconds.
+        window_ms: i64,
+    },
+    /// The signature is not standard base64 with padding of a 32-byte HMAC.
+    #[error("signature is not standard base64 of an HMAC-SHA256")]
+    MalformedSignature,
+    /// The signature does not match the request.
+    #[error("signature does not match the request")]
+    BadSignature,
+}
+
+/// The three `lmts-*` headers of one signed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders {
+    /// Value of `lmts-api-key`: the token id.
+    pub api_key: String,
+    /// Value of `lmts-timestamp`.
+    pub timestamp: String,
+    /// Value of `lmts-signature`.
+    pub signature: String,
+}
+
+impl SignedHeaders {
+    /// The headers as (name, value) pairs, ready to set on a request.
+    pub fn pairs(&self) -> [(&'static str, &str); 3] {
+        [
+            (HEADER_API_KEY, &self.api_key),
+            (HEADER_TIMESTAMP, &self.timestamp),
+            (HEADER_SIGNATURE, &self.signature),
+        ]
+    }
+}
+
+/// Signs and verifies requests with one credential's key, prepared once.
+#[derive(Clone)]
+pub struct Signer {
+    keyed: HmacSha256,
+}
+
+impl Signer {
+    /// Prepares the keyed HMAC state for `secret`.
+    pub fn new(secret: &TokenSecret) -> Self {
+        let keyed = <HmacSha256 as Mac>::new_from_slice(secret.expose_secret())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        Self { keyed }
+    }
+
+    /// The signature of `message`.
+    pub fn sign(&self, message: &CanonicalMessage<'_>) -> Signature {
+        let mut mac = self.keyed.clone();
+        message.feed(&mut mac);
+        Signature(mac.finalize().into_bytes().into())
+    }
+
+    /// Whether `signature` is the signature of `message`, compared in constant time.
+    pub fn matches(&self, message: &CanonicalMessage<'_>, signature: &Signature) -> bool {
+        let mut mac = self.keyed.clone();
+        message.feed(&mut mac);
+        mac.verify_slice(signature.as_bytes()).is_ok()
+    }
+
+    /// The three headers for a request by `token_id` signed at `now`.
+    pub fn sign_request(
+        &self,
+        token_id: &str,
+        now: DateTime<Utc>,
+        method: &str,
+        target: &str,
+        body: &[u8],
+    ) -> SignedHeaders {
+        let timestamp = format_timestamp(now);
+        let signature = self
+            .sign(&CanonicalMessage::new(&timestamp, method, target, body))
+            .to_base64();
+        SignedHeaders {
+            api_key: token_id.to_owned(),
+            timestamp,
+            signature,
+        }
+    }
+
+    /// Verifies a received request: its timestamp lies within `window` of `now` and
+    /// `signature` (the header value) signs `message`. Returns the decoded signature.
+    pub fn verify(
+        &self,
+        message: &CanonicalMessage<'_>,
+        signature: &str,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> Result<Signature, VerifyError> {
+        let signed_at = parse_timestamp(message.timestamp)?;
+        check_window(signed_at, now, window)?;
+        let signature = Signature::from_base64(signature)?;
+        if self.matches(message, &signature) {
+            Ok(signature)
+        } else {
+            Err(VerifyError::BadSignature)
+        }
+    }
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Signer").field(&REDACTED).finish()
+    }
+}
+
+/// Formats a signing time as the SDKs send it: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn format_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses any RFC 3339 date-time (any fractional digits, `Z` or an offset).
+pub fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, VerifyError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| VerifyError::MalformedTimestamp)
+}
+
+/// Checks that `signed_at` lies within `window` of `now`, on either side.
+pub fn check_window(
+    signed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    window: TimeDelta,
+) -> Result<(), VerifyError> {
+    let skew = signed_at - now;
+    if skew.abs() <= window {
+        Ok(())
+    } else {
+        Err(VerifyError::OutsideWindow {
+            skew_ms: skew.num_milliseconds(),
+            window_ms: window.num_milliseconds(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(value: &str) -> DateTime<Utc> {
+        parse_timestamp(value).unwrap()
+    }
+
+    #[test]
+    fn timestamps_format_with_milliseconds_and_z() {
+        assert_eq!(
+            format_timestamp(at("2026-03-23T12:34:56.789123Z")),
+            "2026-03-23T12:34:56.789Z"
+        );
+        assert_eq!(
+            format_timestamp(at("2026-03-23T14:34:56+02:00")),
+            "2026-03-23T12:34:56.000Z"
+        );
+    }
+
+    #[test]
+    fn malformed_timestamps_are_refused() {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-03-23",
+            "2026-03-23 12:34:56",
+            "1679574896",
+        ] {
+            assert_eq!(
+                parse_timestamp(bad),
+                Err(VerifyError::MalformedTimestamp),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn window_is_symmetric_and_inclusive() {
+        let now = at("2026-03-23T12:00:00Z");
+        assert!(check_window(at("2026-03-23T12:00:30Z"), now, DEFAULT_WINDOW).is_ok());
+        assert!(check_window(at("2026-03-23T11:59:30Z"), now, DEFAULT_WINDOW).is_ok());
+        assert_eq!(
+            check_window(at("2026-03-23T12:00:30.001Z"), now, DEFAULT_WINDOW),
+            Err(VerifyError::OutsideWindow {
+                skew_ms: 30_001,
+                window_ms: 30_000
+            })
+        );
+        assert!(check_window(at("2026-03-23T11:59:29.999Z"), now, DEFAULT_WINDOW).is_err());
+    }
+
+    #[test]
+    fn signatures_must_be_padded_standard_base64_of_32_bytes() {
+        let good = "+hEey+b2RTdi7km3zB9tt+xQ2XYz/XI0DT2XxgGStJs=";
+        assert!(Signature::from_base64(good).is_ok());
+        for bad in [
+            "+hEey+b2RTdi7km3zB9tt+xQ2XYz/XI0DT2XxgGStJs",
+            "-hEey-b2RTdi7km3zB9tt-xQ2XYz_XI0DT2XxgGStJs=",
+            " +hEey+b2RTdi7km3zB9tt+xQ2XYz/XI0DT2XxgGStJs=",
+            "c2VjcmV0",
+            "",
+        ] {
+            assert_eq!(
+                Signature::from_base64(bad),
+                Err(VerifyError::MalformedSignature),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn verify_checks_window_then_signature() {
+        let signer = Signer::new(&TokenSecret::from_base64("c2VjcmV0").unwrap());
+        let now = at("2026-03-30T12:00:10Z");
+        let message = CanonicalMessage::new(
+            "2026-03-30T12:00:00.000Z",
+            "POST",
+            "/orders",
+            b"{\"foo\":\"bar\"}",
+        );
+        let good = "lqUdGxW7CcqHKaX99McgZb/TddUNxiFaIm5OiM/GMI0=";
+        assert!(signer.verify(&message, good, now, DEFAULT_WINDOW).is_ok());
+        let tampered = CanonicalMessage::new(
+            "2026-03-30T12:00:00.000Z",
+            "POST",
+            "/orders",
+            b"{\"foo\":\"baz\"}",
+        );
+        assert_eq!(
+            signer.verify(&tampered, good, now, DEFAULT_WINDOW),
+            Err(VerifyError::BadSignature)
+        );
+        let late = at("2026-03-30T12:01:00Z");
+        assert!(matches!(
+            signer.verify(&message, good, late, DEFAULT_WINDOW),
+            Err(VerifyError::OutsideWindow { .. })
+        ));
+    }
+
+    #[test]
+    fn lower_case_methods_sign_as_upper_case() {
+        let signer = Signer::new(&TokenSecret::from_base64("c2VjcmV0").unwrap());
+        let lower = CanonicalMessage::new("t", "post", "/x", b"");
+        let upper = CanonicalMessage::new("t", "POST", "/x", b"");
+        assert_eq!(signer.sign(&lower), signer.sign(&upper));
+        assert_eq!(lower.to_string(), "t\nPOST\n/x\n");
+        assert_eq!(lower.to_bytes(), b"t\nPOST\n/x\n");
+    }
+
+    #[test]
+    fn signer_debug_is_redacted() {
+        let signer = Signer::new(&TokenSecret::from_base64("c2VjcmV0").unwrap());
+        assert_eq!(format!("{signer:?}"), "Signer(\"[redacted]\")");
+    }
+}

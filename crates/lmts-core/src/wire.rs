@@ -1,0 +1,289 @@
+//! The JSON shapes of the API (SPEC A2) and its error body (SPEC A5), with exact field names.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{scope::Scope, secret::TokenSecret};
+
+/// The longest label a token may carry, in characters.
+pub const MAX_LABEL_CHARS: usize = 128;
+
+/// An API token's id: the `lmts-api-key` header value and the `{tokenId}` of revoke.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenId(String);
+
+impl TokenId {
+    /// Wraps an id as received or issued.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for TokenId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a partner may do: answer of `GET /auth/api-tokens/capabilities`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartnerCapabilities {
+    /// The partner's profile id.
+    pub partner_profile_id: i64,
+    /// Whether the partner may derive, list and revoke tokens.
+    pub token_management_enabled: bool,
+    /// The scopes the partner may request.
+    pub allowed_scopes: Vec<Scope>,
+}
+
+/// Request body of `POST /auth/api-tokens/derive`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeriveApiTokenInput {
+    /// A name for the token, at most [`MAX_LABEL_CHARS`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The scopes requested; none means `[trading]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<Scope>,
+}
+
+/// The partner profile a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileRef {
+    /// The profile id.
+    pub id: i64,
+    /// The partner's EIP-55 wallet address.
+    pub account: String,
+}
+
+/// Answer of `POST /auth/api-tokens/derive`; the only time the secret is ever shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeriveApiTokenResponse {
+    /// The token id again, under the name the `lmts-api-key` header uses.
+    pub api_key: TokenId,
+    /// The HMAC key, standard base64 on the wire.
+    pub secret: TokenSecret,
+    /// The token id.
+    pub token_id: TokenId,
+    /// When the token was created.
+    #[serde(with = "rfc3339_millis")]
+    pub created_at: DateTime<Utc>,
+    /// The scopes granted.
+    pub scopes: Vec<Scope>,
+    /// The partner profile the token belongs to.
+    pub profile: ProfileRef,
+}
+
+/// One live token, as `GET /auth/api-tokens` lists it. Never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiToken {
+    /// The token id.
+    pub token_id: TokenId,
+    /// The label given at derive, if any.
+    pub label: Option<String>,
+    /// The scopes the token holds.
+    pub scopes: Vec<Scope>,
+    /// When the token was created.
+    #[serde(with = "rfc3339_millis")]
+    pub created_at: DateTime<Utc>,
+    /// When the token last authenticated a request; `None` before its first use.
+    #[serde(with = "rfc3339_millis::option")]
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Answer of `DELETE /auth/api-tokens/{tokenId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeApiTokenResponse {
+    /// A human-readable confirmation; clients should not parse it.
+    pub message: String,
+}
+
+/// The `message` of an error body: one text or several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ErrorMessage {
+    /// A single message.
+    One(String),
+    /// Several messages, as validation failures list them.
+    Many(Vec<String>),
+}
+
+impl ErrorMessage {
+    /// The messages as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            ErrorMessage::One(text) => vec![text.clone()],
+            ErrorMessage::Many(texts) => texts.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ErrorMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorMessage::One(text) => f.write_str(text),
+            ErrorMessage::Many(texts) => f.write_str(&texts.join("; ")),
+        }
+    }
+}
+
+/// The error body every failure answers with, in the NestJS shape (SPEC A5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiErrorBody {
+    /// The HTTP status code, repeated.
+    pub status_code: u16,
+    /// What went wrong, in plain words.
+    pub message: ErrorMessage,
+    /// The status's reason phrase, e.g. `Unauthorized`.
+    pub error: String,
+}
+
+/// Serde for date-times as RFC 3339 UTC with milliseconds (`2026-03-23T12:34:56.789Z`).
+pub mod rfc3339_millis {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::signing::format_timestamp;
+
+    /// Writes `at` with milliseconds and `Z`.
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_timestamp(*at))
+    }
+
+    /// Reads any RFC 3339 date-time.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// The same for optional date-times, `null` when absent.
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Writes `at` with milliseconds, or `null`.
+        pub fn serialize<S: Serializer>(
+            at: &Option<DateTime<Utc>>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        /// Reads an RFC 3339 date-time or `null`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<String>::deserialize(deserializer)?
+                .map(|text| {
+                    DateTime::parse_from_rfc3339(&text)
+                        .map(|at| at.with_timezone(&Utc))
+                        .map_err(serde::de::Error::custom)
+                })
+                .transpose()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    #[test]
+    fn api_token_serialises_nulls_and_milliseconds() {
+        let token = ApiToken {
+            token_id: TokenId::new("tok_1"),
+            label: None,
+            scopes: vec![Scope::Trading],
+            created_at: DateTime::parse_from_rfc3339("2026-03-23T12:34:56.789Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            last_used_at: None,
+        };
+        let value: Value = serde_json::to_value(&token).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "tokenId": "tok_1",
+                "label": null,
+                "scopes": ["trading"],
+                "createdAt": "2026-03-23T12:34:56.789Z",
+                "lastUsedAt": null
+            })
+        );
+        let back: ApiToken = serde_json::from_value(value).unwrap();
+        assert_eq!(back, token);
+    }
+
+    #[test]
+    fn derive_response_parses_and_hides_the_secret_in_debug() {
+        let body = json!({
+            "apiKey": "tok_1",
+            "secret": "c3VwZXItc2VjcmV0LWtleQ==",
+            "tokenId": "tok_1",
+            "createdAt": "2026-03-23T12:34:56.789Z",
+            "scopes": ["trading", "withdrawal"],
+            "profile": {"id": 7, "account": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"}
+        });
+        let parsed: DeriveApiTokenResponse = serde_json::from_value(body).unwrap();
+        assert_eq!(parsed.secret.expose_secret(), b"super-secret-key");
+        assert_eq!(parsed.profile.id, 7);
+        let printed = format!("{parsed:?}");
+        assert!(!printed.contains("c3VwZXI"), "{printed}");
+        assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn error_body_reads_one_message_or_many() {
+        let one: ApiErrorBody = serde_json::from_value(
+            json!({"statusCode": 401, "message": "no", "error": "Unauthorized"}),
+        )
+        .unwrap();
+        assert_eq!(one.message, ErrorMessage::One("no".into()));
+        let many: ApiErrorBody = serde_json::from_value(
+            json!({"statusCode": 400, "message": ["a", "b"], "error": "Bad Request"}),
+        )
+        .unwrap();
+        assert_eq!(many.message.to_vec(), vec!["a", "b"]);
+        assert_eq!(many.message.to_string(), "a; b");
+    }
+
+    #[test]
+    fn derive_input_omits_absent_fields() {
+        assert_eq!(
+            serde_json::to_string(&DeriveApiTokenInput::default()).unwrap(),
+            "{}"
+        );
+        let official: DeriveApiTokenInput =
+            serde_json::from_str(r#"{"label":null,"scopes":[]}"#).unwrap();
+        assert_eq!(official, DeriveApiTokenInput::default());
+    }
+}
