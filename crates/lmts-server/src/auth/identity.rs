@@ -1,0 +1,310 @@
+//! Privy identity tokens (SPEC A6): ES256 JWTs checked for issuer, audience and expiry, the key
+//! chosen by `kid` among a PEM key, a JWKS document and, in dev mode, the dev issuer's key.
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::{sync::RwLock, time::Instant};
+
+use crate::account::checksum_address;
+
+/// The issuer Privy writes into its identity tokens.
+pub const PRIVY_ISSUER: &str = "privy.io";
+/// The most leeway the verifier grants on `exp` and `nbf`.
+pub const MAX_LEEWAY: TimeDelta = TimeDelta::seconds(60);
+/// The largest identity token accepted, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Why an identity token was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// Not a well-formed JWT.
+    #[error("identity token is malformed")]
+    Malformed,
+    /// Signed with an algorithm other than ES256.
+    #[error("identity token must be signed with ES256")]
+    WrongAlgorithm,
+    /// No verification key has the token's `kid`.
+    #[error("identity token is signed by an unknown key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("identity token signature is invalid")]
+    BadSignature,
+    /// `exp` has passed (beyond the leeway).
+    #[error("identity token has expired")]
+    Expired,
+    /// `nbf` is still ahead (beyond the leeway).
+    #[error("identity token is not valid yet")]
+    NotYetValid,
+    /// Issued by someone else than the configured issuer.
+    #[error("identity token is from another issuer")]
+    WrongIssuer,
+    /// Issued for another app.
+    #[error("identity token is for another app")]
+    WrongAudience,
+    /// A required claim is missing or of the wrong type.
+    #[error("identity token lacks a required claim")]
+    MissingClaim,
+    /// The identity has no EVM wallet to map to a partner profile.
+    #[error("identity has no linked wallet to map to a partner profile")]
+    NoWallet,
+    /// The verification keys could not be fetched.
+    #[error("identity verification keys are unavailable")]
+    KeysUnavailable(#[source] reqwest::Error),
+}
+
+/// A verified identity: who, and which wallet speaks for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedIdentity {
+    /// The Privy DID (`sub`).
+    pub subject: String,
+    /// The first linked EVM wallet, EIP-55 checksummed.
+    pub account: String,
+}
+
+/// Where verification keys come from.
+pub struct JwksSource {
+    url: String,
+    client: reqwest::Client,
+    min_refetch: Duration,
+    state: RwLock<JwksState>,
+}
+
+#[derive(Default)]
+struct JwksState {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+impl JwksSource {
+    /// A JWKS document at `url`, re-fetched on an unknown `kid` at most once per `min_refetch`.
+    pub fn new(url: String, min_refetch: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            url,
+            client,
+            min_refetch,
+            state: RwLock::new(JwksState::default()),
+        })
+    }
+
+    async fn key(&self, kid: &str) -> Result<DecodingKey, IdentityError> {
+        if let Some(key) = self.state.read().await.keys.get(kid) {
+            return Ok(key.clone());
+        }
+        let mut state = self.state.write().await;
+        if let Some(key) = state.keys.get(kid) {
+            return Ok(key.clone());
+        }
+        let may_fetch = state
+            .fetched_at
+            .is_none_or(|at| at.elapsed() >= self.min_refetch);
+        if may_fetch {
+            state.fetched_at = Some(Instant::now());
+            state.keys = self.fetch().await?;
+            tracing::info!(url = %self.url, keys = state.keys.len(), "fetched identity JWKS");
+        }
+        state
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or(IdentityError::UnknownKey)
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, IdentityError> {
+        let set: JwkSet = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(|response| response.error_for_status())
+            .map_err(IdentityError::KeysUnavailable)?
+            .json()
+            .await
+            .map_err(IdentityError::KeysUnavailable)?;
+        Ok(set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let kid = jwk.common.key_id.clone()?;
+                let key = DecodingKey::from_jwk(jwk).ok()?;
+                Some((kid, key))
+            })
+            .collect())
+    }
+}
+
+/// The keys identity tokens may be signed with.
+#[derive(Default)]
+pub struct IdentityKeys {
+    /// Keys with a fixed `kid` (the dev issuer's).
+    pub by_kid: HashMap<String, DecodingKey>,
+    /// A PEM key from the Privy dashboard, used for any `kid` not in `by_kid`.
+    pub pem: Option<DecodingKey>,
+    /// A JWKS document, consulted when no other key applies.
+    pub jwks: Option<JwksSource>,
+}
+
+impl IdentityKeys {
+    /// Whether there is any key at all.
+    pub fn is_empty(&self) -> bool {
+        self.by_kid.is_empty() && self.pem.is_none() && self.jwks.is_none()
+    }
+
+    async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, IdentityError> {
+        if let Some(key) = kid.and_then(|kid| self.by_kid.get(kid)) {
+            return Ok(key.clone());
+        }
+        if let Some(key) = &self.pem {
+            return Ok(key.clone());
+        }
+        match (&self.jwks, kid) {
+            (Some(jwks), Some(kid)) => jwks.key(kid).await,
+            _ => Err(IdentityError::UnknownKey),
+        }
+    }
+}
+
+/// Verifies Privy identity tokens.
+pub struct IdentityVerifier {
+    keys: IdentityKeys,
+    validation: Validation,
+    leeway: TimeDelta,
+}
+
+impl fmt::Debug for IdentityVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityVerifier")
+            .field("issuer", &self.validation.iss)
+            .field("audience", &self.validation.aud)
+            .field("dev_keys", &self.keys.by_kid.keys().collect::<Vec<_>>())
+            .field("pem", &self.keys.pem.is_some())
+            .field("jwks", &self.keys.jwks.as_ref().map(|j| &j.url))
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
+    #[serde(default)]
+    linked_accounts: Option<Value>,
+}
+
+impl IdentityVerifier {
+    /// A verifier for tokens of `app_id` from `issuer`, with `leeway` (capped at 60 s) on times.
+    pub fn new(keys: IdentityKeys, issuer: &str, app_id: &str, leeway: TimeDelta) -> Self {
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[app_id]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Times are checked against the service's clock below, not the library's.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        Self {
+            keys,
+            validation,
+            leeway: leeway.clamp(TimeDelta::zero(), MAX_LEEWAY),
+        }
+    }
+
+    /// Verifies `token` at `now` and finds the wallet it speaks for.
+    pub async fn verify(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedIdentity, IdentityError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(IdentityError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Malformed)?;
+        if header.alg != Algorithm::ES256 {
+            return Err(IdentityError::WrongAlgorithm);
+        }
+        let key = self.keys.key_for(header.kid.as_deref()).await?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+            .map_err(map_jwt_error)?
+            .claims;
+        let now = now.timestamp();
+        if claims.exp + self.leeway.num_seconds() < now {
+            return Err(IdentityError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf - self.leeway.num_seconds() > now)
+        {
+            return Err(IdentityError::NotYetValid);
+        }
+        let account =
+            first_wallet(claims.linked_accounts.as_ref()).ok_or(IdentityError::NoWallet)?;
+        Ok(VerifiedIdentity {
+            subject: claims.sub,
+            account,
+        })
+    }
+}
+
+fn map_jwt_error(error: jsonwebtoken::errors::Error) -> IdentityError {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::InvalidSignature => IdentityError::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            IdentityError::WrongAlgorithm
+        }
+        ErrorKind::InvalidIssuer => IdentityError::WrongIssuer,
+        ErrorKind::InvalidAudience => IdentityError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => IdentityError::MissingClaim,
+        ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidKeyFormat => IdentityError::BadSignature,
+        _ => IdentityError::Malformed,
+    }
+}
+
+/// The first linked account of type `wallet` with an EVM address, checksummed. Privy sends
+/// `linked_accounts` as a JSON string holding the array; an array itself is accepted too.
+fn first_wallet(linked_accounts: Option<&Value>) -> Option<String> {
+    let parsed;
+    let accounts = match linked_accounts? {
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text).ok()?;
+            parsed.as_array()?
+        }
+        Value::Array(accounts) => accounts,
+        _ => return None,
+    };
+    accounts
+        .iter()
+        .filter(|account| account.get("type").and_then(Value::as_str) == Some("wallet"))
+        .find_map(|account| checksum_address(account.get("address")?.as_str()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::first_wallet;
+
+    #[test]
+    fn first_evm_wallet_wins_in_string_or_array_form() {
+        let accounts = json!([
+            {"type": "email", "address": "a@b.c"},
+            {"type": "wallet", "address": "So1anaAddre55", "chain_type": "solana"},
+            {"type": "wallet", "address": "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"},
+            {"type": "wallet", "address": "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"}
+        ]);
+        let expected = Some("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".to_owned());
+        assert_eq!(first_wallet(Some(&accounts)), expected);
+        assert_eq!(first_wallet(Some(&json!(accounts.to_string()))), expected);
+        assert_eq!(first_wallet(Some(&json!([{"type": "email"}]))), None);
+        assert_eq!(first_wallet(Some(&json!("not json"))), None);
+        assert_eq!(first_wallet(None), None);
+    }
+}

@@ -1,0 +1,120 @@
+//! Private files of the data directory: created with mode 0600 (directories 0700), and
+//! refused when others may read them.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read},
+    path::Path,
+};
+
+use zeroize::Zeroizing;
+
+/// Why a private file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// The file or directory could not be read or written.
+    #[error("cannot access it")]
+    Io(#[from] io::Error),
+    /// Group or others may access the file; its mode must be 0600.
+    #[error("its mode {mode:o} lets others read it; run chmod 600 on it")]
+    TooOpen {
+        /// The file's permission bits.
+        mode: u32,
+    },
+}
+
+/// Creates `dir` (and its parents) if missing, mode 0700 for what it creates.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), FileError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    Ok(())
+}
+
+/// Reads a private file as text; `None` when it does not exist.
+pub fn read_private(path: &Path) -> Result<Option<Zeroizing<String>>, FileError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    check_private(&file)?;
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text)?;
+    Ok(Some(text))
+}
+
+/// Reads a private file as bytes; `None` when it does not exist.
+pub fn read_private_bytes(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, FileError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    check_private(&file)?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// Creates a new private file (mode 0600, never overwriting) and fills it with `write`.
+pub fn create_private(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), FileError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    write(&mut file)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn check_private(file: &File) -> Result<(), FileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(FileError::TooOpen { mode });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_file: &File) -> Result<(), FileError> {
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::{io::Write, os::unix::fs::PermissionsExt};
+
+    use super::*;
+
+    #[test]
+    fn created_files_are_0600_and_world_readable_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        create_private(&path, |f| f.write_all(b"k")).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(read_private(&path).unwrap().unwrap().as_str(), "k");
+        assert!(
+            create_private(&path, |f| f.write_all(b"x")).is_err(),
+            "never overwrites"
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            read_private(&path),
+            Err(FileError::TooOpen { mode: 0o644 })
+        ));
+        assert!(read_private(&dir.path().join("missing")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,60 @@
+//! The HTTP surface: routes, extractors, handlers and the error shape.
+
+pub mod body;
+pub mod error;
+mod extract;
+mod health;
+mod tokens;
+
+use axum::{
+    http::Request,
+    middleware,
+    routing::{delete, get, post},
+    Router,
+};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::{DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+pub use extract::CallerProfile;
+
+use crate::{auth::hmac::require_hmac, state::AppState};
+use error::ApiError;
+
+/// The service's router: the four endpoints of SPEC A1, `/health` and `/ready`.
+pub fn app(state: AppState) -> Router {
+    let hmac_routes = Router::new()
+        .route("/auth/api-tokens", get(tokens::list))
+        .route("/auth/api-tokens/{token_id}", delete(tokens::revoke))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_hmac));
+    Router::new()
+        .route("/auth/api-tokens/capabilities", get(tokens::capabilities))
+        .route("/auth/api-tokens/derive", post(tokens::derive))
+        .merge(hmac_routes)
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id = %request_id,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}

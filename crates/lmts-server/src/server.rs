@@ -1,0 +1,274 @@
+//! Running the service: configuration, start-up and graceful shutdown.
+
+use std::{future::Future, io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use chrono::TimeDelta;
+use jsonwebtoken::DecodingKey;
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+use crate::{
+    auth::{
+        dev::{DevIssuer, DevIssuerError, DEV_APP_ID, DEV_KEY_ID},
+        identity::{IdentityKeys, IdentityVerifier, JwksSource, PRIVY_ISSUER},
+    },
+    clock::Clock,
+    crypto::{CryptoError, Keyring},
+    files::{self, FileError},
+    http::app,
+    state::{AppState, ServiceSettings},
+    store::{SqliteStore, Store, StoreError},
+};
+
+/// Where identity tokens come from and how they are checked.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`: the Privy app id. Required unless in dev mode.
+    pub app_id: Option<String>,
+    /// URL of the app's JWKS document.
+    pub jwks_url: Option<String>,
+    /// A PEM (SPKI) ES256 public key file.
+    pub verification_key_file: Option<PathBuf>,
+    /// The least time between two JWKS fetches.
+    pub jwks_min_refetch: Duration,
+    /// Leeway on `exp` and `nbf` (at most 60 s).
+    pub leeway: TimeDelta,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            issuer: PRIVY_ISSUER.to_owned(),
+            app_id: None,
+            jwks_url: None,
+            verification_key_file: None,
+            jwks_min_refetch: Duration::from_secs(30),
+            leeway: TimeDelta::seconds(30),
+        }
+    }
+}
+
+/// Everything `lmts serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory holding the database, the master key and the dev key.
+    pub data_dir: PathBuf,
+    /// Accept identity tokens of the dev issuer.
+    pub dev: bool,
+    /// Identity token verification.
+    pub identity: IdentityConfig,
+    /// Limits.
+    pub service: ServiceSettings,
+    /// The master key (base64 of 32 bytes); by default read from, or created in, the data directory.
+    pub master_key: Option<Zeroizing<String>>,
+    /// Earlier master keys, still used to open secrets sealed under them.
+    pub retired_master_keys: Vec<String>,
+}
+
+impl ServerConfig {
+    /// Defaults: `127.0.0.1:8080`, `./lmts-data`, not dev.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: data_dir.into(),
+            dev: false,
+            identity: IdentityConfig::default(),
+            service: ServiceSettings::default(),
+            master_key: None,
+            retired_master_keys: Vec::new(),
+        }
+    }
+}
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: FileError,
+    },
+    /// The master key could not be loaded.
+    #[error("master key")]
+    MasterKey(#[from] CryptoError),
+    /// The database could not be opened.
+    #[error("database")]
+    Store(#[from] StoreError),
+    /// The dev issuer could not be loaded.
+    #[error("dev issuer")]
+    DevIssuer(#[from] DevIssuerError),
+    /// The identity configuration is incomplete or wrong.
+    #[error("identity configuration: {0}")]
+    Identity(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// The server stopped with an error.
+    #[error("server error")]
+    Serve(#[source] io::Error),
+}
+
+/// Opens the embedded store of a data directory (creating both if needed).
+pub async fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, ServeError> {
+    files::ensure_private_dir(data_dir).map_err(|source| ServeError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    Ok(Arc::new(SqliteStore::open_in(data_dir).await?))
+}
+
+fn identity_verifier(config: &ServerConfig) -> Result<IdentityVerifier, ServeError> {
+    let identity = &config.identity;
+    let mut keys = IdentityKeys::default();
+    if let Some(path) = &identity.verification_key_file {
+        let pem = std::fs::read(path).map_err(|error| {
+            ServeError::Identity(format!("cannot read {}: {error}", path.display()))
+        })?;
+        keys.pem = Some(DecodingKey::from_ec_pem(&pem).map_err(|_| {
+            ServeError::Identity(format!("{} is not a PEM EC public key", path.display()))
+        })?);
+    }
+    if let Some(url) = &identity.jwks_url {
+        keys.jwks = Some(
+            JwksSource::new(url.clone(), identity.jwks_min_refetch)
+                .map_err(|error| ServeError::Identity(format!("JWKS client: {error}")))?,
+        );
+    }
+    if config.dev {
+        let issuer = DevIssuer::load_or_create(&config.data_dir)?;
+        keys.by_kid
+            .insert(DEV_KEY_ID.to_owned(), issuer.decoding_key());
+    }
+    if keys.is_empty() {
+        return Err(ServeError::Identity(
+            "no identity key source: give a JWKS URL, a verification key file, or run with --dev"
+                .into(),
+        ));
+    }
+    let app_id = match (&identity.app_id, config.dev) {
+        (Some(app_id), _) => app_id.clone(),
+        (None, true) => DEV_APP_ID.to_owned(),
+        (None, false) => {
+            return Err(ServeError::Identity(
+                "the Privy app id is required (it is the identity token's audience)".into(),
+            ))
+        }
+    };
+    Ok(IdentityVerifier::new(
+        keys,
+        &identity.issuer,
+        &app_id,
+        identity.leeway,
+    ))
+}
+
+/// A bound, ready service.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Prepares the data directory, keys and database, and binds the listen address.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServeError> {
+        Self::bind_with_clock(config, Clock::system()).await
+    }
+
+    /// [`Server::bind`] with a given clock.
+    pub async fn bind_with_clock(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
+        let store = open_store(&config.data_dir).await?;
+        let keyring = match &config.master_key {
+            Some(key) => Keyring::from_base64(key, &config.retired_master_keys)?,
+            None => Keyring::load_or_create(&config.data_dir, &config.retired_master_keys)?,
+        };
+        let identity = identity_verifier(&config)?;
+        if config.dev {
+            tracing::warn!(
+                "DEV MODE: identity tokens minted by `lmts dev identity-token` are accepted; never run --dev in production"
+            );
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    address: config.listen,
+                    source,
+                })?;
+        let state = AppState::new(config.service, store, keyring, identity, clock);
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            master_key_id = state.keyring.current_key_id(),
+            identity = ?state.identity,
+            "lmts service ready"
+        );
+        Ok(Self { listener, state })
+    }
+
+    /// The bound address (the port chosen when binding port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and writes pending state.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let address = self.local_addr().map_err(ServeError::Serve)?;
+        tracing::info!(%address, "listening");
+        let maintenance = self.state.spawn_maintenance();
+        let result = axum::serve(self.listener, app(self.state.clone()))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServeError::Serve);
+        maintenance.abort();
+        self.state.run_maintenance().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,127 @@
+//! What every request handler shares.
+
+use std::{ops::Deref, sync::Arc, time::Duration};
+
+use chrono::TimeDelta;
+use lmts_core::signing::DEFAULT_WINDOW;
+
+use crate::{
+    auth::identity::IdentityVerifier, clock::Clock, crypto::Keyring, store::Store,
+    token_cache::TokenCache, usage::UsageLog,
+};
+
+/// The service's tunable limits.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// How far a request's timestamp may be from server time, either way (SPEC B5).
+    pub window: TimeDelta,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The most active tokens one partner may hold (SPEC B2, 409).
+    pub max_active_tokens: u32,
+    /// How often pending `lastUsedAt` values are written (the most they may trail).
+    pub usage_flush_interval: Duration,
+    /// How long verification state stays cached before it is re-read.
+    pub token_cache_ttl: Duration,
+    /// The most tokens cached at once.
+    pub token_cache_capacity: usize,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            window: DEFAULT_WINDOW,
+            max_body_bytes: 64 * 1024,
+            max_active_tokens: 100,
+            usage_flush_interval: Duration::from_secs(1),
+            token_cache_ttl: Duration::from_secs(60),
+            token_cache_capacity: 1_000_000,
+        }
+    }
+}
+
+/// The shared state: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
+    /// Limits.
+    pub settings: ServiceSettings,
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// Master keys for secrets at rest.
+    pub keyring: Keyring,
+    /// Identity token verification.
+    pub identity: IdentityVerifier,
+    /// Verification state of recently used tokens.
+    pub tokens: TokenCache,
+    /// Uses not yet written.
+    pub usage: UsageLog,
+    /// The time.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(
+        settings: ServiceSettings,
+        store: Arc<dyn Store>,
+        keyring: Keyring,
+        identity: IdentityVerifier,
+        clock: Clock,
+    ) -> Self {
+        let tokens = TokenCache::new(settings.token_cache_ttl, settings.token_cache_capacity);
+        Self(Arc::new(Shared {
+            settings,
+            store,
+            keyring,
+            identity,
+            tokens,
+            usage: UsageLog::default(),
+            clock,
+        }))
+    }
+
+    /// Writes pending `lastUsedAt` values and forgets expired replay records.
+    pub async fn run_maintenance(&self) {
+        let uses = self.usage.take();
+        if !uses.is_empty() {
+            if let Err(error) = self.store.record_usage(&uses).await {
+                tracing::warn!(error = %crate::http::error::error_chain(&error), "could not write lastUsedAt; will retry");
+                self.usage.restore(uses);
+            }
+        }
+        if let Err(error) = self.store.prune_signatures(self.clock.now()).await {
+            tracing::warn!(error = %crate::http::error::error_chain(&error), "could not prune replay records");
+        }
+    }
+
+    /// Runs [`AppState::run_maintenance`] every flush interval, forever.
+    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(state.settings.usage_flush_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                state.run_maintenance().await;
+            }
+        })
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}

@@ -1,0 +1,238 @@
+//! Persistent state behind one trait, so that backends are interchangeable.
+//!
+//! Rows are their own types, separate from the wire types, and none of them prints a secret.
+//! Times are stored as milliseconds since the Unix epoch.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lmts_core::{Scope, TokenId};
+
+pub use sqlite::SqliteStore;
+
+use crate::crypto::SealedSecret;
+
+/// A partner profile: one per identity subject, created on first sight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerProfile {
+    /// Positive id that fits in `i32`.
+    pub id: i64,
+    /// The identity's `sub` (`did:privy:...`).
+    pub subject: String,
+    /// The EIP-55 wallet address.
+    pub account: String,
+}
+
+/// What an operator allows a partner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerSettings {
+    /// Whether the partner may derive, list and revoke tokens.
+    pub token_management_enabled: bool,
+    /// The scopes the partner may request, in the contract's order.
+    pub allowed_scopes: Vec<Scope>,
+}
+
+impl PartnerSettings {
+    /// The settings of a partner no one configured, before an operator changes the default
+    /// (SPEC B10): token management on, `trading` only.
+    pub fn builtin_default() -> Self {
+        Self {
+            token_management_enabled: true,
+            allowed_scopes: vec![Scope::Trading],
+        }
+    }
+}
+
+/// Whose settings: one partner's, or the default for all partners without their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingsKey {
+    /// The default.
+    Default,
+    /// The partner with this wallet address (any case).
+    Account(String),
+}
+
+impl SettingsKey {
+    /// The stored key: `*` or the lower-case address.
+    fn stored(&self) -> String {
+        match self {
+            SettingsKey::Default => "*".to_owned(),
+            SettingsKey::Account(account) => account.to_ascii_lowercase(),
+        }
+    }
+}
+
+/// A token about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Its id.
+    pub token_id: TokenId,
+    /// The owning profile.
+    pub profile_id: i64,
+    /// The label, if any.
+    pub label: Option<String>,
+    /// The granted scopes.
+    pub scopes: Vec<Scope>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// The sealed secret.
+    pub sealed: SealedSecret,
+}
+
+/// What authenticating a request needs to know about a token.
+#[derive(Debug, Clone)]
+pub struct TokenCredentials {
+    /// Its id.
+    pub token_id: TokenId,
+    /// The owning profile.
+    pub profile: PartnerProfile,
+    /// The granted scopes.
+    pub scopes: Vec<Scope>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// The sealed secret.
+    pub sealed: SealedSecret,
+}
+
+/// A token as listed: no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Its id.
+    pub token_id: TokenId,
+    /// The label, if any.
+    pub label: Option<String>,
+    /// The granted scopes.
+    pub scopes: Vec<Scope>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last authenticated use, as last flushed.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The partner already holds the maximum number of active tokens.
+    #[error("active token limit reached")]
+    LimitReached,
+    /// The database could not be reached in time.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database answered with an error.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value is not what this version writes.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// The service's persistent state.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database does.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The profile of `subject`, created on first sight; its account follows the identity's.
+    async fn upsert_profile(
+        &self,
+        subject: &str,
+        account: &str,
+        now: DateTime<Utc>,
+    ) -> Result<PartnerProfile, StoreError>;
+
+    /// The profile whose wallet is `account` (any case), if one was ever seen.
+    async fn profile_by_account(&self, account: &str)
+        -> Result<Option<PartnerProfile>, StoreError>;
+
+    /// The settings in force for `account`: its own, else the default, else the built-in default.
+    async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError>;
+
+    /// The settings stored under `key`, if any.
+    async fn stored_settings(
+        &self,
+        key: &SettingsKey,
+    ) -> Result<Option<PartnerSettings>, StoreError>;
+
+    /// Stores the settings under `key`, replacing what was there.
+    async fn set_settings(
+        &self,
+        key: &SettingsKey,
+        settings: &PartnerSettings,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a token unless its profile already holds `max_active` active tokens
+    /// ([`StoreError::LimitReached`]); check and insert are one atomic step.
+    async fn insert_token(&self, token: &NewToken, max_active: u32) -> Result<(), StoreError>;
+
+    /// The credentials of a token, revoked or not.
+    async fn token_credentials(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<TokenCredentials>, StoreError>;
+
+    /// The live tokens of a profile, oldest first.
+    async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes a live token of `profile_id`; false when there is no such live token.
+    async fn revoke_token(
+        &self,
+        profile_id: i64,
+        token_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Records an accepted signature until `expires_at`; false when it was already recorded.
+    async fn record_signature(
+        &self,
+        token_id: &str,
+        signature: &[u8; 32],
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Forgets signatures that expired before `now`; returns how many.
+    async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Moves each token's `lastUsedAt` forward to the given time (never backward).
+    async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError>;
+}
+
+/// Scopes as stored: their wire values joined by commas.
+fn scopes_to_text(scopes: &[Scope]) -> String {
+    scopes
+        .iter()
+        .map(Scope::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Scopes from their stored form.
+fn scopes_from_text(text: &str) -> Vec<Scope> {
+    text.split(',')
+        .filter(|part| !part.is_empty())
+        .map(Scope::from)
+        .collect()
+}
+
+/// A stored time from milliseconds since the epoch.
+fn time_from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| StoreError::Corrupt(format!("time {millis} out of range")))
+}
