@@ -1,0 +1,146 @@
+//! `lmts partners set | show`: operator settings, written straight to the data directory's
+//! database. A running server reads them on every request, so a change applies at once.
+
+use lmts_core::Scope;
+use lmts_server::{
+    account::checksum_address,
+    server::open_store,
+    store::{PartnerSettings, SettingsKey, Store},
+};
+
+use crate::{
+    cli::{PartnerSelector, PartnersCommand, PartnersSetArgs, Switch},
+    exit::{CommandError, ConfigError},
+};
+use lmts_server::clock::Clock;
+
+fn settings_key(selector: &PartnerSelector) -> Result<SettingsKey, CommandError> {
+    match &selector.target.account {
+        None => Ok(SettingsKey::Default),
+        Some(account) => checksum_address(account)
+            .map(SettingsKey::Account)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "--account {account:?} is not a 0x-prefixed 20-byte hex address"
+                ))
+                .into()
+            }),
+    }
+}
+
+fn parse_scopes(names: &[String]) -> Result<Vec<Scope>, CommandError> {
+    let mut scopes = Vec::new();
+    for name in names
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+    {
+        let scope = Scope::from(name);
+        if !scope.is_known() {
+            let known: Vec<String> = Scope::KNOWN.iter().map(Scope::to_string).collect();
+            return Err(ConfigError(format!(
+                "unknown scope {name:?}; known scopes: {}",
+                known.join(", ")
+            ))
+            .into());
+        }
+        scopes.push(scope);
+    }
+    scopes.sort();
+    scopes.dedup();
+    Ok(scopes)
+}
+
+async fn current(
+    store: &dyn Store,
+    key: &SettingsKey,
+) -> Result<(PartnerSettings, &'static str), CommandError> {
+    Ok(match key {
+        SettingsKey::Account(account) => match store.stored_settings(key).await? {
+            Some(settings) => (settings, "own"),
+            None => (store.partner_settings(account).await?, "default"),
+        },
+        SettingsKey::Default => match store.stored_settings(key).await? {
+            Some(settings) => (settings, "configured"),
+            None => (PartnerSettings::builtin_default(), "built-in"),
+        },
+    })
+}
+
+async fn print(store: &dyn Store, key: &SettingsKey) -> Result<(), CommandError> {
+    let (settings, source) = current(store, key).await?;
+    match key {
+        SettingsKey::Account(account) => {
+            println!("account:            {account}");
+            match store.profile_by_account(account).await? {
+                Some(profile) => println!("profile id:         {}", profile.id),
+                None => println!("profile id:         (not seen yet)"),
+            }
+        }
+        SettingsKey::Default => {
+            println!("account:            (default for partners without settings)")
+        }
+    }
+    println!(
+        "token management:   {}",
+        if settings.token_management_enabled {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    let scopes: Vec<&str> = settings.allowed_scopes.iter().map(Scope::as_str).collect();
+    println!("allowed scopes:     {}", scopes.join(","));
+    println!("settings:           {source}");
+    Ok(())
+}
+
+async fn set(args: PartnersSetArgs) -> Result<(), CommandError> {
+    let key = settings_key(&args.selector)?;
+    if args.token_management.is_none() && args.allowed_scopes.is_none() {
+        return Err(ConfigError(
+            "nothing to change: give --token-management and/or --allowed-scopes".into(),
+        )
+        .into());
+    }
+    let store = open_store(&args.selector.data_dir.data_dir).await?;
+    let (mut settings, _) = current(&*store, &key).await?;
+    if let Some(switch) = args.token_management {
+        settings.token_management_enabled = switch == Switch::On;
+    }
+    if let Some(names) = &args.allowed_scopes {
+        settings.allowed_scopes = parse_scopes(names)?;
+    }
+    store
+        .set_settings(&key, &settings, Clock::system().now())
+        .await?;
+    print(&*store, &key).await
+}
+
+/// Runs a `partners` subcommand.
+pub async fn run(command: PartnersCommand) -> Result<(), CommandError> {
+    match command {
+        PartnersCommand::Set(args) => set(args).await,
+        PartnersCommand::Show(selector) => {
+            let key = settings_key(&selector)?;
+            let store = open_store(&selector.data_dir.data_dir).await?;
+            print(&*store, &key).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_merge_and_refuse_unknown() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_scopes(&names(&["withdrawal", " trading", "trading"])).unwrap(),
+            vec![Scope::Trading, Scope::Withdrawal]
+        );
+        assert!(parse_scopes(&names(&["admin"])).is_err());
+        assert!(parse_scopes(&names(&[])).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,89 @@
+//! `lmts serve`.
+
+use std::{io::IsTerminal, path::Path, time::Duration};
+
+use chrono::TimeDelta;
+use lmts_server::{
+    files,
+    server::{shutdown_signal, IdentityConfig, Server, ServerConfig},
+    ServiceSettings,
+};
+use tracing_subscriber::EnvFilter;
+use zeroize::Zeroizing;
+
+use crate::{
+    cli::{LogFormat, ServeArgs},
+    exit::{CommandError, ConfigError},
+};
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("LMTS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<Zeroizing<String>, CommandError> {
+    match files::read_private(path) {
+        Ok(Some(text)) => Ok(Zeroizing::new(text.trim().to_owned())),
+        Ok(None) => {
+            Err(ConfigError(format!("master key file {} does not exist", path.display())).into())
+        }
+        Err(error) => Err(ConfigError(format!(
+            "master key file {}: {}",
+            path.display(),
+            crate::exit::chain(&error)
+        ))
+        .into()),
+    }
+}
+
+fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
+    let master_key = args
+        .master_key_file
+        .as_deref()
+        .map(read_key_file)
+        .transpose()?;
+    let retired_master_keys = args
+        .retired_master_key_files
+        .iter()
+        .map(|path| read_key_file(path).map(|key| key.to_string()))
+        .collect::<Result<_, _>>()?;
+    Ok(ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir.data_dir,
+        dev: args.dev,
+        identity: IdentityConfig {
+            issuer: args.identity_issuer,
+            app_id: args.privy_app_id,
+            jwks_url: args.jwks_url,
+            verification_key_file: args.verification_key_file,
+            jwks_min_refetch: Duration::from_secs(args.jwks_min_refetch_secs),
+            leeway: TimeDelta::seconds(i64::from(args.identity_leeway_secs)),
+        },
+        service: ServiceSettings {
+            window: TimeDelta::seconds(i64::from(args.time_window_secs)),
+            max_body_bytes: args.max_body_bytes,
+            max_active_tokens: args.max_active_tokens,
+            usage_flush_interval: Duration::from_millis(args.usage_flush_ms),
+            ..ServiceSettings::default()
+        },
+        master_key,
+        retired_master_keys,
+    })
+}
+
+/// Runs the service until SIGTERM or Ctrl-C.
+pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
+    init_logging(args.log_format);
+    let config = config(args)?;
+    let server = Server::bind(config).await?;
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}

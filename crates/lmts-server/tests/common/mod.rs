@@ -1,0 +1,263 @@
+//! The test harness: a real server on 127.0.0.1:0 over a temporary data directory, a reqwest
+//! client, dev identity tokens, and HMAC signing through lmts-core.
+#![allow(dead_code, missing_docs)]
+
+use std::time::Duration;
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use chrono::{DateTime, TimeDelta, Utc};
+use lmts_core::{signing::format_timestamp, Signer, TokenSecret};
+use lmts_server::{
+    auth::dev::{DevIssuer, DEV_APP_ID},
+    server::{Server, ServerConfig},
+    AppState,
+};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub const ALICE: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+pub const BOB: &str = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359";
+
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    pub dir: TempDir,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Credentials of a derived token.
+pub struct Creds {
+    pub token_id: String,
+    pub secret: TokenSecret,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, configure).await
+    }
+
+    pub async fn start_in(dir: TempDir, configure: impl FnOnce(&mut ServerConfig)) -> Self {
+        let mut config = ServerConfig::new(dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.dev = true;
+        configure(&mut config);
+        let server = Server::bind(config).await.unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let state = server.state().clone();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            base,
+            state,
+            dir,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops gracefully and hands back the data directory.
+    pub async fn stop(mut self) -> TempDir {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.handle.take().unwrap().await.unwrap();
+        self.dir
+    }
+
+    pub fn url(&self, target: &str) -> String {
+        format!("{}{}", self.base, target)
+    }
+
+    pub fn identity_token(&self, account: &str) -> String {
+        DevIssuer::load_or_create(self.dir.path())
+            .unwrap()
+            .issue(account, "privy.io", DEV_APP_ID, now(), TimeDelta::hours(1))
+            .unwrap()
+    }
+
+    pub async fn capabilities(&self, identity: &str) -> Response {
+        self.client
+            .get(self.url("/auth/api-tokens/capabilities"))
+            .header("identity", format!("Bearer {identity}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn derive_raw(&self, identity: &str, body: &str) -> Response {
+        self.client
+            .post(self.url("/auth/api-tokens/derive"))
+            .header("identity", format!("Bearer {identity}"))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Derives a token for `account` and returns its credentials and the whole answer.
+    pub async fn derive(&self, account: &str, body: &str) -> (Creds, Value) {
+        let response = self.derive_raw(&self.identity_token(account), body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let json: Value = response.json().await.unwrap();
+        let creds = Creds {
+            token_id: json["tokenId"].as_str().unwrap().to_owned(),
+            secret: TokenSecret::from_base64(json["secret"].as_str().unwrap()).unwrap(),
+        };
+        (creds, json)
+    }
+
+    /// Sends a request signed now.
+    pub async fn signed(
+        &self,
+        creds: &Creds,
+        method: Method,
+        target: &str,
+        body: &str,
+    ) -> Response {
+        self.signed_at(creds, now(), method, target, body).await
+    }
+
+    /// Sends a request signed at `at`.
+    pub async fn signed_at(
+        &self,
+        creds: &Creds,
+        at: DateTime<Utc>,
+        method: Method,
+        target: &str,
+        body: &str,
+    ) -> Response {
+        let headers = sign(creds, at, method.as_str(), target, body);
+        self.send_with(method, target, body, &headers).await
+    }
+
+    pub async fn send_with(
+        &self,
+        method: Method,
+        target: &str,
+        body: &str,
+        headers: &[(&str, String)],
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, self.url(target))
+            .body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn list(&self, creds: &Creds) -> Response {
+        self.signed(creds, Method::GET, "/auth/api-tokens", "")
+            .await
+    }
+
+    pub async fn revoke(&self, creds: &Creds, token_id: &str) -> Response {
+        let target = format!("/auth/api-tokens/{token_id}");
+        self.signed(creds, Method::DELETE, &target, "").await
+    }
+
+    /// Waits for the usage flusher to have run at least once more.
+    pub async fn flush(&self) {
+        self.state.run_maintenance().await;
+    }
+}
+
+/// The three `lmts-*` headers for a request.
+pub fn sign(
+    creds: &Creds,
+    at: DateTime<Utc>,
+    method: &str,
+    target: &str,
+    body: &str,
+) -> Vec<(&'static str, String)> {
+    let headers = Signer::new(&creds.secret).sign_request(
+        &creds.token_id,
+        at,
+        method,
+        target,
+        body.as_bytes(),
+    );
+    headers
+        .pairs()
+        .iter()
+        .map(|(name, value)| (*name, (*value).to_owned()))
+        .collect()
+}
+
+/// Asserts a NestJS-shaped error body with `status`, and returns its messages joined.
+pub async fn assert_error(response: Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status, "status");
+    let json: Value = response.json().await.unwrap();
+    assert_eq!(json["statusCode"], status.as_u16(), "{json}");
+    assert_eq!(json["error"], status.canonical_reason().unwrap(), "{json}");
+    match &json["message"] {
+        Value::String(text) => {
+            assert!(!text.is_empty());
+            text.clone()
+        }
+        Value::Array(items) => {
+            assert!(!items.is_empty());
+            items
+                .iter()
+                .map(|i| i.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+        other => panic!("message is neither a string nor an array: {other}"),
+    }
+}
+
+/// Token ids of a list answer.
+pub async fn listed_ids(response: Response) -> Vec<String> {
+    assert_eq!(response.status(), StatusCode::OK);
+    let json: Value = response.json().await.unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tokenId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub fn is_millis_rfc3339(value: &Value) -> bool {
+    let Some(text) = value.as_str() else {
+        return false;
+    };
+    text.len() == 24
+        && text.ends_with('Z')
+        && DateTime::parse_from_rfc3339(text).is_ok()
+        && text.as_bytes()[19] == b'.'
+}
+
+/// The time, through the service's clock module.
+pub fn now() -> DateTime<Utc> {
+    lmts_server::clock::Clock::system().now()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    format_timestamp(at)
+}
