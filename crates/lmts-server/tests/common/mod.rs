@@ -261,3 +261,107 @@ pub async fn settle() {
 pub fn timestamp(at: DateTime<Utc>) -> String {
     format_timestamp(at)
 }
+
+/// A P-256 key pair for minting identity tokens with any claims.
+pub struct TestKey {
+    pkcs8: Vec<u8>,
+    point: Vec<u8>,
+}
+
+impl TestKey {
+    pub fn generate() -> Self {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        Self {
+            pkcs8: pkcs8.as_ref().to_vec(),
+            point: pair.public_key().as_ref().to_vec(),
+        }
+    }
+
+    /// The public key as a PEM SPKI document, as the Privy dashboard shows it.
+    pub fn public_pem(&self) -> String {
+        let mut der = hex_decode("3059301306072a8648ce3d020106082a8648ce3d030107034200");
+        der.extend_from_slice(&self.point);
+        let body = STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// The public key as a JWK with `kid`.
+    pub fn jwk(&self, kid: &str) -> Value {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        serde_json::json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&self.point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&self.point[33..65]),
+        })
+    }
+
+    /// Signs `claims` with ES256 and header `kid`.
+    pub fn sign(&self, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8),
+        )
+        .unwrap()
+    }
+}
+
+fn hex_decode(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Privy-shaped claims for `account`, valid for an hour from now.
+pub fn privy_claims(app_id: &str, account: &str) -> Value {
+    let now = now().timestamp();
+    let linked =
+        serde_json::json!([{"type": "wallet", "address": account, "chain_type": "ethereum"}]);
+    serde_json::json!({
+        "iss": "privy.io",
+        "aud": app_id,
+        "sub": format!("did:privy:{}", account.to_lowercase()),
+        "iat": now,
+        "exp": now + 3600,
+        "linked_accounts": linked.to_string(),
+        "custom_metadata": "{}",
+    })
+}
+
+/// Sends raw bytes over a fresh connection and returns the status and body of the answer.
+pub async fn raw_http(server: &TestServer, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,335 @@
+//! Privy identity tokens (SPEC A6): what is accepted, what is refused, and key sources (a PEM
+//! file, a JWKS document served over real HTTP, the dev issuer).
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{routing::get, Json, Router};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const APP: &str = "app-under-test";
+
+/// A server that trusts `key` through a PEM file, not in dev mode.
+async fn pem_server(key: &TestKey) -> TestServer {
+    let pem_dir = tempfile::tempdir().unwrap();
+    let pem_path = pem_dir.path().join("privy.pem");
+    std::fs::write(&pem_path, key.public_pem()).unwrap();
+    let server = TestServer::start_with(|config| {
+        config.dev = false;
+        config.identity.app_id = Some(APP.into());
+        config.identity.verification_key_file = Some(pem_path);
+    })
+    .await;
+    drop(pem_dir);
+    server
+}
+
+async fn status_of(server: &TestServer, token: &str) -> (StatusCode, String) {
+    let response = server.capabilities(token).await;
+    let status = response.status();
+    if status == StatusCode::OK {
+        return (status, String::new());
+    }
+    (status, assert_error(response, status).await)
+}
+
+fn with(mut claims: Value, key: &str, value: Value) -> Value {
+    claims[key] = value;
+    claims
+}
+
+#[tokio::test]
+async fn a_valid_privy_token_is_accepted_and_mapped_to_its_wallet() {
+    let key = TestKey::generate();
+    let server = pem_server(&key).await;
+    let token = key.sign(Some("privy-kid"), &privy_claims(APP, &ALICE.to_lowercase()));
+    let response = server.derive_raw(&token, "{}").await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let json: Value = response.json().await.unwrap();
+    assert_eq!(json["profile"]["account"], ALICE);
+}
+
+#[tokio::test]
+async fn forged_expired_and_foreign_tokens_are_401() {
+    let key = TestKey::generate();
+    let server = pem_server(&key).await;
+    let claims = privy_claims(APP, ALICE);
+    let now = now().timestamp();
+    let other_key = TestKey::generate();
+    let good = key.sign(None, &claims);
+    let (header, rest) = good.split_once('.').unwrap();
+    let payload = rest.split_once('.').unwrap().0;
+
+    let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key.public_pem().as_bytes()),
+    )
+    .unwrap();
+    let es384_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES384","typ":"JWT"}"#);
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "expired beyond the leeway",
+            key.sign(None, &with(claims.clone(), "exp", json!(now - 120))),
+            "expired",
+        ),
+        (
+            "wrong audience",
+            key.sign(None, &with(claims.clone(), "aud", json!("other-app"))),
+            "another app",
+        ),
+        (
+            "wrong issuer",
+            key.sign(None, &with(claims.clone(), "iss", json!("evil.io"))),
+            "another issuer",
+        ),
+        (
+            "not yet valid",
+            key.sign(None, &with(claims.clone(), "nbf", json!(now + 600))),
+            "not valid yet",
+        ),
+        (
+            "another key",
+            other_key.sign(None, &claims),
+            "signature is invalid",
+        ),
+        ("alg none", format!("{none_header}.{payload}."), "malformed"),
+        ("HS256 with the public key as secret", hs256, "ES256"),
+        (
+            "ES384 header",
+            format!(
+                "{es384_header}.{payload}.{}",
+                rest.split_once('.').unwrap().1
+            ),
+            "ES256",
+        ),
+        (
+            "payload swapped",
+            format!(
+                "{header}.{}.{}",
+                URL_SAFE_NO_PAD.encode(b"{\"sub\":\"x\"}"),
+                rest.split_once('.').unwrap().1
+            ),
+            "invalid",
+        ),
+        (
+            "truncated",
+            good[..good.len() - 10].to_owned(),
+            "identity token",
+        ),
+        ("garbage", "not-a-jwt".into(), "malformed"),
+        ("huge", "a".repeat(20_000), "malformed"),
+        (
+            "without sub",
+            key.sign(None, &{
+                let mut c = claims.clone();
+                c.as_object_mut().unwrap().remove("sub");
+                c
+            }),
+            "required claim",
+        ),
+    ];
+    for (name, token, expected) in cases {
+        let (status, message) = status_of(&server, &token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {message}");
+        assert!(message.contains(expected), "{name}: {message}");
+    }
+    assert!(
+        server
+            .state
+            .store
+            .profile_by_account(ALICE)
+            .await
+            .unwrap()
+            .is_none(),
+        "no profile created"
+    );
+}
+
+#[tokio::test]
+async fn expiry_has_a_small_leeway() {
+    let key = TestKey::generate();
+    let server = pem_server(&key).await;
+    let claims = with(
+        privy_claims(APP, ALICE),
+        "exp",
+        json!(now().timestamp() - 5),
+    );
+    assert_eq!(
+        status_of(&server, &key.sign(None, &claims)).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_identity_without_a_wallet_is_403() {
+    let key = TestKey::generate();
+    let server = pem_server(&key).await;
+    let claims = with(
+        privy_claims(APP, ALICE),
+        "linked_accounts",
+        json!(json!([{"type": "email", "address": "a@b.c"}]).to_string()),
+    );
+    let (status, message) = status_of(&server, &key.sign(None, &claims)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(message.contains("no linked wallet"), "{message}");
+}
+
+#[tokio::test]
+async fn dev_tokens_are_refused_without_dev_mode() {
+    let key = TestKey::generate();
+    let server = pem_server(&key).await;
+    let dev_token = server.identity_token(ALICE);
+    let (status, _) = status_of(&server, &dev_token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_server_needs_a_key_source_and_an_app_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = lmts_server::server::ServerConfig::new(dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let error = lmts_server::server::Server::bind(config.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("no identity key source"),
+        "{error}"
+    );
+    config.identity.jwks_url = Some("http://127.0.0.1:9/jwks.json".into());
+    let error = lmts_server::server::Server::bind(config).await.unwrap_err();
+    assert!(error.to_string().contains("app id is required"), "{error}");
+}
+
+/// A JWKS endpoint on loopback whose key set the test can change, counting fetches.
+struct JwksServer {
+    url: String,
+    keys: Arc<Mutex<Vec<Value>>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+async fn jwks_server(initial: Vec<Value>) -> JwksServer {
+    let keys = Arc::new(Mutex::new(initial));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let router = Router::new().route(
+        "/api/v1/apps/app-under-test/jwks.json",
+        get({
+            let keys = keys.clone();
+            let fetches = fetches.clone();
+            move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                Json(json!({ "keys": *keys.lock().unwrap() }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/api/v1/apps/app-under-test/jwks.json",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    JwksServer { url, keys, fetches }
+}
+
+async fn jwks_backed_server(jwks: &JwksServer, min_refetch: Duration) -> TestServer {
+    let url = jwks.url.clone();
+    TestServer::start_with(move |config| {
+        config.dev = false;
+        config.identity.app_id = Some(APP.into());
+        config.identity.jwks_url = Some(url);
+        config.identity.jwks_min_refetch = min_refetch;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn jwks_keys_are_fetched_over_http_cached_and_chosen_by_kid() {
+    let first = TestKey::generate();
+    let second = TestKey::generate();
+    let jwks = jwks_server(vec![first.jwk("k1"), second.jwk("k2")]).await;
+    let server = jwks_backed_server(&jwks, Duration::ZERO).await;
+
+    for _ in 0..3 {
+        let token = first.sign(Some("k1"), &privy_claims(APP, ALICE));
+        assert_eq!(status_of(&server, &token).await.0, StatusCode::OK);
+    }
+    let token = second.sign(Some("k2"), &privy_claims(APP, BOB));
+    assert_eq!(status_of(&server, &token).await.0, StatusCode::OK);
+    assert_eq!(
+        jwks.fetches.load(Ordering::SeqCst),
+        1,
+        "cached after the first fetch"
+    );
+
+    // Signed by k2's key but claiming kid k1: the key is chosen by kid, so it fails.
+    let wrong = second.sign(Some("k1"), &privy_claims(APP, BOB));
+    assert_eq!(status_of(&server, &wrong).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refetches_at_most_once_per_interval() {
+    let old = TestKey::generate();
+    let rotated = TestKey::generate();
+    let jwks = jwks_server(vec![old.jwk("old")]).await;
+    let server = jwks_backed_server(&jwks, Duration::from_secs(3600)).await;
+    assert_eq!(
+        status_of(&server, &old.sign(Some("old"), &privy_claims(APP, ALICE)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    jwks.keys.lock().unwrap().push(rotated.jwk("new"));
+    let token = rotated.sign(Some("new"), &privy_claims(APP, ALICE));
+    for _ in 0..3 {
+        let (status, message) = status_of(&server, &token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(message.contains("unknown key"), "{message}");
+    }
+    assert_eq!(
+        jwks.fetches.load(Ordering::SeqCst),
+        1,
+        "no refetch inside the interval"
+    );
+
+    let eager = jwks_backed_server(&jwks, Duration::ZERO).await;
+    assert_eq!(
+        status_of(&eager, &token).await.0,
+        StatusCode::OK,
+        "a rotated key is picked up"
+    );
+    let (status, _) = status_of(
+        &eager,
+        &rotated.sign(Some("injected' OR 1=1"), &privy_claims(APP, ALICE)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_is_503_not_500() {
+    let key = TestKey::generate();
+    let server = TestServer::start_with(|config| {
+        config.dev = false;
+        config.identity.app_id = Some(APP.into());
+        config.identity.jwks_url = Some("http://127.0.0.1:9/jwks.json".into());
+    })
+    .await;
+    let response = server
+        .capabilities(&key.sign(Some("k"), &privy_claims(APP, ALICE)))
+        .await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+}
