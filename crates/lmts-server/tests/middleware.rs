@@ -1,5 +1,6 @@
 //! The HMAC middleware on its own, through `tower::ServiceExt::oneshot` with a driven clock:
 //! replay refusal for every state-changing method, and the hand-off to handlers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{
     atomic::{AtomicI64, Ordering},
