@@ -51,11 +51,19 @@ impl Service {
             .stderr(log_file)
             .spawn()
             .unwrap();
-        let base = format!("http://{listen}");
+        let service = Self {
+            child,
+            base: format!("http://{listen}"),
+        };
         let client = reqwest::Client::new();
         for _ in 0..200 {
-            if client.get(format!("{base}/health")).send().await.is_ok() {
-                return Self { child, base };
+            if client
+                .get(format!("{}/health", service.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return service;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -65,9 +73,16 @@ impl Service {
         );
     }
 
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
+    /// SIGKILL, and wait for the process to be gone.
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
     }
 }
 
