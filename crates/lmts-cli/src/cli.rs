@@ -87,6 +87,12 @@ pub struct ServeArgs {
     /// Most active tokens one partner may hold.
     #[arg(long, env = "LMTS_MAX_ACTIVE_TOKENS", default_value_t = 100)]
     pub max_active_tokens: u32,
+    /// Requests per minute allowed per identity and per token (0: no limit).
+    #[arg(long, env = "LMTS_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+    /// Requests a caller may send at once before the per-minute rate applies.
+    #[arg(long, env = "LMTS_RATE_LIMIT_BURST", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
     /// Milliseconds between writes of lastUsedAt (the most it may trail the truth).
     #[arg(long, env = "LMTS_USAGE_FLUSH_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub usage_flush_ms: u64,

@@ -5,9 +5,16 @@ use std::{ops::Deref, sync::Arc, time::Duration};
 use chrono::TimeDelta;
 use lmts_core::signing::DEFAULT_WINDOW;
 
+use crate::http::error::ApiError;
+
 use crate::{
-    auth::identity::IdentityVerifier, clock::Clock, crypto::Keyring, store::Store,
-    token_cache::TokenCache, usage::UsageLog,
+    auth::identity::IdentityVerifier,
+    clock::Clock,
+    crypto::Keyring,
+    rate_limit::{RateLimit, RateLimiter},
+    store::Store,
+    token_cache::TokenCache,
+    usage::UsageLog,
 };
 
 /// The service's tunable limits.
@@ -25,6 +32,8 @@ pub struct ServiceSettings {
     pub token_cache_ttl: Duration,
     /// The most tokens cached at once.
     pub token_cache_capacity: usize,
+    /// Requests allowed per identity and per token; `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for ServiceSettings {
@@ -36,6 +45,7 @@ impl Default for ServiceSettings {
             usage_flush_interval: Duration::from_secs(1),
             token_cache_ttl: Duration::from_secs(60),
             token_cache_capacity: 1_000_000,
+            rate_limit: Some(RateLimit::default()),
         }
     }
 }
@@ -59,6 +69,8 @@ pub struct Shared {
     pub tokens: TokenCache,
     /// Uses not yet written.
     pub usage: UsageLog,
+    /// Per-caller request budgets.
+    pub rate_limiter: RateLimiter,
     /// The time.
     pub clock: Clock,
 }
@@ -79,6 +91,7 @@ impl AppState {
         clock: Clock,
     ) -> Self {
         let tokens = TokenCache::new(settings.token_cache_ttl, settings.token_cache_capacity);
+        let rate_limiter = RateLimiter::new(settings.rate_limit);
         Self(Arc::new(Shared {
             settings,
             store,
@@ -86,6 +99,7 @@ impl AppState {
             identity,
             tokens,
             usage: UsageLog::default(),
+            rate_limiter,
             clock,
         }))
     }
@@ -115,6 +129,17 @@ impl AppState {
                 state.run_maintenance().await;
             }
         })
+    }
+}
+
+impl AppState {
+    /// Spends one request of `caller`'s budget, or answers 429.
+    pub fn check_rate(&self, caller: &str) -> Result<(), ApiError> {
+        self.rate_limiter
+            .check(caller)
+            .map_err(|wait| ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            })
     }
 }
 

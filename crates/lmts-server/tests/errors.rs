@@ -470,3 +470,45 @@ async fn unknown_paths_and_methods_answer_in_the_error_shape() {
         .unwrap();
     assert_error(response, StatusCode::METHOD_NOT_ALLOWED).await;
 }
+
+#[tokio::test]
+async fn callers_over_their_budget_get_429_with_retry_after() {
+    let server = TestServer::start_with(|config| {
+        config.service.rate_limit = Some(lmts_server::rate_limit::RateLimit {
+            per_minute: 6,
+            burst: 3,
+        });
+    })
+    .await;
+    let (creds, _) = server.derive(ALICE, "{}").await;
+    let identity = server.identity_token(ALICE);
+    for _ in 0..2 {
+        assert_eq!(
+            server.capabilities(&identity).await.status(),
+            StatusCode::OK
+        );
+    }
+    let response = server.capabilities(&identity).await;
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    let message = assert_error(response, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(message.contains("rate limit"), "{message}");
+    assert_eq!(token_count(&server, ALICE).await, 1);
+
+    // Each token has its own budget, and other partners are not affected.
+    for _ in 0..3 {
+        assert_eq!(server.list(&creds).await.status(), StatusCode::OK);
+    }
+    assert_error(server.list(&creds).await, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(
+        server
+            .capabilities(&server.identity_token(BOB))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}

@@ -5,6 +5,7 @@ use std::{io::IsTerminal, path::Path, time::Duration};
 use chrono::TimeDelta;
 use lmts_server::{
     files,
+    rate_limit::RateLimit,
     server::{shutdown_signal, IdentityConfig, Server, ServerConfig},
     ServiceSettings,
 };
@@ -72,6 +73,10 @@ fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
             max_body_bytes: args.max_body_bytes,
             max_active_tokens: args.max_active_tokens,
             usage_flush_interval: Duration::from_millis(args.usage_flush_ms),
+            rate_limit: (args.rate_limit_per_minute > 0).then_some(RateLimit {
+                per_minute: args.rate_limit_per_minute,
+                burst: args.rate_limit_burst,
+            }),
             ..ServiceSettings::default()
         },
         master_key,

@@ -174,6 +174,7 @@ pub async fn require_hmac(
         .signer
         .verify(&message, headers.signature, state.clock.now(), window)
         .map_err(verify_error)?;
+    state.check_rate(token.token_id.as_str())?;
     if is_state_changing(&parts.method) {
         let signed_at = parse_timestamp(headers.timestamp).map_err(verify_error)?;
         let fresh = state

@@ -35,6 +35,12 @@ pub enum ApiError {
     /// 413: the body is over the limit.
     #[error("payload too large: over {0} bytes")]
     PayloadTooLarge(usize),
+    /// 429: the caller's request budget is spent.
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    TooManyRequests {
+        /// Seconds until a request will be accepted.
+        retry_after_secs: u64,
+    },
     /// 503: a dependency is down; try again.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -54,6 +60,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,6 +90,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(limit) => {
                 ErrorMessage::One(format!("request body is over the limit of {limit} bytes"))
             }
+            ApiError::TooManyRequests { retry_after_secs } => ErrorMessage::One(format!(
+                "rate limit exceeded; retry after {retry_after_secs} s"
+            )),
             ApiError::Internal => one("internal server error"),
         }
     }
@@ -101,10 +111,15 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
-        if matches!(self, ApiError::Unavailable(_)) {
+        let retry_after = match self {
+            ApiError::Unavailable(_) => Some(1),
+            ApiError::TooManyRequests { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -74,6 +74,7 @@ impl FromRequestParts<AppState> for CallerProfile {
             })?;
         let now = state.clock.now();
         let identity = state.identity.verify(token, now).await?;
+        state.check_rate(&identity.subject)?;
         let profile = state
             .store
             .upsert_profile(&identity.subject, &identity.account, now)
