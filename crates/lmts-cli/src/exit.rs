@@ -17,17 +17,7 @@ pub type CommandError = Box<dyn Error + Send + Sync>;
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// An error and its causes on one line, `: `-separated.
-pub fn chain(error: &(dyn Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use lmts_server::http::error::error_chain as chain;
 
 /// The exit code for `error`.
 pub fn code(error: &(dyn Error + 'static)) -> u8 {

@@ -47,19 +47,6 @@ pub fn read_private(path: &Path) -> Result<Option<Zeroizing<String>>, FileError>
     Ok(Some(text))
 }
 
-/// Reads a private file as bytes; `None` when it does not exist.
-pub fn read_private_bytes(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, FileError> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error.into()),
-    };
-    check_private(&file)?;
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.read_to_end(&mut bytes)?;
-    Ok(Some(bytes))
-}
-
 /// Creates a new private file (mode 0600, never overwriting) and fills it with `write`.
 pub fn create_private(
     path: &Path,

@@ -1,0 +1,240 @@
+//! The store contract, written once against `&dyn Store` so that every backend runs the same
+//! suite; here on a real SQLite file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{DateTime, TimeDelta, Utc};
+use lmts_core::{Scope, TokenId};
+use lmts_server::{
+    crypto::SealedSecret,
+    store::{NewToken, PartnerSettings, SettingsKey, SqliteStore, Store, StoreError},
+};
+
+fn t(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+}
+
+fn token(id: &str, profile_id: i64, at: DateTime<Utc>) -> NewToken {
+    NewToken {
+        token_id: TokenId::new(id),
+        profile_id,
+        label: Some(format!("label of {id}")),
+        scopes: vec![Scope::Trading, Scope::Withdrawal],
+        created_at: at,
+        sealed: SealedSecret {
+            key_id: "k1".into(),
+            sealed: vec![1, 2, 3],
+        },
+    }
+}
+
+async fn profiles_are_created_once_and_follow_the_wallet(store: &dyn Store) {
+    let first = store
+        .upsert_profile("did:privy:a", "0xAa", t(0))
+        .await
+        .unwrap();
+    assert!(first.id > 0 && first.id <= i64::from(i32::MAX));
+    let again = store
+        .upsert_profile("did:privy:a", "0xBb", t(1))
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.account, "0xBb");
+    let other = store
+        .upsert_profile("did:privy:b", "0xCc", t(2))
+        .await
+        .unwrap();
+    assert_ne!(other.id, first.id);
+    assert_eq!(
+        store.profile_by_account("0xbb").await.unwrap().unwrap().id,
+        first.id
+    );
+    assert!(store.profile_by_account("0xAa").await.unwrap().is_none());
+}
+
+async fn settings_resolve_own_then_default_then_built_in(store: &dyn Store) {
+    assert_eq!(
+        store.partner_settings("0xAB").await.unwrap(),
+        PartnerSettings::builtin_default()
+    );
+    let default = PartnerSettings {
+        token_management_enabled: false,
+        allowed_scopes: vec![Scope::Trading, Scope::AccountCreation],
+    };
+    store
+        .set_settings(&SettingsKey::Default, &default, t(0))
+        .await
+        .unwrap();
+    assert_eq!(store.partner_settings("0xAB").await.unwrap(), default);
+    let own = PartnerSettings {
+        token_management_enabled: true,
+        allowed_scopes: Scope::KNOWN.to_vec(),
+    };
+    store
+        .set_settings(&SettingsKey::Account("0xAB".into()), &own, t(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.partner_settings("0xab").await.unwrap(),
+        own,
+        "accounts match in any case"
+    );
+    assert_eq!(
+        store
+            .stored_settings(&SettingsKey::Account("0xaB".into()))
+            .await
+            .unwrap(),
+        Some(own)
+    );
+    assert_eq!(
+        store
+            .stored_settings(&SettingsKey::Account("0xCD".into()))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn tokens_respect_the_active_limit(store: &dyn Store) {
+    let profile = store
+        .upsert_profile("did:privy:limit", "0x01", t(0))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("l1", profile.id, t(1)), 2)
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("l2", profile.id, t(2)), 2)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_token(&token("l3", profile.id, t(3)), 2).await,
+        Err(StoreError::LimitReached)
+    ));
+    assert!(
+        store.token_credentials("l3").await.unwrap().is_none(),
+        "nothing half-written"
+    );
+    assert!(store.revoke_token(profile.id, "l1", t(4)).await.unwrap());
+    store
+        .insert_token(&token("l3", profile.id, t(5)), 2)
+        .await
+        .unwrap();
+}
+
+async fn revocation_is_per_profile_and_once(store: &dyn Store) {
+    let owner = store
+        .upsert_profile("did:privy:owner", "0x02", t(0))
+        .await
+        .unwrap();
+    let other = store
+        .upsert_profile("did:privy:other", "0x03", t(0))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("r1", owner.id, t(1)), 10)
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("r2", owner.id, t(2)), 10)
+        .await
+        .unwrap();
+    assert!(
+        !store.revoke_token(other.id, "r1", t(3)).await.unwrap(),
+        "not another's"
+    );
+    assert!(!store.revoke_token(owner.id, "missing", t(3)).await.unwrap());
+    assert!(store.revoke_token(owner.id, "r1", t(3)).await.unwrap());
+    assert!(
+        !store.revoke_token(owner.id, "r1", t(4)).await.unwrap(),
+        "only once"
+    );
+
+    let credentials = store.token_credentials("r1").await.unwrap().unwrap();
+    assert!(credentials.revoked);
+    assert_eq!(credentials.profile, owner);
+    assert_eq!(credentials.sealed.sealed, vec![1, 2, 3]);
+    assert_eq!(credentials.scopes, vec![Scope::Trading, Scope::Withdrawal]);
+
+    let active = store.active_tokens(owner.id).await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].token_id, TokenId::new("r2"));
+    assert_eq!(active[0].label.as_deref(), Some("label of r2"));
+    assert_eq!(active[0].created_at, t(2));
+    assert_eq!(active[0].last_used_at, None);
+}
+
+async fn usage_only_moves_forward(store: &dyn Store) {
+    let profile = store
+        .upsert_profile("did:privy:usage", "0x04", t(0))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("u1", profile.id, t(0)), 10)
+        .await
+        .unwrap();
+    store
+        .record_usage(&[(TokenId::new("u1"), t(10))])
+        .await
+        .unwrap();
+    store
+        .record_usage(&[(TokenId::new("u1"), t(5)), (TokenId::new("gone"), t(5))])
+        .await
+        .unwrap();
+    let active = store.active_tokens(profile.id).await.unwrap();
+    assert_eq!(active[0].last_used_at, Some(t(10)));
+}
+
+async fn signatures_are_recorded_once_until_they_expire(store: &dyn Store) {
+    let signature = [7u8; 32];
+    let expires = t(30);
+    assert!(store
+        .record_signature("s1", &signature, expires)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_signature("s1", &signature, expires)
+        .await
+        .unwrap());
+    assert!(
+        store
+            .record_signature("s2", &signature, expires)
+            .await
+            .unwrap(),
+        "per token"
+    );
+    assert_eq!(store.prune_signatures(t(29)).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .prune_signatures(expires + TimeDelta::seconds(1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(store
+        .record_signature("s1", &signature, t(90))
+        .await
+        .unwrap());
+}
+
+/// The whole suite against one store.
+async fn store_contract(store: &dyn Store) {
+    store.ping().await.unwrap();
+    profiles_are_created_once_and_follow_the_wallet(store).await;
+    settings_resolve_own_then_default_then_built_in(store).await;
+    tokens_respect_the_active_limit(store).await;
+    revocation_is_per_profile_and_once(store).await;
+    usage_only_moves_forward(store).await;
+    signatures_are_recorded_once_until_they_expire(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_file_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_in(dir.path()).await.unwrap();
+    store_contract(&store).await;
+    // Reopening runs no migration twice and keeps the data.
+    drop(store);
+    let reopened = SqliteStore::open_in(dir.path()).await.unwrap();
+    assert!(reopened.token_credentials("r2").await.unwrap().is_some());
+}
