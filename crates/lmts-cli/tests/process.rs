@@ -347,3 +347,40 @@ fn a_world_readable_master_key_file_is_refused() {
         assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_and_writes_pending_usage() {
+    use lmts_server::store::{SqliteStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("log");
+    let mut service = Service::start(&data, &log, &["--usage-flush-ms", "600000"]).await;
+    let identity = identity_token(&data);
+    let (token_id, secret, _) = derive(&service.base, &identity).await;
+    assert_eq!(list_status(&service.base, &token_id, &secret).await, 200);
+
+    let pid = service.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = service.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("SIGTERM received"), "{logged}");
+
+    let store = SqliteStore::open_in(&data).await.unwrap();
+    let profile = store
+        .token_credentials(&token_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .profile;
+    let tokens = store.active_tokens(profile.id).await.unwrap();
+    assert!(
+        tokens[0].last_used_at.is_some(),
+        "pending lastUsedAt written at shutdown"
+    );
+}
