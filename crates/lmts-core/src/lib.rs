@@ -17,11 +17,13 @@
 //! # Ok::<(), lmts_core::secret::SecretError>(())
 //! ```
 
+pub mod credentials;
 pub mod scope;
 pub mod secret;
 pub mod signing;
 pub mod wire;
 
+pub use credentials::HmacCredentials;
 pub use scope::{
     Scope, SCOPE_ACCOUNT_CREATION, SCOPE_DELEGATED_SIGNING, SCOPE_TRADING, SCOPE_WITHDRAWAL,
 };

@@ -1,0 +1,218 @@
+//! The API-token lifecycle of the seed documents: capabilities, derive, list, revoke.
+
+use lmts_core::{
+    scope::{canonical_scopes, check_scope_rules},
+    wire::{
+        ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities,
+        RevokeApiTokenResponse, MAX_LABEL_CHARS,
+    },
+};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::Method;
+
+use crate::{
+    client::{ApiResponse, Auth, Call, Client, Effect},
+    error::Error,
+};
+
+/// What a path segment keeps unencoded: RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The token lifecycle, on a [`Client`]. Capabilities and derive take a Privy identity token;
+/// list and revoke sign with the client's HMAC credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiTokens<'a> {
+    client: &'a Client,
+}
+
+fn check_identity_token(token: &str) -> Result<&str, Error> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Error::InvalidInput("the identity token is empty".into()));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::InvalidInput(
+            "the identity token contains whitespace".into(),
+        ));
+    }
+    Ok(token)
+}
+
+fn check_derive_input(input: &DeriveApiTokenInput) -> Result<(), Error> {
+    if let Some(label) = &input.label {
+        let chars = label.chars().count();
+        if chars > MAX_LABEL_CHARS {
+            return Err(Error::InvalidInput(format!(
+                "label is {chars} characters; at most {MAX_LABEL_CHARS} are allowed"
+            )));
+        }
+    }
+    check_scope_rules(&canonical_scopes(input.scopes.iter().cloned()))
+        .map_err(|rule| Error::InvalidInput(rule.to_owned()))
+}
+
+impl<'a> ApiTokens<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Whether token management is enabled for the partner, and which scopes it may request.
+    pub async fn get_capabilities(
+        &self,
+        identity_token: &str,
+    ) -> Result<PartnerCapabilities, Error> {
+        self.get_capabilities_with_response(identity_token)
+            .await
+            .map(ApiResponse::into_body)
+    }
+
+    /// [`ApiTokens::get_capabilities`] with the response's status and headers.
+    pub async fn get_capabilities_with_response(
+        &self,
+        identity_token: &str,
+    ) -> Result<ApiResponse<PartnerCapabilities>, Error> {
+        let token = check_identity_token(identity_token)?;
+        self.client
+            .execute(Call {
+                method: Method::GET,
+                path: "/auth/api-tokens/capabilities".into(),
+                body: None,
+                auth: Auth::Identity(token),
+                effect: Effect::None,
+            })
+            .await
+    }
+
+    /// Derives a new scoped token. Its secret is in the answer, and only there: keep it.
+    ///
+    /// Never retried once it may have reached the service, so a lost answer cannot leave an
+    /// unknown second token behind.
+    pub async fn derive_token(
+        &self,
+        identity_token: &str,
+        input: DeriveApiTokenInput,
+    ) -> Result<DeriveApiTokenResponse, Error> {
+        self.derive_token_with_response(identity_token, input)
+            .await
+            .map(ApiResponse::into_body)
+    }
+
+    /// [`ApiTokens::derive_token`] with the response's status and headers.
+    pub async fn derive_token_with_response(
+        &self,
+        identity_token: &str,
+        input: DeriveApiTokenInput,
+    ) -> Result<ApiResponse<DeriveApiTokenResponse>, Error> {
+        let token = check_identity_token(identity_token)?;
+        check_derive_input(&input)?;
+        let body =
+            serde_json::to_vec(&input).map_err(|error| Error::InvalidInput(error.to_string()))?;
+        self.client
+            .execute(Call {
+                method: Method::POST,
+                path: "/auth/api-tokens/derive".into(),
+                body: Some(body),
+                auth: Auth::Identity(token),
+                effect: Effect::Changes,
+            })
+            .await
+    }
+
+    /// The partner's live tokens (never their secrets).
+    pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, Error> {
+        self.list_tokens_with_response()
+            .await
+            .map(ApiResponse::into_body)
+    }
+
+    /// [`ApiTokens::list_tokens`] with the response's status and headers.
+    pub async fn list_tokens_with_response(&self) -> Result<ApiResponse<Vec<ApiToken>>, Error> {
+        self.client
+            .execute(Call {
+                method: Method::GET,
+                path: "/auth/api-tokens".into(),
+                body: None,
+                auth: Auth::Hmac,
+                effect: Effect::None,
+            })
+            .await
+    }
+
+    /// Revokes a token of the partner, effective at once; returns the service's message.
+    pub async fn revoke_token(&self, token_id: impl AsRef<str>) -> Result<String, Error> {
+        self.revoke_token_with_response(token_id)
+            .await
+            .map(|response| response.into_body().message)
+    }
+
+    /// [`ApiTokens::revoke_token`] with the response's status and headers.
+    pub async fn revoke_token_with_response(
+        &self,
+        token_id: impl AsRef<str>,
+    ) -> Result<ApiResponse<RevokeApiTokenResponse>, Error> {
+        let token_id = token_id.as_ref();
+        if token_id.is_empty() {
+            return Err(Error::InvalidInput("the token id is empty".into()));
+        }
+        self.client
+            .execute(Call {
+                method: Method::DELETE,
+                path: format!(
+                    "/auth/api-tokens/{}",
+                    utf8_percent_encode(token_id, SEGMENT)
+                ),
+                body: None,
+                auth: Auth::Hmac,
+                effect: Effect::Changes,
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lmts_core::Scope;
+
+    use super::*;
+
+    #[test]
+    fn token_ids_are_encoded_as_one_segment() {
+        assert_eq!(
+            utf8_percent_encode("tok/with spaces", SEGMENT).to_string(),
+            "tok%2Fwith%20spaces"
+        );
+        assert_eq!(
+            utf8_percent_encode("lmts_a-b.c~d", SEGMENT).to_string(),
+            "lmts_a-b.c~d"
+        );
+    }
+
+    #[test]
+    fn input_is_checked_before_sending() {
+        assert!(check_identity_token("  ").is_err());
+        assert!(check_identity_token("a b").is_err());
+        assert_eq!(check_identity_token(" abc ").unwrap(), "abc");
+        let long = DeriveApiTokenInput {
+            label: Some("é".repeat(129)),
+            scopes: vec![],
+        };
+        assert!(check_derive_input(&long).is_err());
+        let at_limit = DeriveApiTokenInput {
+            label: Some("é".repeat(128)),
+            scopes: vec![],
+        };
+        assert!(check_derive_input(&at_limit).is_ok());
+        let orphan = DeriveApiTokenInput {
+            label: None,
+            scopes: vec![Scope::DelegatedSigning],
+        };
+        assert!(matches!(
+            check_derive_input(&orphan),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+}

@@ -1,0 +1,313 @@
+//! Fault injection against a scripted server: retries, Retry-After, bodies that are not JSON,
+//! dropped connections, timeouts, clock skew, and requests that must never be repeated.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use common::*;
+use lmts_sdk::{Client, DeriveApiTokenInput, Error, HmacCredentials, RetryPolicy};
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 2,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        max_retry_after: Duration::from_secs(5),
+    }
+}
+
+fn credentials() -> HmacCredentials {
+    HmacCredentials::new("lmts_t", "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=").unwrap()
+}
+
+fn client(base: &str, retry: RetryPolicy) -> Client {
+    Client::builder()
+        .base_url(base)
+        .retry_policy(retry)
+        .credentials(credentials())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_503_then_success_is_retried_and_re_signed() {
+    let server = Scripted::start(vec![
+        Step::json(503, r#"{"message":"busy"}"#),
+        Step::json(200, "[]"),
+    ])
+    .await;
+    let tokens = client(&server.base, fast_retries())
+        .api_tokens()
+        .list_tokens()
+        .await
+        .unwrap();
+    assert!(tokens.is_empty());
+    let recorded = server.recorded();
+    assert_eq!(recorded.len(), 2);
+    assert!(recorded
+        .iter()
+        .all(|r| r.header("lmts-signature").is_some()));
+}
+
+#[tokio::test]
+async fn a_429_waits_for_retry_after() {
+    let server = Scripted::start(vec![
+        Step::json(
+            429,
+            r#"{"statusCode":429,"message":"slow down","error":"Too Many Requests"}"#,
+        )
+        .header("retry-after", "1"),
+        Step::json(200, "[]"),
+    ])
+    .await;
+    client(&server.base, fast_retries())
+        .api_tokens()
+        .list_tokens()
+        .await
+        .unwrap();
+    let recorded = server.recorded();
+    assert_eq!(recorded.len(), 2);
+    let gap = recorded[1].at - recorded[0].at;
+    assert!(gap >= Duration::from_millis(950), "waited only {gap:?}");
+}
+
+#[tokio::test]
+async fn rate_limit_errors_keep_retry_after_when_retries_run_out() {
+    let limited = Step::json(
+        429,
+        r#"{"statusCode":429,"message":"slow down","error":"Too Many Requests"}"#,
+    )
+    .header("retry-after", "120")
+    .header("x-ratelimit-remaining", "0");
+    let server = Scripted::start(vec![limited]).await;
+    let error = client(&server.base, fast_retries())
+        .api_tokens()
+        .list_tokens()
+        .await
+        .unwrap_err();
+    let api = error.api().unwrap();
+    assert!(api.is_rate_limited());
+    assert_eq!(api.retry_after, Some(Duration::from_secs(120)));
+    assert_eq!(api.headers["x-ratelimit-remaining"], "0");
+    assert_eq!(
+        server.recorded().len(),
+        1,
+        "a Retry-After beyond the policy is not waited for"
+    );
+}
+
+#[tokio::test]
+async fn a_non_json_error_body_keeps_its_status() {
+    let server = Scripted::start(vec![Step {
+        status: 502,
+        headers: vec![("content-type".into(), "text/html".into())],
+        body: "<html>Bad Gateway</html>".into(),
+        delay: Duration::ZERO,
+    }])
+    .await;
+    let error = client(&server.base, RetryPolicy::none())
+        .api_tokens()
+        .list_tokens()
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(502));
+    let api = error.api().unwrap();
+    assert!(api.is_server_error());
+    assert_eq!(api.messages, ["<html>Bad Gateway</html>"]);
+    assert!(error.to_string().contains("502"));
+}
+
+#[tokio::test]
+async fn a_success_body_that_does_not_parse_is_a_decode_error() {
+    let server = Scripted::start(vec![Step::json(200, r#"{"not":"a list"}"#)]).await;
+    let error = client(&server.base, RetryPolicy::none())
+        .api_tokens()
+        .list_tokens()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Decode { status: 200, .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_response_is_retried_for_reads_only() {
+    let truncated =
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n[{\"tok";
+    let (base, connections) = dropping_server(truncated).await;
+    let error = client(&base, fast_retries())
+        .api_tokens()
+        .list_tokens()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Transport(_)), "{error:?}");
+    assert_eq!(*connections.lock().unwrap(), 3, "a read is retried");
+
+    let (base, connections) = dropping_server(truncated).await;
+    let derive = client(&base, fast_retries())
+        .api_tokens()
+        .derive_token("identity", DeriveApiTokenInput::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(derive, Error::Transport(_)), "{derive:?}");
+    assert_eq!(
+        *connections.lock().unwrap(),
+        1,
+        "a derive that reached the server is never re-sent"
+    );
+}
+
+#[tokio::test]
+async fn a_derive_or_revoke_failing_after_sending_is_not_retried() {
+    for status in [500, 502, 504] {
+        let server =
+            Scripted::start(vec![Step::json(status, "{}"), Step::json(201, DERIVED)]).await;
+        let error = client(&server.base, fast_retries())
+            .api_tokens()
+            .derive_token("identity", DeriveApiTokenInput::default())
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(status));
+        assert_eq!(server.recorded().len(), 1, "derive after {status}");
+
+        let server = Scripted::start(vec![
+            Step::json(status, "{}"),
+            Step::json(200, r#"{"message":"ok"}"#),
+        ])
+        .await;
+        client(&server.base, fast_retries())
+            .api_tokens()
+            .revoke_token("lmts_x")
+            .await
+            .unwrap_err();
+        assert_eq!(server.recorded().len(), 1, "revoke after {status}");
+    }
+    let (base, connections) = dropping_server("").await;
+    client(&base, fast_retries())
+        .api_tokens()
+        .revoke_token("lmts_x")
+        .await
+        .unwrap_err();
+    assert_eq!(*connections.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_derive_refused_with_503_or_429_is_retried() {
+    let server = Scripted::start(vec![Step::json(503, "{}"), Step::json(201, DERIVED)]).await;
+    let derived = client(&server.base, fast_retries())
+        .api_tokens()
+        .derive_token("identity", DeriveApiTokenInput::default())
+        .await
+        .unwrap();
+    assert_eq!(derived.token_id.as_str(), "lmts_x");
+    assert_eq!(server.recorded().len(), 2);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_transport_error_even_for_derive() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let error = client(&base, fast_retries())
+        .api_tokens()
+        .derive_token("identity", DeriveApiTokenInput::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Transport(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_slow_server_hits_the_timeout() {
+    let server = Scripted::start(vec![Step::json(200, "[]").delayed(Duration::from_secs(5))]).await;
+    let client = Client::builder()
+        .base_url(&server.base)
+        .credentials(credentials())
+        .retry_policy(RetryPolicy::none())
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let error = client.api_tokens().list_tokens().await.unwrap_err();
+    assert!(matches!(error, Error::Timeout(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_skewed_server_date_teaches_the_offset_and_the_request_is_retried_once() {
+    let server_time = now() + TimeDelta::seconds(120);
+    let date = httpdate::fmt_http_date(server_time.into());
+    let refusal = r#"{"statusCode":401,"message":"lmts-timestamp is outside the window","error":"Unauthorized"}"#;
+    let server = Scripted::start(vec![
+        Step::json(401, refusal).header("date", &date),
+        Step::json(200, "[]"),
+    ])
+    .await;
+    let client = client(&server.base, RetryPolicy::none());
+    client.api_tokens().list_tokens().await.unwrap();
+    let recorded = server.recorded();
+    assert_eq!(recorded.len(), 2);
+    let second =
+        lmts_sdk::signing::parse_timestamp(recorded[1].header("lmts-timestamp").unwrap()).unwrap();
+    assert!(
+        (second - server_time).abs() < TimeDelta::seconds(3),
+        "{second} vs {server_time}"
+    );
+    assert!((client.clock_offset() - TimeDelta::seconds(120)).abs() < TimeDelta::seconds(3));
+
+    // A 401 whose Date agrees with the (corrected) clock is not a skew: no second retry.
+    let date = httpdate::fmt_http_date(server_time.into());
+    let server2 = Scripted::start(vec![Step::json(401, refusal).header("date", &date)]).await;
+    let fresh = Client::builder()
+        .base_url(&server2.base)
+        .credentials(credentials())
+        .clock_offset(TimeDelta::seconds(120))
+        .retry_policy(RetryPolicy::none())
+        .build()
+        .unwrap();
+    assert!(fresh
+        .api_tokens()
+        .list_tokens()
+        .await
+        .unwrap_err()
+        .api()
+        .unwrap()
+        .is_authentication());
+    assert_eq!(server2.recorded().len(), 1);
+}
+
+#[tokio::test]
+async fn one_scheme_per_request_and_extra_headers() {
+    let server = Scripted::start(vec![
+        Step::json(
+            200,
+            r#"{"partnerProfileId":1,"tokenManagementEnabled":true,"allowedScopes":["trading"]}"#,
+        ),
+        Step::json(200, "[]"),
+    ])
+    .await;
+    let client = Client::builder()
+        .base_url(&server.base)
+        .credentials(credentials())
+        .header("x-partner", "acme")
+        .user_agent("acme-bot/1.0")
+        .build()
+        .unwrap();
+    client
+        .api_tokens()
+        .get_capabilities("id-token")
+        .await
+        .unwrap();
+    client.api_tokens().list_tokens().await.unwrap();
+    let recorded = server.recorded();
+    let (caps, list) = (&recorded[0], &recorded[1]);
+    assert_eq!(caps.header("identity"), Some("Bearer id-token"));
+    assert!(caps.header("lmts-api-key").is_none() && caps.header("lmts-signature").is_none());
+    assert!(list.header("identity").is_none());
+    assert_eq!(list.header("lmts-api-key"), Some("lmts_t"));
+    for request in &recorded {
+        assert_eq!(request.header("x-partner"), Some("acme"));
+        assert_eq!(request.header("user-agent"), Some("acme-bot/1.0"));
+    }
+}

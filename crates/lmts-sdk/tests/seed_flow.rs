@@ -1,0 +1,201 @@
+//! The seed documents' flow against the real lmts-server, in-process on 127.0.0.1:0.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use chrono::TimeDelta;
+use common::*;
+use lmts_sdk::{clock::Clock, Client, DeriveApiTokenInput, Error, Scope};
+use lmts_server::store::{PartnerSettings, SettingsKey};
+
+#[tokio::test]
+async fn the_whole_seed_flow_and_the_refusal_of_revoked_credentials() {
+    let server = RealServer::start().await;
+    server
+        .state
+        .store
+        .set_settings(
+            &SettingsKey::Account(ALICE.into()),
+            &PartnerSettings {
+                token_management_enabled: true,
+                allowed_scopes: vec![
+                    Scope::Trading,
+                    Scope::AccountCreation,
+                    Scope::DelegatedSigning,
+                ],
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    let identity_token = server.identity_token(ALICE);
+
+    let client = Client::new(&server.base).unwrap();
+    let caps = client
+        .api_tokens()
+        .get_capabilities(&identity_token)
+        .await
+        .unwrap();
+    assert!(caps.token_management_enabled);
+    assert_eq!(
+        caps.allowed_scopes,
+        [
+            Scope::Trading,
+            Scope::AccountCreation,
+            Scope::DelegatedSigning
+        ]
+    );
+
+    let derived = client
+        .api_tokens()
+        .derive_token(
+            &identity_token,
+            DeriveApiTokenInput {
+                label: Some("production-bot".into()),
+                scopes: vec![
+                    Scope::Trading,
+                    Scope::AccountCreation,
+                    Scope::DelegatedSigning,
+                ],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(derived.api_key, derived.token_id);
+    assert_eq!(
+        derived.scopes,
+        [
+            Scope::Trading,
+            Scope::AccountCreation,
+            Scope::DelegatedSigning
+        ]
+    );
+    assert_eq!(derived.profile.account, ALICE);
+    assert_eq!(derived.profile.id, caps.partner_profile_id);
+    assert_eq!(derived.secret.expose_secret().len(), 32);
+
+    let scoped = client.with_credentials(derived.credentials());
+    let tokens = scoped.api_tokens().list_tokens().await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].token_id, derived.token_id);
+    assert_eq!(tokens[0].label.as_deref(), Some("production-bot"));
+    assert!(tokens[0].last_used_at.is_some());
+
+    let secret_text = derived.secret.to_base64();
+    for printed in [
+        format!("{derived:?}"),
+        format!("{:?}", derived.credentials()),
+        format!("{scoped:?}"),
+        format!("{:?}", scoped.credentials()),
+    ] {
+        assert!(!printed.contains(secret_text.as_str()), "{printed}");
+    }
+
+    let message = scoped
+        .api_tokens()
+        .revoke_token(&derived.token_id)
+        .await
+        .unwrap();
+    assert!(!message.is_empty());
+    let refused = scoped.api_tokens().list_tokens().await.unwrap_err();
+    let api = refused.api().expect("an API answer");
+    assert!(api.is_authentication(), "{refused}");
+    assert!(api.message().contains("revoked"), "{}", api.message());
+}
+
+#[tokio::test]
+async fn api_errors_keep_status_messages_and_body() {
+    let server = RealServer::start().await;
+    let client = Client::new(&server.base).unwrap();
+    let identity_token = server.identity_token(ALICE);
+    let error = client
+        .api_tokens()
+        .derive_token(
+            &identity_token,
+            DeriveApiTokenInput {
+                label: None,
+                scopes: vec![Scope::Withdrawal],
+            },
+        )
+        .await
+        .unwrap_err();
+    let api = error.api().unwrap();
+    assert!(api.is_permission());
+    assert_eq!(error.status(), Some(403));
+    assert!(
+        api.message().contains("allowed scopes: trading"),
+        "{}",
+        api.message()
+    );
+    assert!(api.body.contains("\"statusCode\":403"));
+    assert_eq!(api.error.as_deref(), Some("Forbidden"));
+
+    let response = client
+        .api_tokens()
+        .get_capabilities_with_response(&identity_token)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn input_errors_are_caught_before_the_network() {
+    // Nothing listens here: any request would be a transport error.
+    let client = Client::new("http://127.0.0.1:9").unwrap();
+    let tokens = client.api_tokens();
+    assert!(matches!(
+        tokens.get_capabilities("").await,
+        Err(Error::InvalidInput(_))
+    ));
+    let long = DeriveApiTokenInput {
+        label: Some("x".repeat(129)),
+        scopes: vec![],
+    };
+    assert!(matches!(
+        tokens.derive_token("t", long).await,
+        Err(Error::InvalidInput(_))
+    ));
+    let orphan = DeriveApiTokenInput {
+        label: None,
+        scopes: vec![Scope::DelegatedSigning],
+    };
+    assert!(matches!(
+        tokens.derive_token("t", orphan).await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        tokens.list_tokens().await,
+        Err(Error::MissingCredentials)
+    ));
+    assert!(matches!(
+        tokens.revoke_token("lmts_x").await,
+        Err(Error::MissingCredentials)
+    ));
+}
+
+#[tokio::test]
+async fn a_skewed_local_clock_is_corrected_from_the_servers_date() {
+    let server = RealServer::start().await;
+    let identity_token = server.identity_token(ALICE);
+    let skewed = Clock::from_fn(|| lmts_sdk::clock::Clock::system().now() - TimeDelta::minutes(5));
+    let client = Client::builder()
+        .base_url(&server.base)
+        .clock(skewed)
+        .build()
+        .unwrap();
+    let derived = client
+        .api_tokens()
+        .derive_token(&identity_token, DeriveApiTokenInput::default())
+        .await
+        .unwrap();
+    let scoped = client.with_credentials(derived.credentials());
+    assert_eq!(scoped.api_tokens().list_tokens().await.unwrap().len(), 1);
+    let offset = client.clock_offset();
+    assert!(
+        (offset - TimeDelta::minutes(5)).abs() < TimeDelta::seconds(3),
+        "{offset}"
+    );
+    // Learnt once, shared by clients of the same pool.
+    assert_eq!(scoped.api_tokens().list_tokens().await.unwrap().len(), 1);
+}
