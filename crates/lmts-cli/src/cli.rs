@@ -4,32 +4,74 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// lmts: the scoped API-token service of Limitless Exchange, its administration and dev tools.
+/// lmts: scoped API tokens for Limitless Exchange partners: the service, its administration,
+/// and a client to derive, list, revoke and sign.
 #[derive(Debug, Parser)]
-#[command(name = "lmts", version, about, long_about = None, after_help = EXIT_CODES)]
+#[command(name = "lmts", version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Cli {
+    /// Output format.
+    #[arg(long, global = true, env = "LMTS_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Print only what was asked for: no progress, no warnings.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-const EXIT_CODES: &str =
-    "Exit codes: 0 success, 1 failure, 2 bad command line, 3 bad configuration.";
+const AFTER_HELP: &str = "\
+Examples:
+  lmts demo                                   the whole token lifecycle, in one go
+  lmts serve --dev                            run the service locally
+  lmts tokens derive --label bot --save       derive a token and keep its credentials
+  lmts sign --method GET --path /auth/api-tokens --explain
+
+Exit codes: 0 success, 1 failure, 2 bad command line, 3 bad configuration,
+4 the service refused the request (4xx), 5 the service could not be reached or failed.
+Colour only on a terminal, never with NO_COLOR set.";
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A readable table.
+    Table,
+    /// Stable JSON for scripts.
+    Json,
+}
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API-token service.
     #[command(
-        after_help = "Example:\n  lmts serve --dev\n  LMTS_PRIVY_APP_ID=app LMTS_JWKS_URL=https://auth.privy.io/api/v1/apps/app/jwks.json lmts serve"
+        after_help = "Examples:\n  lmts serve --dev\n  LMTS_PRIVY_APP_ID=app LMTS_JWKS_URL=https://auth.privy.io/api/v1/apps/app/jwks.json lmts serve"
     )]
     Serve(ServeArgs),
+    /// Capabilities, derive, list and revoke against a service.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Print the lmts-* headers that sign a request.
+    #[command(
+        after_help = "Examples:\n  lmts sign --method GET --path /auth/api-tokens\n  lmts sign --method DELETE --path /auth/api-tokens/lmts_x --curl http://127.0.0.1:8080\n  lmts sign --method POST --path /orders --body @order.json --explain"
+    )]
+    Sign(SignArgs),
+    /// Start a throw-away service and walk the whole token lifecycle against it.
+    Demo,
     /// Administer partners: token management and allowed scopes.
     #[command(subcommand)]
     Partners(PartnersCommand),
     /// Development helpers for `lmts serve --dev`.
     #[command(subcommand)]
     Dev(DevCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  lmts completions bash > ~/.local/share/bash-completion/completions/lmts"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The data directory option shared by every command that opens it.
@@ -109,6 +151,125 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "LMTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Where the service is.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// The service's base URL (default: a saved profile's, else https://api.limitless.exchange).
+    #[arg(long, env = "LIMITLESS_API_URL")]
+    pub base_url: Option<String>,
+}
+
+/// Where the Privy identity token comes from.
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// The Privy identity token (prefer the environment variable or a file: flags land in shell history).
+    #[arg(
+        long,
+        env = "LIMITLESS_IDENTITY_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "identity_token_file"
+    )]
+    pub identity_token: Option<String>,
+    /// A file holding the identity token; `-` reads standard input.
+    #[arg(long)]
+    pub identity_token_file: Option<PathBuf>,
+}
+
+/// Which HMAC credentials sign.
+#[derive(Debug, Args)]
+pub struct CredentialArgs {
+    /// A profile of the credentials file (default: the environment's token, else profile "default").
+    #[arg(long, env = "LMTS_PROFILE")]
+    pub profile: Option<String>,
+    /// The credentials file.
+    #[arg(long, env = "LMTS_CREDENTIALS_FILE", default_value_os_t = crate::credentials_file::default_path())]
+    pub credentials_file: PathBuf,
+}
+
+/// `lmts tokens ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Whether token management is enabled, and which scopes may be requested.
+    #[command(
+        after_help = "Example:\n  lmts tokens capabilities --identity-token-file - < token.jwt"
+    )]
+    Capabilities {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        identity: IdentityArgs,
+    },
+    /// Derive a new token; its secret is shown this once.
+    #[command(
+        after_help = "Examples:\n  lmts tokens derive --label bot --scope trading --save\n  lmts tokens derive --scope trading --scope account_creation --output json"
+    )]
+    Derive(DeriveArgs),
+    /// List the partner's live tokens (with --quiet: their ids only, one per line).
+    #[command(after_help = "Example:\n  lmts tokens list --profile default")]
+    List {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        credentials: CredentialArgs,
+    },
+    /// Revoke a token, effective at once.
+    #[command(after_help = "Example:\n  lmts tokens revoke lmts_Rcj8KB41f2UG21D_2B_Nirej")]
+    Revoke {
+        /// The id of the token to revoke.
+        token_id: String,
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        credentials: CredentialArgs,
+    },
+}
+
+/// Options of `lmts tokens derive`.
+#[derive(Debug, Args)]
+pub struct DeriveArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// A name for the token (at most 128 characters).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// A scope to request; repeat for several (default: trading).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Save the credentials under this profile name (default name: "default").
+    #[arg(long, num_args = 0..=1, default_missing_value = "default")]
+    pub save: Option<String>,
+    /// The credentials file --save writes.
+    #[arg(long, env = "LMTS_CREDENTIALS_FILE", default_value_os_t = crate::credentials_file::default_path())]
+    pub credentials_file: PathBuf,
+}
+
+/// Options of `lmts sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The HTTP method.
+    #[arg(long)]
+    pub method: String,
+    /// The request target: path and query exactly as sent, e.g. /orders?market=btc.
+    #[arg(long)]
+    pub path: String,
+    /// The body: text, or @FILE to read a file's exact bytes.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Sign at this RFC 3339 time instead of now (to reproduce a signature).
+    #[arg(long)]
+    pub timestamp: Option<String>,
+    /// Print a ready curl command for the service at this base URL.
+    #[arg(long, value_name = "BASE_URL")]
+    pub curl: Option<String>,
+    /// Print the canonical message with its separators made visible.
+    #[arg(long)]
+    pub explain: bool,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 /// `lmts partners ...`.
@@ -204,19 +365,116 @@ mod tests {
 
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("lmts").chain(args.iter().copied()))
+    }
+
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
     }
 
     #[test]
-    fn partners_set_needs_exactly_one_target() {
-        let parse =
-            |args: &[&str]| Cli::try_parse_from(["lmts", "partners", "set"].iter().chain(args));
-        assert!(parse(&["--account", "0x1", "--token-management", "off"]).is_ok());
-        assert!(parse(&["--default", "--allowed-scopes", "trading,withdrawal"]).is_ok());
-        assert!(parse(&["--token-management", "off"]).is_err());
-        assert!(parse(&["--default", "--account", "0x1"]).is_err());
-        assert!(parse(&["--default", "--token-management", "maybe"]).is_err());
+    fn table_of_accepted_and_refused_command_lines() {
+        let cases: &[(&[&str], bool)] = &[
+            (
+                &[
+                    "partners",
+                    "set",
+                    "--account",
+                    "0x1",
+                    "--token-management",
+                    "off",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "partners",
+                    "set",
+                    "--default",
+                    "--allowed-scopes",
+                    "trading,withdrawal",
+                ],
+                true,
+            ),
+            (&["partners", "set", "--token-management", "off"], false),
+            (&["partners", "set", "--default", "--account", "0x1"], false),
+            (
+                &[
+                    "partners",
+                    "set",
+                    "--default",
+                    "--token-management",
+                    "maybe",
+                ],
+                false,
+            ),
+            (
+                &[
+                    "tokens",
+                    "derive",
+                    "--scope",
+                    "trading",
+                    "--scope",
+                    "withdrawal",
+                    "--save",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "tokens",
+                    "derive",
+                    "--identity-token",
+                    "t",
+                    "--identity-token-file",
+                    "-",
+                ],
+                false,
+            ),
+            (&["tokens", "revoke"], false),
+            (
+                &[
+                    "tokens",
+                    "revoke",
+                    "lmts_x",
+                    "--profile",
+                    "bot",
+                    "--output",
+                    "json",
+                ],
+                true,
+            ),
+            (&["--output", "yaml", "tokens", "list"], false),
+            (&["sign", "--method", "GET"], false),
+            (
+                &["sign", "--method", "GET", "--path", "/x", "--explain", "-q"],
+                true,
+            ),
+            (&["completions", "fish"], true),
+            (&["completions", "cmd"], false),
+            (&["demo", "--quiet"], true),
+        ];
+        for (args, ok) in cases {
+            assert_eq!(parse(args).is_ok(), *ok, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn save_takes_an_optional_name() {
+        let name = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Tokens(TokensCommand::Derive(derive)) => derive.save,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(name(&["tokens", "derive"]), None);
+        assert_eq!(
+            name(&["tokens", "derive", "--save"]).as_deref(),
+            Some("default")
+        );
+        assert_eq!(
+            name(&["tokens", "derive", "--save", "bot"]).as_deref(),
+            Some("bot")
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! `lmts`: serve the API-token service, administer partners, mint dev identity tokens.
+//! `lmts`: serve the API-token service, derive/list/revoke tokens, sign requests, administer
+//! partners, mint dev identity tokens, and walk the whole lifecycle with `lmts demo`.
 
 use std::process::ExitCode;
 
@@ -6,14 +7,16 @@ use clap::Parser;
 
 mod cli;
 mod commands;
+mod credentials_file;
 mod exit;
+mod output;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", exit::chain(&*error));
+            output::Output::error(&exit::message(&*error));
             ExitCode::from(exit::code(&*error))
         }
     }

@@ -77,6 +77,15 @@ pub fn canonical_scopes(requested: impl IntoIterator<Item = Scope>) -> Vec<Scope
     scopes
 }
 
+/// Scopes as their wire values joined by commas, e.g. `trading,withdrawal`.
+pub fn join_scopes(scopes: &[Scope]) -> String {
+    scopes
+        .iter()
+        .map(Scope::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The rule between scopes: `delegated_signing` needs `trading` in the same token.
 /// Returns a plain-words explanation when `scopes` breaks it.
 pub fn check_scope_rules(scopes: &[Scope]) -> Result<(), &'static str> {
@@ -171,6 +180,15 @@ mod tests {
             ]),
             Scope::KNOWN.to_vec()
         );
+    }
+
+    #[test]
+    fn scopes_join_with_commas() {
+        assert_eq!(
+            join_scopes(&[Scope::Trading, Scope::Unknown("x".into())]),
+            "trading,x"
+        );
+        assert_eq!(join_scopes(&[]), "");
     }
 
     #[test]

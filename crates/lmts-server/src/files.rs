@@ -62,6 +62,25 @@ pub fn create_private(
     Ok(())
 }
 
+/// Writes `contents` to `path` atomically (a private temporary file renamed over it), creating
+/// the parent directory (0700) if needed.
+pub fn replace_private(path: &Path, contents: &[u8]) -> Result<(), FileError> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    ensure_private_dir(parent)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&temporary);
+    create_private(&temporary, |file| std::io::Write::write_all(file, contents))?;
+    fs::rename(&temporary, path)?;
+    Ok(())
+}
+
 #[cfg(unix)]
 fn check_private(file: &File) -> Result<(), FileError> {
     use std::os::unix::fs::PermissionsExt;
@@ -103,5 +122,19 @@ mod tests {
             Err(FileError::TooOpen { mode: 0o644 })
         ));
         assert!(read_private(&dir.path().join("missing")).unwrap().is_none());
+
+        let nested = dir.path().join("a/b/creds.toml");
+        replace_private(&nested, b"one").unwrap();
+        replace_private(&nested, b"two").unwrap();
+        assert_eq!(read_private(&nested).unwrap().unwrap().as_str(), "two");
+        assert_eq!(
+            fs::metadata(&nested).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::read_dir(nested.parent().unwrap()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 }

@@ -6,6 +6,7 @@ use lmts_server::{auth::dev::DevIssuer, clock::Clock};
 use crate::{
     cli::{DevCommand, IdentityTokenArgs},
     exit::{CommandError, ConfigError},
+    output::Output,
 };
 
 /// A duration such as `90s`, `30m`, `1h` or `2d`.
@@ -32,7 +33,7 @@ fn parse_ttl(text: &str) -> Result<TimeDelta, ConfigError> {
         .ok_or_else(bad)
 }
 
-fn identity_token(args: IdentityTokenArgs) -> Result<(), CommandError> {
+fn identity_token(args: IdentityTokenArgs, output: &Output) -> Result<(), CommandError> {
     let ttl = parse_ttl(&args.ttl)?;
     let issuer = DevIssuer::load_or_create(&args.data_dir.data_dir)?;
     let token = issuer.issue(
@@ -42,14 +43,18 @@ fn identity_token(args: IdentityTokenArgs) -> Result<(), CommandError> {
         Clock::system().now(),
         ttl,
     )?;
-    println!("{token}");
+    if output.is_json() {
+        output.json(&serde_json::json!({ "identityToken": token }));
+    } else {
+        println!("{token}");
+    }
     Ok(())
 }
 
 /// Runs a `dev` subcommand.
-pub async fn run(command: DevCommand) -> Result<(), CommandError> {
+pub fn run(command: DevCommand, output: &Output) -> Result<(), CommandError> {
     match command {
-        DevCommand::IdentityToken(args) => identity_token(args),
+        DevCommand::IdentityToken(args) => identity_token(args, output),
     }
 }
 

@@ -11,6 +11,7 @@ use lmts_server::{
 use crate::{
     cli::{PartnerSelector, PartnersCommand, PartnersSetArgs, Switch},
     exit::{CommandError, ConfigError},
+    output::Output,
 };
 use lmts_server::clock::Clock;
 
@@ -67,35 +68,54 @@ async fn current(
     })
 }
 
-async fn print(store: &dyn Store, key: &SettingsKey) -> Result<(), CommandError> {
+async fn print(store: &dyn Store, key: &SettingsKey, output: &Output) -> Result<(), CommandError> {
     let (settings, source) = current(store, key).await?;
-    match key {
-        SettingsKey::Account(account) => {
-            println!("account:            {account}");
-            match store.profile_by_account(account).await? {
-                Some(profile) => println!("profile id:         {}", profile.id),
-                None => println!("profile id:         (not seen yet)"),
-            }
-        }
-        SettingsKey::Default => {
-            println!("account:            (default for partners without settings)")
-        }
-    }
-    println!(
-        "token management:   {}",
-        if settings.token_management_enabled {
-            "on"
-        } else {
-            "off"
-        }
-    );
+    let (account, profile_id) = match key {
+        SettingsKey::Account(account) => (
+            Some(account.clone()),
+            store
+                .profile_by_account(account)
+                .await?
+                .map(|profile| profile.id),
+        ),
+        SettingsKey::Default => (None, None),
+    };
     let scopes: Vec<&str> = settings.allowed_scopes.iter().map(Scope::as_str).collect();
-    println!("allowed scopes:     {}", scopes.join(","));
-    println!("settings:           {source}");
+    if output.is_json() {
+        output.json(&serde_json::json!({
+            "account": account,
+            "profileId": profile_id,
+            "tokenManagementEnabled": settings.token_management_enabled,
+            "allowedScopes": scopes,
+            "settings": source,
+        }));
+        return Ok(());
+    }
+    output.fields(&[
+        (
+            "account",
+            account.unwrap_or_else(|| "(default for partners without settings)".into()),
+        ),
+        (
+            "profile id",
+            profile_id.map_or_else(|| "(not seen yet)".into(), |id| id.to_string()),
+        ),
+        (
+            "token management",
+            if settings.token_management_enabled {
+                "on"
+            } else {
+                "off"
+            }
+            .into(),
+        ),
+        ("allowed scopes", scopes.join(",")),
+        ("settings", source.into()),
+    ]);
     Ok(())
 }
 
-async fn set(args: PartnersSetArgs) -> Result<(), CommandError> {
+async fn set(args: PartnersSetArgs, output: &Output) -> Result<(), CommandError> {
     let key = settings_key(&args.selector)?;
     if args.token_management.is_none() && args.allowed_scopes.is_none() {
         return Err(ConfigError(
@@ -114,17 +134,17 @@ async fn set(args: PartnersSetArgs) -> Result<(), CommandError> {
     store
         .set_settings(&key, &settings, Clock::system().now())
         .await?;
-    print(&*store, &key).await
+    print(&*store, &key, output).await
 }
 
 /// Runs a `partners` subcommand.
-pub async fn run(command: PartnersCommand) -> Result<(), CommandError> {
+pub async fn run(command: PartnersCommand, output: &Output) -> Result<(), CommandError> {
     match command {
-        PartnersCommand::Set(args) => set(args).await,
+        PartnersCommand::Set(args) => set(args, output).await,
         PartnersCommand::Show(selector) => {
             let key = settings_key(&selector)?;
             let store = open_store(&selector.data_dir.data_dir).await?;
-            print(&*store, &key).await
+            print(&*store, &key, output).await
         }
     }
 }

@@ -7,7 +7,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use lmts_core::{Scope, TokenId};
+use lmts_core::{scope::join_scopes as scopes_to_text, Scope, TokenId};
 
 pub use sqlite::SqliteStore;
 
@@ -212,15 +212,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves each token's `lastUsedAt` forward to the given time (never backward).
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError>;
-}
-
-/// Scopes as stored: their wire values joined by commas.
-fn scopes_to_text(scopes: &[Scope]) -> String {
-    scopes
-        .iter()
-        .map(Scope::as_str)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Scopes from their stored form.

@@ -1,0 +1,288 @@
+//! `lmts tokens capabilities | derive | list | revoke`, through the SDK.
+
+use std::{io::Read, path::Path};
+
+use lmts_core::{scope::join_scopes as scopes_text, signing::format_timestamp};
+use lmts_sdk::{Client, DeriveApiTokenInput, Error as SdkError, Scope, DEFAULT_BASE_URL};
+use zeroize::Zeroizing;
+
+use crate::{
+    cli::{CredentialArgs, DeriveArgs, IdentityArgs, ServiceArgs, TokensCommand},
+    credentials_file::{self, CredentialsFile, SavedProfile},
+    exit::{CommandError, ConfigError, Hinted},
+    output::Output,
+};
+
+/// Reads the identity token from the flag or environment, a file, or standard input.
+fn identity_token(args: &IdentityArgs) -> Result<Zeroizing<String>, CommandError> {
+    let text = if let Some(token) = &args.identity_token {
+        Zeroizing::new(token.clone())
+    } else {
+        match &args.identity_token_file {
+            Some(path) if path == Path::new("-") => {
+                let mut text = Zeroizing::new(String::new());
+                std::io::stdin().read_to_string(&mut text)?;
+                text
+            }
+            Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|error| {
+                ConfigError(format!("identity token file {}: {error}", path.display()))
+            })?),
+            None => {
+                return Err(ConfigError(
+                    "no identity token: set LIMITLESS_IDENTITY_TOKEN, or pass --identity-token-file FILE (- reads standard input)".into(),
+                )
+                .into())
+            }
+        }
+    };
+    Ok(Zeroizing::new(text.trim().to_owned()))
+}
+
+/// A client for the first base URL given: the flag or environment, then a saved one.
+pub fn client(service: &ServiceArgs, saved: Option<&str>) -> Result<Client, CommandError> {
+    let base_url = service
+        .base_url
+        .as_deref()
+        .or(saved)
+        .unwrap_or(DEFAULT_BASE_URL);
+    Ok(Client::new(base_url)?)
+}
+
+/// Adds advice to an SDK error where some helps.
+fn hinted(error: SdkError, client: &Client, signed: bool) -> CommandError {
+    let hint = match &error {
+        SdkError::Transport(_) | SdkError::Timeout(_) => Some(format!(
+            "is the service running at {}? (set --base-url or LIMITLESS_API_URL)",
+            client.base_url()
+        )),
+        SdkError::Api(api) if api.is_authentication() && api.message().contains("timestamp") => {
+            clock_hint(api)
+        }
+        SdkError::Api(api) if api.is_authentication() && signed => Some(
+            "the token may have been revoked; derive a new one with `lmts tokens derive --save`"
+                .into(),
+        ),
+        SdkError::Api(api) if api.is_authentication() => {
+            Some("the identity token may have expired; get a fresh one".into())
+        }
+        SdkError::Api(api) if api.is_rate_limited() => api
+            .retry_after
+            .map(|wait| format!("retry after {} s", wait.as_secs().max(1))),
+        _ => None,
+    };
+    match hint {
+        Some(hint) => Hinted {
+            error: error.into(),
+            hint,
+        }
+        .into(),
+        None => error.into(),
+    }
+}
+
+/// How far the local clock is from the service's, from the answer's `Date`.
+fn clock_hint(api: &lmts_sdk::ApiError) -> Option<String> {
+    let date = api.headers.get("date")?.to_str().ok()?;
+    let server = chrono::DateTime::<chrono::Utc>::from(httpdate::parse_http_date(date).ok()?);
+    let skew = (lmts_sdk::clock::Clock::system().now() - server).num_seconds();
+    Some(format!(
+        "the local clock is about {} s {} the service's; fix the clock (e.g. enable NTP)",
+        skew.abs(),
+        if skew >= 0 { "ahead of" } else { "behind" }
+    ))
+}
+
+async fn capabilities(
+    service: ServiceArgs,
+    identity: IdentityArgs,
+    output: &Output,
+) -> Result<(), CommandError> {
+    let token = identity_token(&identity)?;
+    let client = client(&service, None)?;
+    let caps = client
+        .api_tokens()
+        .get_capabilities(&token)
+        .await
+        .map_err(|error| hinted(error, &client, false))?;
+    if output.is_json() {
+        output.json(&caps);
+    } else {
+        output.fields(&[
+            ("partner profile id", caps.partner_profile_id.to_string()),
+            (
+                "token management",
+                if caps.token_management_enabled {
+                    "on"
+                } else {
+                    "off"
+                }
+                .into(),
+            ),
+            ("allowed scopes", scopes_text(&caps.allowed_scopes)),
+        ]);
+    }
+    Ok(())
+}
+
+async fn derive(args: DeriveArgs, output: &Output) -> Result<(), CommandError> {
+    let token = identity_token(&args.identity)?;
+    let client = client(&args.service, None)?;
+    let input = DeriveApiTokenInput {
+        label: args.label,
+        scopes: args
+            .scopes
+            .iter()
+            .map(|scope| Scope::from(scope.as_str()))
+            .collect(),
+    };
+    let derived = match client.api_tokens().derive_token(&token, input).await {
+        Ok(derived) => derived,
+        Err(SdkError::Api(api)) if api.is_permission() => {
+            let allowed = client.api_tokens().get_capabilities(&token).await.ok();
+            let error = SdkError::Api(api);
+            return Err(match allowed {
+                Some(caps) => Hinted {
+                    error: error.into(),
+                    hint: format!(
+                        "this partner may request: {}",
+                        scopes_text(&caps.allowed_scopes)
+                    ),
+                }
+                .into(),
+                None => error.into(),
+            });
+        }
+        Err(error) => return Err(hinted(error, &client, false)),
+    };
+    if let Some(name) = &args.save {
+        let mut file = CredentialsFile::load(&args.credentials_file)?;
+        file.profiles.insert(
+            name.clone(),
+            SavedProfile {
+                base_url: Some(client.base_url().trim_end_matches('/').to_owned()),
+                token_id: derived.token_id.to_string(),
+                secret: derived.secret.to_base64().to_string(),
+            },
+        );
+        file.save(&args.credentials_file)?;
+        output.note(&format!(
+            "saved as profile {name:?} in {}",
+            args.credentials_file.display()
+        ));
+    }
+    if output.is_json() {
+        output.json(&derived);
+    } else {
+        output.fields(&[
+            ("token id", derived.token_id.to_string()),
+            ("scopes", scopes_text(&derived.scopes)),
+            ("created at", format_timestamp(derived.created_at)),
+            (
+                "profile",
+                format!("{} ({})", derived.profile.id, derived.profile.account),
+            ),
+            ("secret", derived.secret.to_base64().to_string()),
+        ]);
+    }
+    output
+        .warn("the secret is shown only this once: store it now; the service cannot show it again");
+    Ok(())
+}
+
+fn signing_client(
+    service: &ServiceArgs,
+    credentials: &CredentialArgs,
+) -> Result<Client, CommandError> {
+    let resolved = credentials_file::resolve(
+        credentials.profile.as_deref(),
+        &credentials.credentials_file,
+    )?;
+    Ok(client(service, resolved.base_url.as_deref())?.with_credentials(resolved.credentials))
+}
+
+async fn list(
+    service: ServiceArgs,
+    credentials: CredentialArgs,
+    output: &Output,
+) -> Result<(), CommandError> {
+    let client = signing_client(&service, &credentials)?;
+    let tokens = client
+        .api_tokens()
+        .list_tokens()
+        .await
+        .map_err(|error| hinted(error, &client, true))?;
+    if output.is_json() {
+        output.json(&tokens);
+        return Ok(());
+    }
+    if output.quiet {
+        for token in &tokens {
+            println!("{}", token.token_id);
+        }
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|token| {
+            vec![
+                token.token_id.to_string(),
+                token.label.clone().unwrap_or_else(|| "-".into()),
+                scopes_text(&token.scopes),
+                format_timestamp(token.created_at),
+                token
+                    .last_used_at
+                    .map_or_else(|| "never".into(), format_timestamp),
+            ]
+        })
+        .collect();
+    output.table(
+        &["TOKEN ID", "LABEL", "SCOPES", "CREATED", "LAST USED"],
+        &rows,
+    );
+    Ok(())
+}
+
+async fn revoke(
+    token_id: String,
+    service: ServiceArgs,
+    credentials: CredentialArgs,
+    output: &Output,
+) -> Result<(), CommandError> {
+    let client = signing_client(&service, &credentials)?;
+    let message = client
+        .api_tokens()
+        .revoke_token(&token_id)
+        .await
+        .map_err(|error| hinted(error, &client, true))?;
+    if output.is_json() {
+        output.json(&serde_json::json!({ "tokenId": token_id, "message": message }));
+    } else {
+        println!("revoked {token_id}: {message}");
+    }
+    if client
+        .credentials()
+        .is_some_and(|c| c.token_id.as_str() == token_id)
+    {
+        output.warn("these were the credentials used to sign; they no longer work");
+    }
+    Ok(())
+}
+
+/// Runs a `tokens` subcommand.
+pub async fn run(command: TokensCommand, output: &Output) -> Result<(), CommandError> {
+    match command {
+        TokensCommand::Capabilities { service, identity } => {
+            capabilities(service, identity, output).await
+        }
+        TokensCommand::Derive(args) => derive(args, output).await,
+        TokensCommand::List {
+            service,
+            credentials,
+        } => list(service, credentials, output).await,
+        TokensCommand::Revoke {
+            token_id,
+            service,
+            credentials,
+        } => revoke(token_id, service, credentials, output).await,
+    }
+}

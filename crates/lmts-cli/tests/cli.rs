@@ -1,0 +1,454 @@
+//! Every `lmts` client subcommand against a real `lmts serve --dev`: table and JSON output,
+//! the credentials file, identity tokens from standard input, exit codes and hints.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use serde_json::Value;
+
+struct Session {
+    service: Service,
+    data: std::path::PathBuf,
+    credentials: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Session {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let service = Service::start(&data, &dir.path().join("log"), &[]).await;
+        let credentials = dir.path().join("config/credentials.toml");
+        Self {
+            service,
+            data,
+            credentials,
+            _dir: dir,
+        }
+    }
+
+    fn run(
+        &self,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> std::process::Output {
+        let mut env = vec![
+            ("LIMITLESS_API_URL", self.service.base.as_str()),
+            ("LMTS_CREDENTIALS_FILE", self.credentials.to_str().unwrap()),
+            ("NO_COLOR", "1"),
+        ];
+        env.extend_from_slice(extra_env);
+        lmts_with(args, &env, stdin)
+    }
+
+    fn json(&self, args: &[&str], extra_env: &[(&str, &str)], stdin: Option<&str>) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["--output", "json"]);
+        let output = self.run(&args, extra_env, stdin);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        serde_json::from_str(&stdout(&output)).unwrap()
+    }
+
+    fn identity(&self) -> String {
+        identity_token(&self.data)
+    }
+}
+
+#[tokio::test]
+async fn capabilities_from_env_file_or_stdin_in_table_and_json() {
+    let session = Session::start().await;
+    let identity = session.identity();
+    let from_env = session.json(
+        &["tokens", "capabilities"],
+        &[("LIMITLESS_IDENTITY_TOKEN", &identity)],
+        None,
+    );
+    assert_eq!(from_env["allowedScopes"], serde_json::json!(["trading"]));
+    assert_eq!(from_env["tokenManagementEnabled"], true);
+
+    let from_stdin = session.json(
+        &["tokens", "capabilities", "--identity-token-file", "-"],
+        &[],
+        Some(&format!("{identity}\n")),
+    );
+    assert_eq!(from_stdin, from_env);
+
+    let table = session.run(
+        &["tokens", "capabilities", "--identity-token", &identity],
+        &[],
+        None,
+    );
+    assert!(table.status.success());
+    let text = stdout(&table);
+    assert!(
+        text.contains("token management") && text.contains("on") && text.contains("trading"),
+        "{text}"
+    );
+
+    let missing = session.run(&["tokens", "capabilities"], &[], None);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(
+        stderr(&missing).contains("no identity token"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[tokio::test]
+async fn derive_save_list_sign_revoke_and_the_refusal() {
+    let session = Session::start().await;
+    let identity = session.identity();
+    let derived = session.json(
+        &[
+            "tokens",
+            "derive",
+            "--label",
+            "cli",
+            "--scope",
+            "trading",
+            "--save",
+            "bot",
+            "--identity-token-file",
+            "-",
+        ],
+        &[],
+        Some(&identity),
+    );
+    let token_id = derived["tokenId"].as_str().unwrap().to_owned();
+    assert_eq!(derived["secret"].as_str().unwrap().len(), 44);
+    assert_eq!(derived["apiKey"], derived["tokenId"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&session.credentials)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+    let saved = fs::read_to_string(&session.credentials).unwrap();
+    assert!(
+        saved.contains("[profiles.bot]") && saved.contains(&token_id),
+        "{saved}"
+    );
+
+    // A second token, shown as a table with the one-time warning.
+    let table = session.run(
+        &["tokens", "derive", "--identity-token", &identity],
+        &[],
+        None,
+    );
+    assert!(table.status.success());
+    assert!(stdout(&table).contains("secret"), "{}", stdout(&table));
+    assert!(
+        stderr(&table).contains("shown only this once"),
+        "{}",
+        stderr(&table)
+    );
+
+    let listed = session.json(&["tokens", "list", "--profile", "bot"], &[], None);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tokenId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&token_id.as_str()));
+    let table = session.run(&["tokens", "list", "--profile", "bot"], &[], None);
+    let text = stdout(&table);
+    assert!(
+        text.starts_with("TOKEN ID") && text.contains("cli") && text.contains(&token_id),
+        "{text}"
+    );
+    let quiet = session.run(
+        &["tokens", "list", "--profile", "bot", "--quiet"],
+        &[],
+        None,
+    );
+    assert_eq!(stdout(&quiet).lines().count(), 2);
+
+    let curl = session.run(
+        &[
+            "sign",
+            "--method",
+            "GET",
+            "--path",
+            "/auth/api-tokens",
+            "--profile",
+            "bot",
+            "--curl",
+            &session.service.base,
+        ],
+        &[],
+        None,
+    );
+    let command = stdout(&curl);
+    assert!(
+        command.starts_with("curl -sS -X GET") && command.contains("lmts-signature: "),
+        "{command}"
+    );
+    let answered = std::process::Command::new("bash")
+        .args(["-c", command.trim()])
+        .output()
+        .unwrap();
+    let body: Value = serde_json::from_slice(&answered.stdout).unwrap();
+    assert_eq!(
+        body.as_array().unwrap().len(),
+        2,
+        "the signed curl request is accepted"
+    );
+
+    let revoked = session.json(
+        &["tokens", "revoke", &token_id, "--profile", "bot"],
+        &[],
+        None,
+    );
+    assert_eq!(revoked["tokenId"], token_id.as_str());
+    assert!(revoked["message"].is_string());
+
+    let refused = session.run(&["tokens", "list", "--profile", "bot"], &[], None);
+    assert_eq!(refused.status.code(), Some(4));
+    let message = stderr(&refused);
+    assert!(
+        message.contains("401") && message.contains("hint:"),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+}
+
+#[tokio::test]
+async fn a_forbidden_scope_names_what_the_partner_may_request() {
+    let session = Session::start().await;
+    let output = session.run(
+        &["tokens", "derive", "--scope", "withdrawal"],
+        &[("LIMITLESS_IDENTITY_TOKEN", &session.identity())],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(4));
+    assert!(
+        stderr(&output).contains("hint: this partner may request: trading"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn environment_credentials_sign_without_a_file() {
+    let session = Session::start().await;
+    let derived = session.json(
+        &["tokens", "derive"],
+        &[("LIMITLESS_IDENTITY_TOKEN", &session.identity())],
+        None,
+    );
+    let id = derived["tokenId"].as_str().unwrap();
+    let secret = derived["secret"].as_str().unwrap();
+    let env = [
+        ("LIMITLESS_API_TOKEN_ID", id),
+        ("LIMITLESS_API_TOKEN_SECRET", secret),
+    ];
+    let listed = session.json(&["tokens", "list"], &env, None);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(
+        !session.credentials.exists(),
+        "nothing saved without --save"
+    );
+    let half = session.run(&["tokens", "list"], &env[..1], None);
+    assert_eq!(half.status.code(), Some(3));
+}
+
+#[test]
+fn sign_reproduces_the_spec_vectors() {
+    let env = [
+        ("LIMITLESS_API_TOKEN_ID", "tok"),
+        ("LIMITLESS_API_TOKEN_SECRET", "c3VwZXItc2VjcmV0LWtleQ=="),
+    ];
+    let args = [
+        "sign",
+        "--method",
+        "PATCH",
+        "--path",
+        "/orders?market=btc",
+        "--body",
+        r#"{"foo":"bar"}"#,
+        "--timestamp",
+        "2026-03-23T12:34:56.789Z",
+    ];
+    let output = lmts_with(&[&args[..], &["--output", "json"]].concat(), &env, None);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let headers: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        headers["lmts-signature"],
+        "mgMUpOd7FH4sOSti2MF30YKF9yDq+67VjFksPa5I5eE="
+    );
+    assert_eq!(headers["lmts-api-key"], "tok");
+    assert_eq!(headers["lmts-timestamp"], "2026-03-23T12:34:56.789Z");
+
+    let text = stdout(&lmts_with(&args, &env, None));
+    assert!(
+        text.contains("lmts-signature: mgMUpOd7FH4sOSti2MF30YKF9yDq+67VjFksPa5I5eE="),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    fs::write(&body, r#"{"foo":"bar"}"#).unwrap();
+    let at_file = format!("@{}", body.display());
+    let explained = lmts_with(
+        &[
+            "sign",
+            "--method",
+            "post",
+            "--path",
+            "/orders",
+            "--body",
+            &at_file,
+            "--timestamp",
+            "2026-03-30T12:00:00.000Z",
+            "--explain",
+        ],
+        &[
+            ("LIMITLESS_API_TOKEN_ID", "tok"),
+            ("LIMITLESS_API_TOKEN_SECRET", "c2VjcmV0"),
+        ],
+        None,
+    );
+    let text = stdout(&explained);
+    assert!(
+        text.contains("│POST⏎") && text.contains("│{\"foo\":\"bar\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lmts-signature: lqUdGxW7CcqHKaX99McgZb/TddUNxiFaIm5OiM/GMI0="),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_world_readable_credentials_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials.toml");
+    fs::write(
+        &file,
+        "[profiles.default]\ntoken_id = \"tok\"\nsecret = \"c2VjcmV0\"\n",
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let output = lmts_with(
+        &["sign", "--method", "GET", "--path", "/x"],
+        &[("LMTS_CREDENTIALS_FILE", file.to_str().unwrap())],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr(&output).contains("chmod 600"), "{}", stderr(&output));
+    assert!(!stdout(&output).contains("lmts-signature"));
+}
+
+#[test]
+fn an_unreachable_service_exits_5_with_a_hint() {
+    let output = lmts_with(
+        &["tokens", "capabilities", "--base-url", "http://127.0.0.1:9"],
+        &[("LIMITLESS_IDENTITY_TOKEN", "x.y.z")],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(5));
+    assert!(
+        stderr(&output).contains("is the service running at http://127.0.0.1:9"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn no_credentials_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("none.toml");
+    let output = lmts_with(
+        &["tokens", "list"],
+        &[("LMTS_CREDENTIALS_FILE", file.to_str().unwrap())],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stderr(&output).contains("no credentials"),
+        "{}",
+        stderr(&output)
+    );
+    let output = lmts_with(
+        &["tokens", "list", "--profile", "nope"],
+        &[("LMTS_CREDENTIALS_FILE", file.to_str().unwrap())],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stderr(&output).contains("no profile \"nope\""),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = lmts(&["completions", shell]);
+        assert!(output.status.success());
+        let script = stdout(&output);
+        assert!(
+            script.contains("lmts") && script.contains("tokens") && script.len() > 1000,
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn the_demo_walks_the_lifecycle_and_exits_0() {
+    let output = lmts_with(&["demo"], &[("NO_COLOR", "1")], None);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let text = stdout(&output);
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("✓ ")).count(),
+        8,
+        "{text}"
+    );
+    assert!(
+        text.contains("revoked credentials are refused: 401"),
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "no colour off a terminal");
+    let quiet = lmts_with(&["demo", "--quiet"], &[], None);
+    assert!(quiet.status.success());
+    assert!(stdout(&quiet).is_empty(), "{}", stdout(&quiet));
+}
+
+#[test]
+fn help_has_examples_and_exit_codes() {
+    let help = stdout(&lmts(&["--help"]));
+    assert!(
+        help.contains("Exit codes") && help.contains("lmts demo"),
+        "{help}"
+    );
+    for command in [
+        &["tokens", "derive", "--help"][..],
+        &["sign", "--help"],
+        &["partners", "set", "--help"],
+    ] {
+        let text = stdout(&lmts(command));
+        assert!(text.contains("Example"), "{command:?}: {text}");
+    }
+}

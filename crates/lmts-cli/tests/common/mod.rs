@@ -1,0 +1,140 @@
+//! Shared by the binary's tests: run `lmts`, and a real `lmts serve --dev` process.
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::{
+    fs,
+    io::Write,
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+pub const ALICE: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+
+/// Runs `lmts` with `args`.
+pub fn lmts(args: &[&str]) -> Output {
+    lmts_with(args, &[], None)
+}
+
+/// Runs `lmts` with `args`, extra environment variables and optional standard input.
+pub fn lmts_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lmts"));
+    command
+        .args(args)
+        .env_remove("LIMITLESS_API_URL")
+        .env_remove("LIMITLESS_IDENTITY_TOKEN")
+        .env_remove("LIMITLESS_API_TOKEN_ID")
+        .env_remove("LIMITLESS_API_TOKEN_SECRET")
+        .env_remove("LMTS_PROFILE")
+        .env_remove("LMTS_OUTPUT")
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// A real `lmts serve --dev` on a free loopback port; SIGKILLed when dropped.
+pub struct Service {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Service {
+    pub async fn start(data_dir: &Path, log: &Path, extra: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_lmts"))
+            .args(["serve", "--dev", "--listen", &listen, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("LMTS_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let service = Self {
+            child,
+            base: format!("http://{listen}"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client
+                .get(format!("{}/health", service.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return service;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "lmts serve did not come up; log:\n{}",
+            fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+/// A dev identity token for `ALICE` from the data directory's dev key.
+pub fn identity_token(data_dir: &Path) -> String {
+    let output = lmts(&[
+        "dev",
+        "identity-token",
+        "--account",
+        ALICE,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output).trim().to_owned()
+}
