@@ -82,6 +82,16 @@ pub struct DataDirArg {
     pub data_dir: PathBuf,
 }
 
+/// Where the service's state lives.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// PostgreSQL URL (postgres://user@host/db); without it, SQLite in the data directory.
+    #[arg(long, env = "LMTS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -98,7 +108,16 @@ pub struct ServeArgs {
     #[arg(long, env = "LMTS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     #[command(flatten)]
-    pub data_dir: DataDirArg,
+    pub store: StoreArgs,
+    /// Most PostgreSQL connections this instance holds.
+    #[arg(long, env = "LMTS_DATABASE_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..))]
+    pub database_max_connections: u32,
+    /// Longest a PostgreSQL statement may run, in milliseconds.
+    #[arg(long, env = "LMTS_DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub database_statement_timeout_ms: u64,
+    /// Seconds a token's verification state stays cached (the backstop for missed revocation notices).
+    #[arg(long, env = "LMTS_TOKEN_CACHE_TTL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_cache_ttl_secs: u64,
     /// Accept identity tokens minted by `lmts dev identity-token` (never in production).
     #[arg(long, env = "LMTS_DEV")]
     pub dev: bool,
@@ -305,7 +324,7 @@ pub struct PartnerSelector {
     #[command(flatten)]
     pub target: PartnerTarget,
     #[command(flatten)]
-    pub data_dir: DataDirArg,
+    pub store: StoreArgs,
 }
 
 /// On or off.

@@ -17,7 +17,7 @@ use crate::{
     files::{self, FileError},
     http::app,
     state::{AppState, ServiceSettings},
-    store::{SqliteStore, Store, StoreError},
+    store::{PostgresOptions, PostgresStore, SqliteStore, Store, StoreError},
 };
 
 /// Where identity tokens come from and how they are checked.
@@ -67,6 +67,10 @@ pub struct ServerConfig {
     pub master_key: Option<Zeroizing<String>>,
     /// Earlier master keys, still used to open secrets sealed under them.
     pub retired_master_keys: Vec<String>,
+    /// A PostgreSQL URL; without it the embedded SQLite database of the data directory is used.
+    pub database_url: Option<String>,
+    /// Pool and timeouts of the PostgreSQL backend.
+    pub postgres: PostgresOptions,
 }
 
 impl ServerConfig {
@@ -80,6 +84,8 @@ impl ServerConfig {
             service: ServiceSettings::default(),
             master_key: None,
             retired_master_keys: Vec::new(),
+            database_url: None,
+            postgres: PostgresOptions::default(),
         }
     }
 }
@@ -123,8 +129,16 @@ pub enum ServeError {
     Serve(#[source] io::Error),
 }
 
-/// Opens the embedded store of a data directory (creating both if needed).
-pub async fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, ServeError> {
+/// Opens the store: PostgreSQL at `database_url` when given, else the embedded SQLite
+/// database of `data_dir` (creating both if needed).
+pub async fn open_store(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+    postgres: &PostgresOptions,
+) -> Result<Arc<dyn Store>, ServeError> {
+    if let Some(url) = database_url {
+        return Ok(Arc::new(PostgresStore::connect(url, postgres).await?));
+    }
     files::ensure_private_dir(data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.display().to_string(),
         source,
@@ -192,7 +206,16 @@ impl Server {
 
     /// [`Server::bind`] with a given clock.
     pub async fn bind_with_clock(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
-        let store = open_store(&config.data_dir).await?;
+        files::ensure_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = open_store(
+            &config.data_dir,
+            config.database_url.as_deref(),
+            &config.postgres,
+        )
+        .await?;
         let keyring = match &config.master_key {
             Some(key) => Keyring::from_base64(key, &config.retired_master_keys)?,
             None => Keyring::load_or_create(&config.data_dir, &config.retired_master_keys)?,
@@ -213,6 +236,7 @@ impl Server {
         let state = AppState::new(config.service, store, keyring, identity, clock);
         tracing::info!(
             data_dir = %config.data_dir.display(),
+            database = if config.database_url.is_some() { "postgres" } else { "sqlite" },
             master_key_id = state.keyring.current_key_id(),
             identity = ?state.identity,
             "lmts service ready"
@@ -238,11 +262,15 @@ impl Server {
         let address = self.local_addr().map_err(ServeError::Serve)?;
         tracing::info!(%address, "listening");
         let maintenance = self.state.spawn_maintenance();
+        let listener = self.state.spawn_invalidation_listener();
         let result = axum::serve(self.listener, app(self.state.clone()))
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServeError::Serve);
         maintenance.abort();
+        if let Some(listener) = listener {
+            listener.abort();
+        }
         self.state.run_maintenance().await;
         tracing::info!("stopped");
         result

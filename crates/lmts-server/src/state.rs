@@ -12,7 +12,7 @@ use crate::{
     clock::Clock,
     crypto::Keyring,
     rate_limit::{RateLimit, RateLimiter},
-    store::Store,
+    store::{Invalidation, Store},
     token_cache::TokenCache,
     usage::UsageLog,
 };
@@ -43,7 +43,7 @@ impl Default for ServiceSettings {
             max_body_bytes: 64 * 1024,
             max_active_tokens: 100,
             usage_flush_interval: Duration::from_secs(1),
-            token_cache_ttl: Duration::from_secs(60),
+            token_cache_ttl: Duration::from_secs(5),
             token_cache_capacity: 1_000_000,
             rate_limit: Some(RateLimit::default()),
         }
@@ -66,7 +66,7 @@ pub struct Shared {
     /// Identity token verification.
     pub identity: IdentityVerifier,
     /// Verification state of recently used tokens.
-    pub tokens: TokenCache,
+    pub tokens: Arc<TokenCache>,
     /// Uses not yet written.
     pub usage: UsageLog,
     /// Per-caller request budgets.
@@ -90,7 +90,10 @@ impl AppState {
         identity: IdentityVerifier,
         clock: Clock,
     ) -> Self {
-        let tokens = TokenCache::new(settings.token_cache_ttl, settings.token_cache_capacity);
+        let tokens = Arc::new(TokenCache::new(
+            settings.token_cache_ttl,
+            settings.token_cache_capacity,
+        ));
         let rate_limiter = RateLimiter::new(settings.rate_limit);
         Self(Arc::new(Shared {
             settings,
@@ -116,6 +119,16 @@ impl AppState {
         if let Err(error) = self.store.prune_signatures(self.clock.now()).await {
             tracing::warn!(error = %crate::http::error::error_chain(&error), "could not prune replay records");
         }
+    }
+
+    /// Applies invalidations from other instances to the token cache, when the store has them.
+    pub fn spawn_invalidation_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let tokens = self.tokens.clone();
+        self.store
+            .watch_invalidations(Arc::new(move |invalidation| match invalidation {
+                Invalidation::Token(token_id) => tokens.invalidate(&token_id),
+                Invalidation::All => tokens.clear(),
+            }))
     }
 
     /// Runs [`AppState::run_maintenance`] every flush interval, forever.

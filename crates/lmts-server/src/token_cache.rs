@@ -117,6 +117,16 @@ impl TokenCache {
         entries.remove(token_id);
     }
 
+    /// Drops every entry (a notification may have been missed); loads in flight will not cache.
+    pub fn clear(&self) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+    }
+
     /// How many entries are cached.
     pub fn len(&self) -> usize {
         self.entries

@@ -6,7 +6,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use lmts_core::{Scope, TokenId};
 use lmts_server::{
     crypto::SealedSecret,
-    store::{NewToken, PartnerSettings, SettingsKey, SqliteStore, Store, StoreError},
+    store::{
+        NewToken, PartnerSettings, PostgresOptions, PostgresStore, SettingsKey, SqliteStore, Store,
+        StoreError,
+    },
 };
 
 fn t(seconds: i64) -> DateTime<Utc> {
@@ -236,5 +239,19 @@ async fn sqlite_file_store_keeps_the_contract() {
     // Reopening runs no migration twice and keeps the data.
     drop(store);
     let reopened = SqliteStore::open_in(dir.path()).await.unwrap();
+    assert!(reopened.token_credentials("r2").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_the_contract() {
+    let url = lmts_testkit::PgServer::shared().database().await;
+    let store = PostgresStore::connect(&url, &PostgresOptions::default())
+        .await
+        .unwrap();
+    store_contract(&store).await;
+    drop(store);
+    let reopened = PostgresStore::connect(&url, &PostgresOptions::default())
+        .await
+        .unwrap();
     assert!(reopened.token_credentials("r2").await.unwrap().is_some());
 }

@@ -5,7 +5,7 @@ use lmts_core::Scope;
 use lmts_server::{
     account::checksum_address,
     server::open_store,
-    store::{PartnerSettings, SettingsKey, Store},
+    store::{PartnerSettings, PostgresOptions, SettingsKey, Store},
 };
 
 use crate::{
@@ -123,7 +123,12 @@ async fn set(args: PartnersSetArgs, output: &Output) -> Result<(), CommandError>
         )
         .into());
     }
-    let store = open_store(&args.selector.data_dir.data_dir).await?;
+    let store = open_store(
+        &args.selector.store.data_dir.data_dir,
+        args.selector.store.database_url.as_deref(),
+        &PostgresOptions::default(),
+    )
+    .await?;
     let (mut settings, _) = current(&*store, &key).await?;
     if let Some(switch) = args.token_management {
         settings.token_management_enabled = switch == Switch::On;
@@ -143,7 +148,12 @@ pub async fn run(command: PartnersCommand, output: &Output) -> Result<(), Comman
         PartnersCommand::Set(args) => set(args, output).await,
         PartnersCommand::Show(selector) => {
             let key = settings_key(&selector)?;
-            let store = open_store(&selector.data_dir.data_dir).await?;
+            let store = open_store(
+                &selector.store.data_dir.data_dir,
+                selector.store.database_url.as_deref(),
+                &PostgresOptions::default(),
+            )
+            .await?;
             print(&*store, &key, output).await
         }
     }

@@ -7,6 +7,7 @@ use lmts_server::{
     files,
     rate_limit::RateLimit,
     server::{shutdown_signal, IdentityConfig, Server, ServerConfig},
+    store::PostgresOptions,
     ServiceSettings,
 };
 use tracing_subscriber::EnvFilter;
@@ -58,7 +59,13 @@ fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
         .collect::<Result<_, _>>()?;
     Ok(ServerConfig {
         listen: args.listen,
-        data_dir: args.data_dir.data_dir,
+        data_dir: args.store.data_dir.data_dir,
+        database_url: args.store.database_url,
+        postgres: PostgresOptions {
+            max_connections: args.database_max_connections,
+            statement_timeout: Duration::from_millis(args.database_statement_timeout_ms),
+            ..PostgresOptions::default()
+        },
         dev: args.dev,
         identity: IdentityConfig {
             issuer: args.identity_issuer,
@@ -73,6 +80,7 @@ fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
             max_body_bytes: args.max_body_bytes,
             max_active_tokens: args.max_active_tokens,
             usage_flush_interval: Duration::from_millis(args.usage_flush_ms),
+            token_cache_ttl: Duration::from_secs(args.token_cache_ttl_secs),
             rate_limit: (args.rate_limit_per_minute > 0).then_some(RateLimit {
                 per_minute: args.rate_limit_per_minute,
                 burst: args.rate_limit_burst,

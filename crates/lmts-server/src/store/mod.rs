@@ -3,12 +3,16 @@
 //! Rows are their own types, separate from the wire types, and none of them prints a secret.
 //! Times are stored as milliseconds since the Unix epoch.
 
+mod postgres;
 mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lmts_core::{scope::join_scopes as scopes_to_text, Scope, TokenId};
 
+pub use postgres::{PostgresOptions, PostgresStore, REVOCATION_CHANNEL};
 pub use sqlite::SqliteStore;
 
 use crate::crypto::SealedSecret;
@@ -110,6 +114,18 @@ pub struct TokenRecord {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// What a cache must forget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// One token was revoked.
+    Token(TokenId),
+    /// Anything may have changed (a notification may have been missed).
+    All,
+}
+
+/// Where a store delivers invalidations.
+pub type InvalidationSink = Arc<dyn Fn(Invalidation) + Send + Sync>;
+
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -137,7 +153,17 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(error),
+            // Connection exceptions and operator intervention (the server shutting down).
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+            {
+                StoreError::Unavailable(error)
+            }
             other => StoreError::Database(other),
         }
     }
@@ -212,6 +238,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves each token's `lastUsedAt` forward to the given time (never backward).
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError>;
+
+    /// Delivers invalidations made by other instances to `sink`, from a task it returns; `None`
+    /// for a backend only one instance uses.
+    fn watch_invalidations(&self, sink: InvalidationSink) -> Option<tokio::task::JoinHandle<()>> {
+        let _ = sink;
+        None
+    }
 }
 
 /// Scopes from their stored form.

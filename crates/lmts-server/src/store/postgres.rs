@@ -1,0 +1,410 @@
+//! PostgreSQL: the one source of truth for many service instances behind a load balancer.
+//!
+//! Revocations are announced with `NOTIFY` in the revoking transaction, so every instance's
+//! listener drops the token from its cache as soon as the revoke commits. The active-token
+//! limit holds across instances because a derive locks its profile row before it counts.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lmts_core::TokenId;
+use sqlx::{
+    postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow},
+    Row,
+};
+use tokio::task::JoinHandle;
+
+use super::{
+    scopes_from_text, scopes_to_text, time_from_millis, Invalidation, InvalidationSink, NewToken,
+    PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
+};
+use crate::crypto::SealedSecret;
+
+/// The channel revocations are announced on.
+pub const REVOCATION_CHANNEL: &str = "lmts_revocations";
+
+/// Connection settings of the PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Most connections one instance holds.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before answering 503.
+    pub acquire_timeout: Duration,
+    /// The longest a statement may run.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` and brings the schema up to date.
+    pub async fn connect(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
+        let statement_timeout = options.statement_timeout.as_millis().to_string();
+        let connect = url
+            .parse::<PgConnectOptions>()?
+            .options([("statement_timeout", statement_timeout.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn profile_from_row(row: &PgRow) -> Result<PartnerProfile, StoreError> {
+    Ok(PartnerProfile {
+        id: i64::from(row.try_get::<i32, _>("id")?),
+        subject: row.try_get("subject")?,
+        account: row.try_get("account")?,
+    })
+}
+
+fn settings_from_row(row: &PgRow) -> Result<PartnerSettings, StoreError> {
+    let scopes: String = row.try_get("allowed_scopes")?;
+    Ok(PartnerSettings {
+        token_management_enabled: row.try_get("token_management_enabled")?,
+        allowed_scopes: scopes_from_text(&scopes),
+    })
+}
+
+fn profile_id(id: i64) -> Result<i32, StoreError> {
+    i32::try_from(id).map_err(|_| StoreError::Corrupt(format!("profile id {id} out of range")))
+}
+
+/// Whether a failed transaction may simply be run again.
+fn is_transient(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40001" | "40P01"))
+        }
+        _ => false,
+    }
+}
+
+impl PostgresStore {
+    async fn try_insert_token(&self, token: &NewToken, max_active: u32) -> Result<(), StoreError> {
+        let profile = profile_id(token.profile_id)?;
+        let mut transaction = self.pool.begin().await?;
+        // Serialises derives of one partner across every instance.
+        sqlx::query("SELECT id FROM profiles WHERE id = $1 FOR UPDATE")
+            .bind(profile)
+            .fetch_one(&mut *transaction)
+            .await?;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_tokens WHERE profile_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(profile)
+        .fetch_one(&mut *transaction)
+        .await?;
+        if active >= i64::from(max_active) {
+            return Err(StoreError::LimitReached);
+        }
+        sqlx::query(
+            "INSERT INTO api_tokens
+                 (token_id, profile_id, label, scopes, created_at, key_id, sealed_secret)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(token.token_id.as_str())
+        .bind(profile)
+        .bind(token.label.as_deref())
+        .bind(scopes_to_text(&token.scopes))
+        .bind(millis(token.created_at))
+        .bind(&token.sealed.key_id)
+        .bind(&token.sealed.sealed)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn upsert_profile(
+        &self,
+        subject: &str,
+        account: &str,
+        now: DateTime<Utc>,
+    ) -> Result<PartnerProfile, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO profiles (subject, account, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (subject) DO UPDATE SET account = EXCLUDED.account
+             RETURNING id, subject, account",
+        )
+        .bind(subject)
+        .bind(account)
+        .bind(millis(now))
+        .fetch_one(&self.pool)
+        .await?;
+        profile_from_row(&row)
+    }
+
+    async fn profile_by_account(
+        &self,
+        account: &str,
+    ) -> Result<Option<PartnerProfile>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, subject, account FROM profiles WHERE lower(account) = lower($1)
+             ORDER BY id LIMIT 1",
+        )
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(profile_from_row).transpose()
+    }
+
+    async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
+        let row = sqlx::query(
+            "SELECT token_management_enabled, allowed_scopes FROM partner_settings
+             WHERE account IN (lower($1), '*') ORDER BY account = '*' LIMIT 1",
+        )
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => settings_from_row(&row),
+            None => Ok(PartnerSettings::builtin_default()),
+        }
+    }
+
+    async fn stored_settings(
+        &self,
+        key: &SettingsKey,
+    ) -> Result<Option<PartnerSettings>, StoreError> {
+        let row = sqlx::query(
+            "SELECT token_management_enabled, allowed_scopes FROM partner_settings WHERE account = $1",
+        )
+        .bind(key.stored())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(settings_from_row).transpose()
+    }
+
+    async fn set_settings(
+        &self,
+        key: &SettingsKey,
+        settings: &PartnerSettings,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO partner_settings (account, token_management_enabled, allowed_scopes, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (account) DO UPDATE SET
+                 token_management_enabled = EXCLUDED.token_management_enabled,
+                 allowed_scopes = EXCLUDED.allowed_scopes,
+                 updated_at = EXCLUDED.updated_at",
+        )
+        .bind(key.stored())
+        .bind(settings.token_management_enabled)
+        .bind(scopes_to_text(&settings.allowed_scopes))
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_token(&self, token: &NewToken, max_active: u32) -> Result<(), StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.try_insert_token(token, max_active).await {
+                Err(error) if is_transient(&error) && attempt < 3 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn token_credentials(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<TokenCredentials>, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.token_id, t.scopes, t.revoked_at, t.key_id, t.sealed_secret,
+                    p.id, p.subject, p.account
+             FROM api_tokens t JOIN profiles p ON p.id = t.profile_id
+             WHERE t.token_id = $1",
+        )
+        .bind(token_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let scopes: String = row.try_get("scopes")?;
+        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+        Ok(Some(TokenCredentials {
+            token_id: TokenId::new(row.try_get::<String, _>("token_id")?),
+            profile: profile_from_row(&row)?,
+            scopes: scopes_from_text(&scopes),
+            revoked: revoked_at.is_some(),
+            sealed: SealedSecret {
+                key_id: row.try_get("key_id")?,
+                sealed: row.try_get("sealed_secret")?,
+            },
+        }))
+    }
+
+    async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT token_id, label, scopes, created_at, last_used_at FROM api_tokens
+             WHERE profile_id = $1 AND revoked_at IS NULL ORDER BY created_at, token_id",
+        )
+        .bind(self::profile_id(profile_id)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let scopes: String = row.try_get("scopes")?;
+                let last_used: Option<i64> = row.try_get("last_used_at")?;
+                Ok(TokenRecord {
+                    token_id: TokenId::new(row.try_get::<String, _>("token_id")?),
+                    label: row.try_get("label")?,
+                    scopes: scopes_from_text(&scopes),
+                    created_at: time_from_millis(row.try_get("created_at")?)?,
+                    last_used_at: last_used.map(time_from_millis).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        profile_id: i64,
+        token_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let revoked = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $3
+             WHERE token_id = $1 AND profile_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(token_id)
+        .bind(self::profile_id(profile_id)?)
+        .bind(millis(now))
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if revoked == 1 {
+            // Delivered to every listening instance when, and only if, the revoke commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(REVOCATION_CHANNEL)
+                .bind(token_id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(revoked == 1)
+    }
+
+    async fn record_signature(
+        &self,
+        token_id: &str,
+        signature: &[u8; 32],
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO used_signatures (token_id, signature, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(token_id)
+        .bind(&signature[..])
+        .bind(millis(expires_at))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let pruned = sqlx::query("DELETE FROM used_signatures WHERE expires_at < $1")
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(pruned)
+    }
+
+    async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let ids: Vec<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
+        let times: Vec<i64> = uses.iter().map(|(_, at)| millis(*at)).collect();
+        sqlx::query(
+            "UPDATE api_tokens t SET last_used_at = GREATEST(COALESCE(t.last_used_at, 0), u.at)
+             FROM UNNEST($1::text[], $2::bigint[]) AS u(token_id, at)
+             WHERE t.token_id = u.token_id",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {
+        let pool = self.pool.clone();
+        Some(tokio::spawn(listen_for_revocations(pool, sink)))
+    }
+}
+
+/// Forwards revocations from every instance to `sink`, forever. Whenever the listening
+/// connection is (re)established or lost, everything is invalidated: notifications sent while
+/// no one listened are gone, and the cache must not outlive them.
+async fn listen_for_revocations(pool: PgPool, sink: InvalidationSink) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(error = %error, "revocation listener cannot connect; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(REVOCATION_CHANNEL).await {
+            tracing::warn!(error = %error, "revocation listener cannot LISTEN; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        sink(Invalidation::All);
+        tracing::info!(channel = REVOCATION_CHANNEL, "listening for revocations");
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    sink(Invalidation::Token(TokenId::new(notification.payload())))
+                }
+                Ok(None) => {
+                    tracing::warn!("revocation listener lost its connection; resynchronising");
+                    sink(Invalidation::All);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "revocation listener failed; reconnecting");
+                    sink(Invalidation::All);
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
