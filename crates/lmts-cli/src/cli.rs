@@ -58,6 +58,11 @@ pub enum Command {
     Sign(SignArgs),
     /// Start a throw-away service and walk the whole token lifecycle against it.
     Demo,
+    /// Measure a fresh `lmts serve` under load: /health, list, derive and a revoke-heavy mix.
+    #[command(
+        after_help = "Examples:\n  lmts bench --duration-secs 10\n  lmts bench --database-url postgres://postgres@127.0.0.1/lmts --scenario list --scenario derive"
+    )]
+    Bench(BenchArgs),
     /// Administer partners: token management and allowed scopes.
     #[command(subcommand)]
     Partners(PartnersCommand),
@@ -264,6 +269,36 @@ pub struct DeriveArgs {
     /// The credentials file --save writes.
     #[arg(long, env = "LMTS_CREDENTIALS_FILE", default_value_os_t = crate::credentials_file::default_path())]
     pub credentials_file: PathBuf,
+}
+
+/// A load scenario of `lmts bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// `GET /health`: the baseline of the HTTP stack.
+    Health,
+    /// `GET /auth/api-tokens`, every request HMAC-signed afresh.
+    List,
+    /// `POST /auth/api-tokens/derive` with an identity token: a durable write each.
+    Derive,
+    /// Derive, list, revoke, repeated: the revoke-heavy mix.
+    Mix,
+}
+
+/// Options of `lmts bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connections: u32,
+    /// Seconds each scenario runs.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub duration_secs: u64,
+    /// Scenarios to run, in order (default: all).
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// Run the measured service on this PostgreSQL database instead of a temporary SQLite one.
+    #[arg(long, env = "LMTS_BENCH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 /// Options of `lmts sign`.

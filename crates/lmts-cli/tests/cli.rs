@@ -452,3 +452,38 @@ fn help_has_examples_and_exit_codes() {
         assert!(text.contains("Example"), "{command:?}: {text}");
     }
 }
+
+#[test]
+fn bench_measures_every_scenario_without_errors() {
+    let output = lmts_with(
+        &[
+            "bench",
+            "--duration-secs",
+            "1",
+            "--connections",
+            "2",
+            "--output",
+            "json",
+            "--quiet",
+        ],
+        &[],
+        None,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let results: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let scenarios: Vec<&str> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        scenarios,
+        ["health", "list", "derive", "mix (derive+list+revoke)"]
+    );
+    for result in results.as_array().unwrap() {
+        assert!(result["requests"].as_u64().unwrap() > 0, "{result}");
+        assert_eq!(result["errors"], 0, "{result}");
+        assert!(result["p50Us"].as_u64().unwrap() <= result["p999Us"].as_u64().unwrap());
+    }
+}

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod bench;
 mod demo;
 mod dev;
 mod partners;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Tokens(command) => tokens::run(command, &output).await,
             Command::Sign(args) => sign::run(args, &output),
             Command::Demo => demo::run(&output).await,
+            Command::Bench(args) => bench::run(args, &output).await,
             Command::Partners(command) => partners::run(command, &output).await,
             Command::Dev(command) => dev::run(command, &output),
             Command::Completions { .. } => Ok(()),
