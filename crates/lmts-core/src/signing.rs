@@ -99,13 +99,12 @@ impl fmt::Display for CanonicalMessage<'_> {
 pub struct Signature([u8; 32]);
 
 impl Signature {
-    /// Decodes the `lmts-signature` header: standard base64 with padding of exactly 32 bytes.
+    /// Decodes the `lmts-signature` header: standard base64 with padding of exactly 32 bytes
+    /// (44 characters, the last one `=`), in canonical form.
     pub fn from_base64(encoded: &str) -> Result<Self, VerifyError> {
-        let mut bytes = [0u8; 32];
-        match STANDARD.decode_slice(encoded.as_bytes(), &mut bytes) {
-            Ok(32) if encoded.len() == 44 => Ok(Self(bytes)),
-            _ => Err(VerifyError::MalformedSignature),
-        }
+        decode_signature(encoded.as_bytes())
+            .map(Self)
+            .ok_or(VerifyError::MalformedSignature)
     }
 
     /// The header value: standard base64 with padding.
@@ -123,6 +122,46 @@ impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Signature({})", self.to_base64())
     }
+}
+
+/// Values of the standard base64 alphabet; 0xFF for any other byte.
+const BASE64_VALUES: [u8; 256] = {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut table = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Decodes exactly 44 characters of padded standard base64 into 32 bytes, refusing any other
+/// length, alphabet, padding or a non-canonical last character. (Signature verification is on
+/// every request's path; this is a fraction of a general decoder's cost.)
+fn decode_signature(encoded: &[u8]) -> Option<[u8; 32]> {
+    if encoded.len() != 44 || encoded[43] != b'=' {
+        return None;
+    }
+    let mut values = [0u8; 43];
+    let mut invalid = 0u8;
+    for (value, &byte) in values.iter_mut().zip(encoded) {
+        *value = BASE64_VALUES[byte as usize];
+        invalid |= *value & 0xC0;
+    }
+    // 43 characters carry 258 bits; the last two must be zero in canonical form.
+    if invalid != 0 || values[42] & 0b11 != 0 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (quad, triple) in values.chunks(4).zip(bytes.chunks_mut(3)) {
+        let bits =
+            quad.iter().fold(0u32, |acc, v| (acc << 6) | u32::from(*v)) << (6 * (4 - quad.len()));
+        for (i, byte) in triple.iter_mut().enumerate() {
+            *byte = (bits >> (16 - 8 * i)) as u8;
+        }
+    }
+    Some(bytes)
 }
 
 /// Why a signed request was refused.
@@ -251,11 +290,47 @@ pub fn format_timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Parses any RFC 3339 date-time (any fractional digits, `Z` or an offset).
+/// Parses any RFC 3339 date-time (any fractional digits, `Z` or an offset). The form the SDKs
+/// send, `YYYY-MM-DDTHH:MM:SS.mmmZ`, takes a fast path.
 pub fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, VerifyError> {
+    if let Some(at) = parse_sdk_timestamp(value.as_bytes()) {
+        return Ok(at);
+    }
     DateTime::parse_from_rfc3339(value)
         .map(|at| at.with_timezone(&Utc))
         .map_err(|_| VerifyError::MalformedTimestamp)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` exactly, or `None` (the caller falls back to the full parser).
+fn parse_sdk_timestamp(bytes: &[u8]) -> Option<DateTime<Utc>> {
+    if bytes.len() != 24
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || bytes[10] != b'T'
+        || bytes[13] != b':'
+        || bytes[16] != b':'
+        || bytes[19] != b'.'
+        || bytes[23] != b'Z'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        bytes[range].iter().try_fold(0u32, |n, b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(number(0..4)?).ok()?,
+        number(5..7)?,
+        number(8..10)?,
+    )?;
+    let time = date.and_hms_milli_opt(
+        number(11..13)?,
+        number(14..16)?,
+        number(17..19)?,
+        number(20..23)?,
+    )?;
+    Some(time.and_utc())
 }
 
 /// Checks that `signed_at` lies within `window` of `now`, on either side.
@@ -293,6 +368,46 @@ mod tests {
             format_timestamp(at("2026-03-23T14:34:56+02:00")),
             "2026-03-23T12:34:56.000Z"
         );
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_parser() {
+        for text in [
+            "2026-03-23T12:34:56.789Z",
+            "2024-02-29T23:59:59.999Z",
+            "1970-01-01T00:00:00.000Z",
+            "9999-12-31T23:59:59.000Z",
+        ] {
+            let full = DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc);
+            assert_eq!(parse_sdk_timestamp(text.as_bytes()), Some(full), "{text}");
+        }
+        for text in [
+            "2026-02-30T12:34:56.789Z",
+            "2026-13-01T12:34:56.789Z",
+            "2026-03-23T24:00:00.000Z",
+            "2026-03-23T12:34:56.78xZ",
+            "2026-03-23T12:34:56+0000",
+            "+026-03-23T12:34:56.789Z",
+        ] {
+            assert_eq!(parse_sdk_timestamp(text.as_bytes()), None, "{text}");
+        }
+        assert!(parse_timestamp("2026-02-30T12:34:56.789Z").is_err());
+    }
+
+    #[test]
+    fn large_and_small_messages_sign_alike() {
+        let signer = Signer::new(&TokenSecret::from_base64("c2VjcmV0").unwrap());
+        for size in [0usize, 400, 480, 481, 600, 5000] {
+            let body = vec![b'y'; size];
+            let message =
+                CanonicalMessage::new("2026-03-30T12:00:00.000Z", "post", "/orders", &body);
+            let mut reference = <HmacSha256 as Mac>::new_from_slice(b"secret").unwrap();
+            reference.update(&message.to_bytes());
+            let expected: [u8; 32] = reference.finalize().into_bytes().into();
+            assert_eq!(signer.sign(&message).as_bytes(), &expected, "{size}");
+        }
     }
 
     #[test]
@@ -344,6 +459,40 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_signature_decoder_agrees_with_the_base64_crate() {
+        for seed in 0u8..=255 {
+            let bytes: [u8; 32] =
+                std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add(i as u8 * 7));
+            let encoded = STANDARD.encode(bytes);
+            assert_eq!(
+                decode_signature(encoded.as_bytes()),
+                Some(bytes),
+                "{encoded}"
+            );
+            // The last data character with its two spare bits set is not canonical.
+            let mut tampered = encoded.into_bytes();
+            let last = BASE64_VALUES[tampered[42] as usize];
+            if last & 0b11 == 0 {
+                tampered[42] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                    [(last | 1) as usize];
+                assert_eq!(decode_signature(&tampered), None);
+            }
+        }
+        assert_eq!(
+            decode_signature(b"+hEey+b2RTdi7km3zB9tt+xQ2XYz/XI0DT2XxgGStJs"),
+            None
+        );
+        assert_eq!(
+            decode_signature(b"+hEey+b2RTdi7km3zB9tt+xQ2XYz/XI0DT2XxgGStJs=="),
+            None
+        );
+        assert_eq!(
+            decode_signature(b"+hEey+b2RTdi7km3zB9tt+xQ2XYz/XI0DT2XxgGSt\0s="),
+            None
+        );
     }
 
     #[test]
