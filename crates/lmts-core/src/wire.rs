@@ -33,6 +33,12 @@ impl fmt::Display for TokenId {
     }
 }
 
+impl std::borrow::Borrow<str> for TokenId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for TokenId {
     fn as_ref(&self) -> &str {
         &self.0

@@ -13,8 +13,7 @@ async fn the_whole_seed_flow_and_the_refusal_of_revoked_credentials() {
     let server = RealServer::start().await;
     server
         .state
-        .store
-        .set_settings(
+        .set_partner_settings(
             &SettingsKey::Account(ALICE.into()),
             &PartnerSettings {
                 token_management_enabled: true,
@@ -24,7 +23,6 @@ async fn the_whole_seed_flow_and_the_refusal_of_revoked_credentials() {
                     Scope::DelegatedSigning,
                 ],
             },
-            now(),
         )
         .await
         .unwrap();

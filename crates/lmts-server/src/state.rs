@@ -12,10 +12,14 @@ use crate::{
     clock::Clock,
     crypto::Keyring,
     rate_limit::{RateLimit, RateLimiter},
-    store::{Invalidation, Store},
-    token_cache::TokenCache,
+    store::{Invalidation, PartnerSettings, SettingsKey, Store, StoreError, TokenRecord},
+    token_cache::{TokenCache, TtlCache},
     usage::UsageLog,
 };
+
+/// How long partner settings are cached: a change made by `lmts partners` (another process)
+/// applies within this time.
+pub const SETTINGS_TTL: Duration = Duration::from_millis(500);
 
 /// The service's tunable limits.
 #[derive(Debug, Clone)]
@@ -67,6 +71,11 @@ pub struct Shared {
     pub identity: IdentityVerifier,
     /// Verification state of recently used tokens.
     pub tokens: Arc<TokenCache>,
+    /// Partner settings by lower-case account, for [`SETTINGS_TTL`].
+    pub settings_cache: TtlCache<String, PartnerSettings>,
+    /// Live tokens by profile id, dropped on derive and revoke (here or, on PostgreSQL, on any
+    /// instance).
+    pub token_lists: Arc<TtlCache<i64, Arc<Vec<TokenRecord>>>>,
     /// Uses not yet written.
     pub usage: UsageLog,
     /// Per-caller request budgets.
@@ -95,16 +104,67 @@ impl AppState {
             settings.token_cache_capacity,
         ));
         let rate_limiter = RateLimiter::new(settings.rate_limit);
+        let settings_cache = TtlCache::new(SETTINGS_TTL, settings.token_cache_capacity);
+        let token_lists = Arc::new(TtlCache::new(
+            settings.token_cache_ttl,
+            settings.token_cache_capacity,
+        ));
+        let usage = UsageLog::new(
+            settings.token_cache_ttl + settings.usage_flush_interval + Duration::from_secs(1),
+        );
         Self(Arc::new(Shared {
             settings,
             store,
             keyring,
             identity,
             tokens,
-            usage: UsageLog::default(),
+            settings_cache,
+            token_lists,
+            usage,
             rate_limiter,
             clock,
         }))
+    }
+
+    /// The settings in force for `account`, cached for [`SETTINGS_TTL`].
+    pub async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
+        let key = account.to_ascii_lowercase();
+        if let Some(settings) = self.settings_cache.get(&key) {
+            return Ok(settings);
+        }
+        let generation = self.settings_cache.generation();
+        let settings = self.store.partner_settings(account).await?;
+        self.settings_cache
+            .insert(generation, key, settings.clone());
+        Ok(settings)
+    }
+
+    /// Stores settings and applies them to this instance at once (others within [`SETTINGS_TTL`]).
+    pub async fn set_partner_settings(
+        &self,
+        key: &SettingsKey,
+        settings: &PartnerSettings,
+    ) -> Result<(), StoreError> {
+        self.store
+            .set_settings(key, settings, self.clock.now())
+            .await?;
+        self.settings_cache.clear();
+        Ok(())
+    }
+
+    /// The live tokens of a profile, cached until a derive or revoke changes them.
+    pub async fn active_tokens(
+        &self,
+        profile_id: i64,
+    ) -> Result<Arc<Vec<TokenRecord>>, StoreError> {
+        if let Some(tokens) = self.token_lists.get(&profile_id) {
+            return Ok(tokens);
+        }
+        let generation = self.token_lists.generation();
+        let tokens = Arc::new(self.store.active_tokens(profile_id).await?);
+        self.token_lists
+            .insert(generation, profile_id, tokens.clone());
+        Ok(tokens)
     }
 
     /// Writes pending `lastUsedAt` values and forgets expired replay records.
@@ -116,18 +176,24 @@ impl AppState {
                 self.usage.restore(uses);
             }
         }
+        self.usage.forget_old(self.clock.now());
         if let Err(error) = self.store.prune_signatures(self.clock.now()).await {
             tracing::warn!(error = %crate::http::error::error_chain(&error), "could not prune replay records");
         }
     }
 
-    /// Applies invalidations from other instances to the token cache, when the store has them.
+    /// Applies invalidations from other instances to the caches, when the store has them.
     pub fn spawn_invalidation_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
         let tokens = self.tokens.clone();
+        let lists = self.token_lists.clone();
         self.store
             .watch_invalidations(Arc::new(move |invalidation| match invalidation {
                 Invalidation::Token(token_id) => tokens.invalidate(&token_id),
-                Invalidation::All => tokens.clear(),
+                Invalidation::Profile(profile_id) => lists.invalidate(&profile_id),
+                Invalidation::All => {
+                    tokens.clear();
+                    lists.clear();
+                }
             }))
     }
 

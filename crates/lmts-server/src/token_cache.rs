@@ -1,11 +1,14 @@
-//! The in-memory cache of verification state in front of the store: a token's signer (key
-//! decrypted and HMAC state prepared once), its profile and its scopes.
+//! In-memory caches in front of the store, with a TTL as the backstop for anything an
+//! invalidation could miss.
 //!
-//! Revocation invalidates an entry at once. A load that raced with an invalidation is not
-//! cached (the generation counter tells), and every entry expires after a TTL as a backstop.
+//! A load that raced with an invalidation is not cached: callers read [`TtlCache::generation`]
+//! before they load from the store and pass it to [`TtlCache::insert`], which refuses the
+//! value when an invalidation happened in between.
 
 use std::{
+    borrow::Borrow,
     collections::HashMap,
+    hash::Hash,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, RwLock,
@@ -18,7 +21,8 @@ use tokio::time::Instant;
 
 use crate::store::PartnerProfile;
 
-/// Verification state of one live token.
+/// Verification state of one live token: its signer (key decrypted and HMAC state prepared
+/// once), its profile and its scopes.
 #[derive(Debug)]
 pub struct CachedToken {
     /// Its id.
@@ -29,37 +33,21 @@ pub struct CachedToken {
     pub scopes: Vec<Scope>,
     /// The prepared signer.
     pub signer: Signer,
-    loaded_at: Instant,
 }
 
-impl CachedToken {
-    /// An entry loaded now.
-    pub fn new(
-        token_id: TokenId,
-        profile: PartnerProfile,
-        scopes: Vec<Scope>,
-        signer: Signer,
-    ) -> Self {
-        Self {
-            token_id,
-            profile,
-            scopes,
-            signer,
-            loaded_at: Instant::now(),
-        }
-    }
-}
+/// The token cache: verification state by token id.
+pub type TokenCache = TtlCache<TokenId, Arc<CachedToken>>;
 
-/// The cache.
+/// A bounded map whose entries expire after a TTL.
 #[derive(Debug)]
-pub struct TokenCache {
-    entries: RwLock<HashMap<TokenId, Arc<CachedToken>>>,
+pub struct TtlCache<K, V> {
+    entries: RwLock<HashMap<K, (V, Instant)>>,
     generation: AtomicU64,
     ttl: Duration,
     capacity: usize,
 }
 
-impl TokenCache {
+impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     /// A cache whose entries live `ttl` and which holds at most `capacity` of them.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
@@ -70,26 +58,29 @@ impl TokenCache {
         }
     }
 
-    /// The entry of `token_id`, if cached and fresh.
-    pub fn get(&self, token_id: &str) -> Option<Arc<CachedToken>> {
+    /// The entry of `key`, if cached and fresh.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let entries = self
             .entries
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = TokenId::new(token_id);
         entries
-            .get(&key)
-            .filter(|entry| entry.loaded_at.elapsed() < self.ttl)
-            .cloned()
+            .get(key)
+            .filter(|(_, loaded_at)| loaded_at.elapsed() < self.ttl)
+            .map(|(value, _)| value.clone())
     }
 
-    /// Call before loading from the store; pass the value to [`TokenCache::insert`].
+    /// Call before loading from the store; pass the value to [`TtlCache::insert`].
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Caches `entry` unless an invalidation happened since `generation` was read.
-    pub fn insert(&self, generation: u64, entry: Arc<CachedToken>) {
+    /// Caches `value` unless an invalidation happened since `generation` was read.
+    pub fn insert(&self, generation: u64, key: K, value: V) {
         let mut entries = self
             .entries
             .write()
@@ -99,22 +90,26 @@ impl TokenCache {
         }
         if entries.len() >= self.capacity {
             let ttl = self.ttl;
-            entries.retain(|_, entry| entry.loaded_at.elapsed() < ttl);
+            entries.retain(|_, (_, loaded_at)| loaded_at.elapsed() < ttl);
             if entries.len() >= self.capacity {
                 entries.clear();
             }
         }
-        entries.insert(entry.token_id.clone(), entry);
+        entries.insert(key, (value, Instant::now()));
     }
 
-    /// Drops the entry of `token_id`; loads in flight will not cache their result.
-    pub fn invalidate(&self, token_id: &TokenId) {
+    /// Drops the entry of `key`; loads in flight will not cache their result.
+    pub fn invalidate<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let mut entries = self
             .entries
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.remove(token_id);
+        entries.remove(key);
     }
 
     /// Drops every entry (a notification may have been missed); loads in flight will not cache.
@@ -143,57 +138,51 @@ impl TokenCache {
 
 #[cfg(test)]
 mod tests {
-    use lmts_core::TokenSecret;
-
     use super::*;
 
-    fn entry(id: &str) -> Arc<CachedToken> {
-        let profile = PartnerProfile {
-            id: 1,
-            subject: "did:privy:x".into(),
-            account: "0x0".into(),
-        };
-        let signer = Signer::new(&TokenSecret::from_bytes(vec![1; 32]).unwrap());
-        Arc::new(CachedToken::new(
-            TokenId::new(id),
-            profile,
-            vec![Scope::Trading],
-            signer,
-        ))
+    fn cache(ttl_secs: u64, capacity: usize) -> TtlCache<String, u32> {
+        TtlCache::new(Duration::from_secs(ttl_secs), capacity)
     }
 
     #[test]
     fn invalidation_removes_and_blocks_racing_loads() {
-        let cache = TokenCache::new(Duration::from_secs(60), 10);
-        let generation = cache.generation();
-        cache.insert(generation, entry("a"));
-        assert!(cache.get("a").is_some());
+        let cache = cache(60, 10);
+        cache.insert(cache.generation(), "a".into(), 1);
+        assert_eq!(cache.get("a"), Some(1));
 
         let racing = cache.generation();
-        cache.invalidate(&TokenId::new("a"));
-        assert!(cache.get("a").is_none());
-        cache.insert(racing, entry("a"));
-        assert!(
-            cache.get("a").is_none(),
+        cache.invalidate("a");
+        assert_eq!(cache.get("a"), None);
+        cache.insert(racing, "a".into(), 1);
+        assert_eq!(
+            cache.get("a"),
+            None,
             "a load that raced a revoke is not cached"
         );
+
+        cache.insert(cache.generation(), "b".into(), 2);
+        let racing = cache.generation();
+        cache.clear();
+        assert!(cache.is_empty());
+        cache.insert(racing, "b".into(), 2);
+        assert!(cache.is_empty(), "a load that raced a clear is not cached");
     }
 
     #[test]
     fn capacity_is_bounded() {
-        let cache = TokenCache::new(Duration::from_secs(60), 3);
-        for id in ["a", "b", "c", "d", "e"] {
-            cache.insert(cache.generation(), entry(id));
+        let cache = cache(60, 3);
+        for (i, key) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            cache.insert(cache.generation(), key.into(), i as u32);
             assert!(cache.len() <= 3);
         }
-        assert!(cache.get("e").is_some());
+        assert_eq!(cache.get("e"), Some(4));
     }
 
     #[tokio::test(start_paused = true)]
     async fn entries_expire_after_the_ttl() {
-        let cache = TokenCache::new(Duration::from_secs(5), 10);
-        cache.insert(cache.generation(), entry("a"));
+        let cache = cache(5, 10);
+        cache.insert(cache.generation(), "a".into(), 1);
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(cache.get("a").is_none());
+        assert_eq!(cache.get("a"), None);
     }
 }

@@ -32,14 +32,12 @@ async fn token_count(server: &TestServer, account: &str) -> usize {
 async fn configure(server: &TestServer, account: &str, enabled: bool, scopes: &[Scope]) {
     server
         .state
-        .store
-        .set_settings(
+        .set_partner_settings(
             &SettingsKey::Account(account.into()),
             &PartnerSettings {
                 token_management_enabled: enabled,
                 allowed_scopes: scopes.to_vec(),
             },
-            now(),
         )
         .await
         .unwrap();
@@ -146,14 +144,12 @@ async fn the_operator_default_applies_to_unconfigured_partners() {
     let server = TestServer::start().await;
     server
         .state
-        .store
-        .set_settings(
+        .set_partner_settings(
             &SettingsKey::Default,
             &PartnerSettings {
                 token_management_enabled: true,
                 allowed_scopes: vec![Scope::Trading, Scope::AccountCreation],
             },
-            now(),
         )
         .await
         .unwrap();

@@ -108,14 +108,12 @@ async fn granted_scopes_are_merged_and_in_contract_order() {
     let server = TestServer::start().await;
     server
         .state
-        .store
-        .set_settings(
+        .set_partner_settings(
             &lmts_server::store::SettingsKey::Account(ALICE.into()),
             &lmts_server::store::PartnerSettings {
                 token_management_enabled: true,
                 allowed_scopes: lmts_core::Scope::KNOWN.to_vec(),
             },
-            now(),
         )
         .await
         .unwrap();

@@ -121,13 +121,15 @@ async fn load_token(state: &AppState, token_id: &str) -> Result<Arc<CachedToken>
         .filter(|credentials| !credentials.revoked)
         .ok_or_else(|| ApiError::unauthorized(UNKNOWN_TOKEN))?;
     let secret = state.keyring.open(token_id, &credentials.sealed)?;
-    let entry = Arc::new(CachedToken::new(
-        credentials.token_id,
-        credentials.profile,
-        credentials.scopes,
-        Signer::new(&secret),
-    ));
-    state.tokens.insert(generation, entry.clone());
+    let entry = Arc::new(CachedToken {
+        token_id: credentials.token_id,
+        profile: credentials.profile,
+        scopes: credentials.scopes,
+        signer: Signer::new(&secret),
+    });
+    state
+        .tokens
+        .insert(generation, entry.token_id.clone(), entry.clone());
     Ok(entry)
 }
 

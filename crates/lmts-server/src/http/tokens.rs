@@ -29,7 +29,7 @@ pub async fn capabilities(
     State(state): State<AppState>,
     CallerProfile(profile): CallerProfile,
 ) -> Result<Json<PartnerCapabilities>, ApiError> {
-    let settings = state.store.partner_settings(&profile.account).await?;
+    let settings = state.partner_settings(&profile.account).await?;
     Ok(Json(PartnerCapabilities {
         partner_profile_id: profile.id,
         token_management_enabled: settings.token_management_enabled,
@@ -138,7 +138,7 @@ pub async fn derive(
 ) -> Result<(StatusCode, Json<DeriveApiTokenResponse>), ApiError> {
     let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
     let request = parse_derive_body(&bytes)?;
-    let settings = state.store.partner_settings(&profile.account).await?;
+    let settings = state.partner_settings(&profile.account).await?;
     require_token_management(&settings)?;
     let refused: Vec<&str> = request
         .scopes
@@ -180,6 +180,7 @@ pub async fn derive(
         }
         Err(other) => return Err(other.into()),
     }
+    state.token_lists.invalidate(&profile.id);
     tracing::info!(token_id = %token_id, profile_id = profile.id, "derived API token");
     Ok((
         StatusCode::CREATED,
@@ -206,23 +207,19 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<VerifiedToken>,
 ) -> Result<Json<Vec<ApiToken>>, ApiError> {
-    let settings = state
-        .store
-        .partner_settings(&caller.profile.account)
-        .await?;
+    let settings = state.partner_settings(&caller.profile.account).await?;
     require_token_management(&settings)?;
-    let records = state.store.active_tokens(caller.profile.id).await?;
+    let records = state.active_tokens(caller.profile.id).await?;
     let tokens = records
-        .into_iter()
-        .map(|record| {
-            let pending = state.usage.pending(&record.token_id);
-            ApiToken {
-                last_used_at: record.last_used_at.max(pending),
-                token_id: record.token_id,
-                label: record.label,
-                scopes: record.scopes,
-                created_at: record.created_at,
-            }
+        .iter()
+        .map(|record| ApiToken {
+            last_used_at: record
+                .last_used_at
+                .max(state.usage.latest(&record.token_id)),
+            token_id: record.token_id.clone(),
+            label: record.label.clone(),
+            scopes: record.scopes.clone(),
+            created_at: record.created_at,
         })
         .collect();
     Ok(Json(tokens))
@@ -254,6 +251,7 @@ pub async fn revoke(
     }
     let token_id = TokenId::new(token_id);
     state.tokens.invalidate(&token_id);
+    state.token_lists.invalidate(&caller.profile.id);
     tracing::info!(token_id = %token_id, by = %caller.token_id, "revoked API token");
     Ok(Json(RevokeApiTokenResponse {
         message: "API token revoked".into(),

@@ -119,6 +119,8 @@ pub struct TokenRecord {
 pub enum Invalidation {
     /// One token was revoked.
     Token(TokenId),
+    /// A profile's live tokens changed (a derive or a revoke).
+    Profile(i64),
     /// Anything may have changed (a notification may have been missed).
     All,
 }

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::crypto::SealedSecret;
 
-/// The channel revocations are announced on.
+/// The channel derives and revocations are announced on.
 pub const REVOCATION_CHANNEL: &str = "lmts_revocations";
 
 /// Connection settings of the PostgreSQL backend.
@@ -134,6 +134,12 @@ impl PostgresStore {
         .bind(&token.sealed.sealed)
         .execute(&mut *transaction)
         .await?;
+        // Other instances drop their cached list of this partner's tokens.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(REVOCATION_CHANNEL)
+            .bind(format!("{profile}:"))
+            .execute(&mut *transaction)
+            .await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -311,7 +317,7 @@ impl Store for PostgresStore {
             // Delivered to every listening instance when, and only if, the revoke commits.
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(REVOCATION_CHANNEL)
-                .bind(token_id)
+                .bind(format!("{profile_id}:{token_id}"))
                 .execute(&mut *transaction)
                 .await?;
         }
@@ -368,6 +374,23 @@ impl Store for PostgresStore {
     }
 }
 
+/// Delivers one notification: `<profile id>:<token id>` for a revoke, `<profile id>:` for a
+/// derive. Anything else invalidates everything.
+fn deliver(payload: &str, sink: &InvalidationSink) {
+    let parsed = payload
+        .split_once(':')
+        .and_then(|(profile, token)| Some((profile.parse::<i64>().ok()?, token)));
+    match parsed {
+        Some((profile_id, token_id)) => {
+            if !token_id.is_empty() {
+                sink(Invalidation::Token(TokenId::new(token_id)));
+            }
+            sink(Invalidation::Profile(profile_id));
+        }
+        None => sink(Invalidation::All),
+    }
+}
+
 /// Forwards revocations from every instance to `sink`, forever. Whenever the listening
 /// connection is (re)established or lost, everything is invalidated: notifications sent while
 /// no one listened are gone, and the cache must not outlive them.
@@ -387,12 +410,13 @@ async fn listen_for_revocations(pool: PgPool, sink: InvalidationSink) {
             continue;
         }
         sink(Invalidation::All);
-        tracing::info!(channel = REVOCATION_CHANNEL, "listening for revocations");
+        tracing::info!(
+            channel = REVOCATION_CHANNEL,
+            "listening for derives and revocations"
+        );
         loop {
             match listener.try_recv().await {
-                Ok(Some(notification)) => {
-                    sink(Invalidation::Token(TokenId::new(notification.payload())))
-                }
+                Ok(Some(notification)) => deliver(notification.payload(), &sink),
                 Ok(None) => {
                     tracing::warn!("revocation listener lost its connection; resynchronising");
                     sink(Invalidation::All);
@@ -406,5 +430,33 @@ async fn listen_for_revocations(pool: PgPool, sink: InvalidationSink) {
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn notifications_name_the_profile_and_the_revoked_token() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink: InvalidationSink = {
+            let seen = seen.clone();
+            Arc::new(move |invalidation| seen.lock().unwrap().push(invalidation))
+        };
+        deliver("7:lmts_abc", &sink);
+        deliver("7:", &sink);
+        deliver("garbage", &sink);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Invalidation::Token(TokenId::new("lmts_abc")),
+                Invalidation::Profile(7),
+                Invalidation::Profile(7),
+                Invalidation::All,
+            ]
+        );
     }
 }
