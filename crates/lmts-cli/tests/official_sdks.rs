@@ -12,42 +12,6 @@ use common::*;
 const PYTHON_SDK: &str = "limitless-sdk==1.3.0";
 const TYPESCRIPT_SDK: &str = "@limitless-exchange/sdk@1.1.0";
 
-/// A virtual environment with the published Python SDK, created once.
-fn python_with_sdk() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("official-python-sdk");
-    let python = venv.join("bin/python");
-    let marker = venv.join(format!("{PYTHON_SDK}.installed"));
-    if marker.exists() {
-        return python;
-    }
-    let created = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status();
-    assert!(
-        created.is_ok_and(|s| s.success()),
-        "python3 -m venv failed: install Python 3 with venv (Debian: apt-get install python3-venv)"
-    );
-    let installed = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            PYTHON_SDK,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        installed.status.success(),
-        "pip install {PYTHON_SDK} failed (PyPI must be reachable):\n{}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
-    std::fs::write(&marker, "").unwrap();
-    python
-}
-
 /// A directory whose `node_modules` holds the published TypeScript SDK, installed once.
 fn node_modules_with_sdk() -> PathBuf {
     let prefix = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("official-typescript-sdk");
@@ -91,7 +55,8 @@ async fn run_seed_flow(mut command: Command) {
 
 #[tokio::test]
 async fn the_published_python_sdk_runs_the_seed_flow() {
-    let mut command = Command::new(python_with_sdk());
+    let mut command =
+        Command::new(python_venv("official-python-sdk", PYTHON_SDK).join("bin/python"));
     command.arg(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/official/python_seed_flow.py"

@@ -138,3 +138,39 @@ pub fn identity_token(data_dir: &Path) -> String {
     assert!(output.status.success(), "{}", stderr(&output));
     stdout(&output).trim().to_owned()
 }
+
+/// A Python virtual environment under the target directory with `package` installed, created
+/// once; returns its directory. Fails with what to install when it cannot.
+pub fn python_venv(name: &str, package: &str) -> std::path::PathBuf {
+    let venv = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let marker = venv.join(format!("{}.installed", package.replace(['/', ' '], "_")));
+    if marker.exists() {
+        return venv;
+    }
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status();
+    assert!(
+        created.is_ok_and(|s| s.success()),
+        "python3 -m venv failed: install Python 3 with venv (Debian: apt-get install python3-venv)"
+    );
+    let installed = Command::new(venv.join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            package,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        installed.status.success(),
+        "pip install {package} failed (PyPI must be reachable):\n{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    fs::write(&marker, "").unwrap();
+    venv
+}

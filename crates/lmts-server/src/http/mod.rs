@@ -4,6 +4,7 @@ pub mod body;
 pub mod error;
 mod extract;
 mod health;
+pub mod openapi;
 mod tokens;
 
 use axum::{
@@ -35,6 +36,7 @@ pub fn app(state: AppState) -> Router {
         .merge(hmac_routes)
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
