@@ -1,0 +1,15 @@
+//! The signature header decoder agrees with strict standard base64 of exactly 32 bytes.
+#![no_main]
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use libfuzzer_sys::fuzz_target;
+use lmts_core::signing::Signature;
+
+fuzz_target!(|text: &str| {
+    let ours = Signature::from_base64(text).ok().map(|s| s.as_bytes().to_vec());
+    let strict = STANDARD
+        .decode(text.as_bytes())
+        .ok()
+        .filter(|bytes| bytes.len() == 32 && text.len() == 44);
+    assert_eq!(ours, strict, "{text:?}");
+});
