@@ -19,7 +19,11 @@ const TIMESTAMP: &str = "2026-03-23T12:34:56.789Z";
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -73,7 +77,12 @@ fn verification(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter(count), |b| {
             b.iter(|| {
                 let entry = cache.get(black_box(id.as_str())).unwrap();
-                black_box(entry.signer.verify(&message, black_box(&signature), now, window).unwrap())
+                black_box(
+                    entry
+                        .signer
+                        .verify(&message, black_box(&signature), now, window)
+                        .unwrap(),
+                )
             })
         });
         drop(cache);

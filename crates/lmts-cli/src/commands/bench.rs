@@ -57,6 +57,17 @@ struct Measured {
     p50_us: u64,
     p99_us: u64,
     p999_us: u64,
+    /// The service's resident memory after the scenario, in KiB (Linux only).
+    service_rss_kib: Option<u64>,
+}
+
+/// Resident memory of process `pid` in KiB, from `/proc` (None elsewhere).
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn percentile(sorted: &[u64], fraction: f64) -> u64 {
@@ -173,6 +184,12 @@ async fn run_scenario(
                     errors += 1;
                 }
             }
+            // Leave the partner's list as it was, so that repeated scenarios measure the same.
+            if let Some(credentials) = &own {
+                let target = format!("/auth/api-tokens/{}", credentials.0.token_id);
+                work.signed(credentials, reqwest::Method::DELETE, &target)
+                    .await;
+            }
             (latencies, errors)
         });
     }
@@ -199,6 +216,7 @@ async fn run_scenario(
         p50_us: percentile(&latencies, 0.50),
         p99_us: percentile(&latencies, 0.99),
         p999_us: percentile(&latencies, 0.999),
+        service_rss_kib: None,
     }
 }
 
@@ -248,7 +266,8 @@ pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
         args.scenarios.clone()
     };
     let data = tempfile::tempdir()?;
-    let (_service, base) = start_service(data.path(), args.database_url.as_deref())?;
+    let (service, base) = start_service(data.path(), args.database_url.as_deref())?;
+    let pid = service.child.id();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections as usize)
         .build()?;
@@ -295,13 +314,14 @@ pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
             base: base.clone(),
             identity: Arc::new(identity_for(scenario)?),
         };
-        let measured = run_scenario(
+        let mut measured = run_scenario(
             scenario,
             &work,
             args.connections,
             Duration::from_secs(args.duration_secs),
         )
         .await;
+        measured.service_rss_kib = resident_kib(pid);
         output.note(&format!(
             "  {}: {:.0} req/s",
             measured.scenario, measured.requests_per_second
@@ -336,6 +356,8 @@ pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
                 format!("{:.2}", m.p999_us as f64 / 1000.0),
                 throughput_ratio,
                 p99_ratio,
+                m.service_rss_kib
+                    .map_or_else(|| "-".into(), |kib| format!("{:.1}", kib as f64 / 1024.0)),
             ]
         })
         .collect();
@@ -350,6 +372,7 @@ pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
             "P99.9 MS",
             "REQ/S ÷ HEALTH",
             "P99 ÷ HEALTH",
+            "SERVICE RSS MB",
         ],
         &rows,
     );
