@@ -7,25 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lmts_core::{Signer, TokenSecret};
+use lmts_core::TokenSecret;
 use serde_json::Value;
-
-async fn request(
-    base: &str,
-    method: &str,
-    target: &str,
-    token_id: &str,
-    secret: &TokenSecret,
-) -> u16 {
-    let now = lmts_server::clock::Clock::system().now();
-    let headers = Signer::new(secret).sign_request(token_id, now, method, target, b"");
-    let mut request =
-        reqwest::Client::new().request(method.parse().unwrap(), format!("{base}{target}"));
-    for (name, value) in headers.pairs() {
-        request = request.header(name, value);
-    }
-    request.send().await.unwrap().status().as_u16()
-}
 
 #[tokio::test]
 async fn two_processes_share_tokens_settings_and_revocations() {
@@ -83,16 +66,24 @@ async fn two_processes_share_tokens_settings_and_revocations() {
     let secret = TokenSecret::from_base64(derived["secret"].as_str().unwrap()).unwrap();
 
     assert_eq!(
-        request(&b.base, "GET", "/auth/api-tokens", token_id, &secret).await,
+        signed_status(&b.base, "GET", "/auth/api-tokens", token_id, &secret)
+            .await
+            .unwrap(),
         200
     );
     let target = format!("/auth/api-tokens/{token_id}");
     assert_eq!(
-        request(&a.base, "DELETE", &target, token_id, &secret).await,
+        signed_status(&a.base, "DELETE", &target, token_id, &secret)
+            .await
+            .unwrap(),
         200
     );
     let revoked = Instant::now();
-    while request(&b.base, "GET", "/auth/api-tokens", token_id, &secret).await != 401 {
+    while signed_status(&b.base, "GET", "/auth/api-tokens", token_id, &secret)
+        .await
+        .unwrap()
+        != 401
+    {
         assert!(
             revoked.elapsed() < Duration::from_secs(1),
             "B still accepts the revoked token"

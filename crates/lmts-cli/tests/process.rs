@@ -7,7 +7,7 @@ use std::{fs, process::Command, time::Duration};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use common::*;
-use lmts_core::{Signer, TokenSecret};
+use lmts_core::TokenSecret;
 use serde_json::Value;
 
 mod common;
@@ -30,16 +30,6 @@ async fn derive(base: &str, identity: &str) -> (String, TokenSecret, String) {
     )
 }
 
-async fn list_status(base: &str, token_id: &str, secret: &TokenSecret) -> u16 {
-    let now = lmts_server::clock::Clock::system().now();
-    let headers = Signer::new(secret).sign_request(token_id, now, "GET", "/auth/api-tokens", b"");
-    let mut request = reqwest::Client::new().get(format!("{base}/auth/api-tokens"));
-    for (name, value) in headers.pairs() {
-        request = request.header(name, value);
-    }
-    request.send().await.unwrap().status().as_u16()
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
@@ -54,12 +44,19 @@ async fn an_acknowledged_derive_survives_sigkill_and_no_secret_leaks() {
     let service = Service::start(&data, &log, &[]).await;
     let identity = identity_token(&data);
     let (token_id, secret, secret_text) = derive(&service.base, &identity).await;
-    assert_eq!(list_status(&service.base, &token_id, &secret).await, 200);
+    assert_eq!(
+        signed_status(&service.base, "GET", "/auth/api-tokens", &token_id, &secret)
+            .await
+            .unwrap(),
+        200
+    );
     service.kill();
 
     let service = Service::start(&data, &log, &[]).await;
     assert_eq!(
-        list_status(&service.base, &token_id, &secret).await,
+        signed_status(&service.base, "GET", "/auth/api-tokens", &token_id, &secret)
+            .await
+            .unwrap(),
         200,
         "token survived SIGKILL"
     );
@@ -267,7 +264,12 @@ async fn sigterm_shuts_down_gracefully_and_writes_pending_usage() {
     let mut service = Service::start(&data, &log, &["--usage-flush-ms", "600000"]).await;
     let identity = identity_token(&data);
     let (token_id, secret, _) = derive(&service.base, &identity).await;
-    assert_eq!(list_status(&service.base, &token_id, &secret).await, 200);
+    assert_eq!(
+        signed_status(&service.base, "GET", "/auth/api-tokens", &token_id, &secret)
+            .await
+            .unwrap(),
+        200
+    );
 
     let pid = service.child.id().to_string();
     assert!(Command::new("kill")

@@ -174,3 +174,27 @@ pub fn python_venv(name: &str, package: &str) -> std::path::PathBuf {
     fs::write(&marker, "").unwrap();
     venv
 }
+
+/// Sends an empty-bodied request signed now with `token_id`'s secret; the status, or `None`
+/// when no answer came (the service was killed, say).
+pub async fn signed_status(
+    base: &str,
+    method: &str,
+    target: &str,
+    token_id: &str,
+    secret: &lmts_core::TokenSecret,
+) -> Option<u16> {
+    let now = lmts_server::clock::Clock::system().now();
+    let headers = lmts_core::Signer::new(secret).sign_request(token_id, now, method, target, b"");
+    let mut request = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{base}{target}"))
+        .timeout(Duration::from_secs(5));
+    for (name, value) in headers.pairs() {
+        request = request.header(name, value);
+    }
+    request
+        .send()
+        .await
+        .ok()
+        .map(|response| response.status().as_u16())
+}
