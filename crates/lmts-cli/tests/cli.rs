@@ -487,3 +487,38 @@ fn bench_measures_every_scenario_without_errors() {
         assert!(result["p50Us"].as_u64().unwrap() <= result["p999Us"].as_u64().unwrap());
     }
 }
+
+#[test]
+fn a_bounded_soak_of_mixed_traffic_has_no_errors_and_flat_memory() {
+    let mut args = vec![
+        "bench",
+        "--duration-secs",
+        "4",
+        "--connections",
+        "64",
+        "--output",
+        "json",
+        "--quiet",
+    ];
+    for _ in 0..3 {
+        args.extend(["--scenario", "mix", "--scenario", "list"]);
+    }
+    let output = lmts_with(&args, &[], None);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let results: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 6);
+    for result in results {
+        assert_eq!(result["errors"], 0, "only intended answers: {result}");
+        assert!(result["requests"].as_u64().unwrap() > 0, "{result}");
+    }
+    if let (Some(first), Some(last)) = (
+        results[1]["serviceRssKib"].as_u64(),
+        results[5]["serviceRssKib"].as_u64(),
+    ) {
+        assert!(
+            last < first + first / 2,
+            "resident memory grew from {first} KiB to {last} KiB"
+        );
+    }
+}

@@ -130,7 +130,11 @@ async fn header_abuse_is_refused() {
             replace(
                 &good,
                 "lmts-signature",
-                &good[2].1.replace('+', "-").replace('/', "_"),
+                // URL-safe alphabet: '-' is never standard base64 (a plain
+                // .replace('+', "-") would leave a signature without '+' valid).
+                &format!("-{}", &good[2].1[1..])
+                    .replace('+', "-")
+                    .replace('/', "_"),
             ),
             "not standard base64",
         ),
@@ -345,6 +349,10 @@ async fn json_edge_cases_in_a_derive_body() {
         (r#"{"scopes":[null]}"#.into(), "array of strings"),
         (r#"{"label":"x""#.into(), "JSON object"),
         ("\u{feff}{}".into(), "JSON object"),
+        (
+            r#"{"label":"a","label":"b"}"#.into(),
+            "duplicate key \"label\"",
+        ),
         (
             format!(r#"{{"label":"{}"}}"#, "ü".repeat(129)),
             "at most 128 characters",

@@ -44,6 +44,38 @@ struct DeriveRequest {
     scopes: Vec<Scope>,
 }
 
+/// A JSON object whose keys are unique: `{"label":"a","label":"b"}` is ambiguous (parsers
+/// disagree on which wins), so it is refused rather than guessed at.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate key \"{key}\" in the request body"
+                        )));
+                    }
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(UniqueKeys)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 /// Validates a derive body (SPEC A2, B2, B3), listing every problem found. An empty body is
 /// the same as `{}`; fields other than `label` and `scopes` are ignored.
 fn parse_derive_body(bytes: &[u8]) -> Result<DeriveRequest, ApiError> {
@@ -58,6 +90,9 @@ fn parse_derive_body(bytes: &[u8]) -> Result<DeriveRequest, ApiError> {
     let Value::Object(fields) = value else {
         return Err(ApiError::bad_request("request body must be a JSON object"));
     };
+    if let Err(error) = serde_json::from_slice::<UniqueKeys>(bytes) {
+        return Err(ApiError::bad_request(error.to_string()));
+    }
     let mut problems = Vec::new();
     let label = match fields.get("label") {
         None | Some(Value::Null) => None,
@@ -312,6 +347,16 @@ mod tests {
         assert_eq!(
             problems(r#"{"scopes":"trading"}"#),
             vec!["scopes must be an array of strings"]
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let found = problems(r#"{"label":"a","scopes":["trading"],"label":"b"}"#);
+        assert!(found[0].starts_with("duplicate key \"label\""), "{found:?}");
+        assert!(
+            parse_derive_body(br#"{"label":{"x":1,"y":1}}"#).is_err(),
+            "nested objects are not labels"
         );
     }
 
