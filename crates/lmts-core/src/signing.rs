@@ -189,6 +189,15 @@ pub enum VerifyError {
     BadSignature,
 }
 
+/// A signature that verified, and the time the request was signed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The decoded signature (what a replay record remembers).
+    pub signature: Signature,
+    /// The request's signing time, parsed once.
+    pub signed_at: DateTime<Utc>,
+}
+
 /// The three `lmts-*` headers of one signed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedHeaders {
@@ -260,19 +269,22 @@ impl Signer {
     }
 
     /// Verifies a received request: its timestamp lies within `window` of `now` and
-    /// `signature` (the header value) signs `message`. Returns the decoded signature.
+    /// `signature` (the header value) signs `message`.
     pub fn verify(
         &self,
         message: &CanonicalMessage<'_>,
         signature: &str,
         now: DateTime<Utc>,
         window: TimeDelta,
-    ) -> Result<Signature, VerifyError> {
+    ) -> Result<Verified, VerifyError> {
         let signed_at = parse_timestamp(message.timestamp)?;
         check_window(signed_at, now, window)?;
         let signature = Signature::from_base64(signature)?;
         if self.matches(message, &signature) {
-            Ok(signature)
+            Ok(Verified {
+                signature,
+                signed_at,
+            })
         } else {
             Err(VerifyError::BadSignature)
         }

@@ -67,10 +67,19 @@ impl RateLimiter {
                     < capacity
             });
         }
-        let bucket = buckets.entry(caller.to_owned()).or_insert(Bucket {
-            tokens: capacity,
-            refilled_at: now,
-        });
+        // Look up by &str first: a known caller costs no allocation.
+        if !buckets.contains_key(caller) {
+            buckets.insert(
+                caller.to_owned(),
+                Bucket {
+                    tokens: capacity,
+                    refilled_at: now,
+                },
+            );
+        }
+        let Some(bucket) = buckets.get_mut(caller) else {
+            return Ok(());
+        };
         let refill = now.duration_since(bucket.refilled_at).as_secs_f64() * rate;
         bucket.tokens = (bucket.tokens + refill).min(capacity);
         bucket.refilled_at = now;

@@ -201,11 +201,6 @@ pub struct Server {
 impl Server {
     /// Prepares the data directory, keys and database, and binds the listen address.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServeError> {
-        Self::bind_with_clock(config, Clock::system()).await
-    }
-
-    /// [`Server::bind`] with a given clock.
-    pub async fn bind_with_clock(config: ServerConfig, clock: Clock) -> Result<Self, ServeError> {
         files::ensure_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
@@ -233,7 +228,7 @@ impl Server {
                     address: config.listen,
                     source,
                 })?;
-        let state = AppState::new(config.service, store, keyring, identity, clock);
+        let state = AppState::new(config.service, store, keyring, identity, Clock::system());
         tracing::info!(
             data_dir = %config.data_dir.display(),
             database = if config.database_url.is_some() { "postgres" } else { "sqlite" },

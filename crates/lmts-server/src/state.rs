@@ -126,16 +126,16 @@ impl AppState {
         }))
     }
 
-    /// The settings in force for `account`, cached for [`SETTINGS_TTL`].
+    /// The settings in force for `account`, cached for [`SETTINGS_TTL`]. Keyed by the
+    /// account as given: profiles always carry the EIP-55 form, so no per-request lowering.
     pub async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
-        let key = account.to_ascii_lowercase();
-        if let Some(settings) = self.settings_cache.get(&key) {
+        if let Some(settings) = self.settings_cache.get(account) {
             return Ok(settings);
         }
         let generation = self.settings_cache.generation();
         let settings = self.store.partner_settings(account).await?;
         self.settings_cache
-            .insert(generation, key, settings.clone());
+            .insert(generation, account.to_owned(), settings.clone());
         Ok(settings)
     }
 

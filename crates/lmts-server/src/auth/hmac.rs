@@ -13,28 +13,29 @@ use axum::{
 use http::{HeaderMap, Method};
 use lmts_core::{
     signing::{
-        parse_timestamp, CanonicalMessage, VerifyError, HEADER_API_KEY, HEADER_IDENTITY,
-        HEADER_SIGNATURE, HEADER_TIMESTAMP,
+        CanonicalMessage, VerifyError, HEADER_API_KEY, HEADER_IDENTITY, HEADER_SIGNATURE,
+        HEADER_TIMESTAMP,
     },
-    Scope, Signer, TokenId,
+    Signer,
 };
 
 use crate::{
     http::{body::read_body, error::ApiError},
     state::AppState,
-    store::PartnerProfile,
     token_cache::CachedToken,
 };
 
-/// The token that signed the request, put into the request's extensions.
+/// The token that signed the request, put into the request's extensions: its cached
+/// verification state (id, profile, scopes), shared rather than copied per request.
 #[derive(Debug, Clone)]
-pub struct VerifiedToken {
-    /// The token's id.
-    pub token_id: TokenId,
-    /// The partner it belongs to.
-    pub profile: PartnerProfile,
-    /// Its scopes.
-    pub scopes: Vec<Scope>,
+pub struct VerifiedToken(pub Arc<CachedToken>);
+
+impl std::ops::Deref for VerifiedToken {
+    type Target = CachedToken;
+
+    fn deref(&self) -> &CachedToken {
+        &self.0
+    }
 }
 
 /// The three `lmts-*` header values of a request.
@@ -172,19 +173,19 @@ pub async fn require_hmac(
         .map_or_else(|| parts.uri.path(), |target| target.as_str());
     let message = CanonicalMessage::new(headers.timestamp, parts.method.as_str(), target, &body);
     let window = state.settings.window;
-    let signature = token
+    let now = state.clock.now();
+    let verified = token
         .signer
-        .verify(&message, headers.signature, state.clock.now(), window)
+        .verify(&message, headers.signature, now, window)
         .map_err(verify_error)?;
     state.check_rate(token.token_id.as_str())?;
     if is_state_changing(&parts.method) {
-        let signed_at = parse_timestamp(headers.timestamp).map_err(verify_error)?;
         let fresh = state
             .store
             .record_signature(
                 token.token_id.as_str(),
-                signature.as_bytes(),
-                signed_at + window,
+                verified.signature.as_bytes(),
+                verified.signed_at + window,
             )
             .await?;
         if !fresh {
@@ -193,11 +194,7 @@ pub async fn require_hmac(
             ));
         }
     }
-    state.usage.record(&token.token_id, state.clock.now());
-    parts.extensions.insert(VerifiedToken {
-        token_id: token.token_id.clone(),
-        profile: token.profile.clone(),
-        scopes: token.scopes.clone(),
-    });
+    state.usage.record(&token.token_id, now);
+    parts.extensions.insert(VerifiedToken(token));
     Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
 }
