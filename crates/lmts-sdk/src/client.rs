@@ -60,7 +60,6 @@ struct Shared {
     http: reqwest::Client,
     base_url: Url,
     retry: RetryPolicy,
-    extra_headers: HeaderMap,
     clock: Clock,
     /// Server time minus local time, in milliseconds, learnt or set.
     clock_offset_ms: AtomicI64,
@@ -251,21 +250,28 @@ impl Client {
             None => url.path().to_owned(),
         };
         let body = call.body.unwrap_or_default();
+        // Built once per call, re-sent on every attempt; only HMAC headers change per attempt.
+        let identity = match call.auth {
+            Auth::Identity(token) => {
+                let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                    Error::InvalidInput("identity token is not a valid header value".into())
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            Auth::Hmac => None,
+        };
         let mut retries = 0;
         let mut learnt_offset = false;
         loop {
             let attempt = retries + u32::from(learnt_offset) + 1;
             let span = tracing::debug_span!("lmts_sdk.request", method = %call.method, target = %target, attempt);
             let mut request = self.shared.http.request(call.method.clone(), url.clone());
-            request = request.headers(self.shared.extra_headers.clone());
             match call.auth {
-                Auth::Identity(token) => {
-                    let mut value =
-                        HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
-                            Error::InvalidInput("identity token is not a valid header value".into())
-                        })?;
-                    value.set_sensitive(true);
-                    request = request.header(HEADER_IDENTITY, value);
+                Auth::Identity(_) => {
+                    if let Some(value) = &identity {
+                        request = request.header(HEADER_IDENTITY, value.clone());
+                    }
                 }
                 Auth::Hmac => {
                     if let Some(credentials) = signer {
@@ -495,6 +501,7 @@ impl ClientBuilder {
             extra_headers.append(name, value);
         }
         let http = reqwest::Client::builder()
+            .default_headers(extra_headers)
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .user_agent(self.user_agent)
@@ -505,7 +512,6 @@ impl ClientBuilder {
                 http,
                 base_url,
                 retry: self.retry,
-                extra_headers,
                 clock: self.clock,
                 clock_offset_ms: AtomicI64::new(self.clock_offset.num_milliseconds()),
             }),
