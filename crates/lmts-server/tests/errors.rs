@@ -451,12 +451,7 @@ async fn replayed_deletes_are_refused_and_repeated_gets_are_not() {
 #[tokio::test]
 async fn unknown_paths_and_methods_answer_in_the_error_shape() {
     let server = TestServer::start().await;
-    let response = server
-        .client
-        .get(server.url("/auth/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/auth/nothing").await;
     assert_error(response, StatusCode::NOT_FOUND).await;
     let response = server
         .client

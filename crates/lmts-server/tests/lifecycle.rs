@@ -303,23 +303,10 @@ async fn a_percent_encoded_token_id_is_verified_on_the_raw_target() {
 #[tokio::test]
 async fn health_and_ready() {
     let server = TestServer::start().await;
-    let health = server
-        .client
-        .get(server.url("/health"))
-        .send()
-        .await
-        .unwrap();
+    let health = server.get("/health").await;
     assert_eq!(health.status(), StatusCode::OK);
     assert!(health.headers().contains_key("x-request-id"));
-    let ready: Value = server
-        .client
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = server.get("/ready").await.json().await.unwrap();
     assert_eq!(ready["status"], "ready");
 }
 

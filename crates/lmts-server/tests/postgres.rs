@@ -154,19 +154,9 @@ async fn a_database_outage_answers_503_promptly_and_heals() {
         let response = derive;
         assert!(response.headers().contains_key("retry-after"));
         assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
-        let ready = server
-            .client
-            .get(server.url("/ready"))
-            .send()
-            .await
-            .unwrap();
+        let ready = server.get("/ready").await;
         assert_error(ready, StatusCode::SERVICE_UNAVAILABLE).await;
-        let health = server
-            .client
-            .get(server.url("/health"))
-            .send()
-            .await
-            .unwrap();
+        let health = server.get("/health").await;
         assert_eq!(
             health.status(),
             StatusCode::OK,

@@ -79,6 +79,11 @@ impl TestServer {
         self.dir
     }
 
+    /// An unauthenticated GET.
+    pub async fn get(&self, target: &str) -> Response {
+        self.client.get(self.url(target)).send().await.unwrap()
+    }
+
     pub fn url(&self, target: &str) -> String {
         format!("{}{}", self.base, target)
     }
