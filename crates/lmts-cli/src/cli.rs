@@ -150,7 +150,7 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "LMTS_MAX_BODY_BYTES", default_value_t = 65536)]
     pub max_body_bytes: usize,
-    /// Most active tokens one partner may hold.
+    /// Most active tokens one partner may hold (0: no limit).
     #[arg(long, env = "LMTS_MAX_ACTIVE_TOKENS", default_value_t = 100)]
     pub max_active_tokens: u32,
     /// Requests per minute allowed per identity and per token (0: no limit).

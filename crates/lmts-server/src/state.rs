@@ -28,8 +28,8 @@ pub struct ServiceSettings {
     pub window: TimeDelta,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// The most active tokens one partner may hold (SPEC B2, 409).
-    pub max_active_tokens: u32,
+    /// The most active tokens one partner may hold (SPEC B2, 409); `None` for no limit.
+    pub max_active_tokens: Option<u32>,
     /// How often pending `lastUsedAt` values are written (the most they may trail).
     pub usage_flush_interval: Duration,
     /// How long verification state stays cached before it is re-read.
@@ -45,7 +45,7 @@ impl Default for ServiceSettings {
         Self {
             window: DEFAULT_WINDOW,
             max_body_bytes: 64 * 1024,
-            max_active_tokens: 100,
+            max_active_tokens: Some(100),
             usage_flush_interval: Duration::from_secs(1),
             token_cache_ttl: Duration::from_secs(5),
             token_cache_capacity: 1_000_000,

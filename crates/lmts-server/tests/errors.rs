@@ -175,7 +175,7 @@ async fn the_operator_default_applies_to_unconfigured_partners() {
 
 #[tokio::test]
 async fn the_active_token_limit_is_409_and_frees_up_on_revoke() {
-    let server = TestServer::start_with(|config| config.service.max_active_tokens = 2).await;
+    let server = TestServer::start_with(|config| config.service.max_active_tokens = Some(2)).await;
     let (first, _) = server.derive(ALICE, "{}").await;
     server.derive(ALICE, "{}").await;
     let identity = server.identity_token(ALICE);
@@ -200,7 +200,7 @@ async fn the_active_token_limit_is_409_and_frees_up_on_revoke() {
 
 #[tokio::test]
 async fn concurrent_derives_never_exceed_the_limit() {
-    let server = TestServer::start_with(|config| config.service.max_active_tokens = 5).await;
+    let server = TestServer::start_with(|config| config.service.max_active_tokens = Some(5)).await;
     let identity = format!("Bearer {}", server.identity_token(ALICE));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..20 {

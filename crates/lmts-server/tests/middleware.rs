@@ -70,7 +70,7 @@ impl Harness {
                     created_at: start,
                     sealed: keyring.seal("tok_m", &secret).unwrap(),
                 },
-                10,
+                Some(10),
             )
             .await
             .unwrap();

@@ -80,7 +80,7 @@ async fn a_token_derived_on_one_instance_works_on_the_other_until_revoked_there(
 async fn concurrent_derives_on_both_instances_respect_the_limit() {
     let url = PgServer::shared().database().await;
     let (a, b) = two_instances(&url, |config| {
-        config.service.max_active_tokens = 5;
+        config.service.max_active_tokens = Some(5);
         config.service.rate_limit = None;
     })
     .await;

@@ -2,6 +2,8 @@
 //! suite; here on a real SQLite file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::Arc;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use lmts_core::{Scope, TokenId};
 use lmts_server::{
@@ -103,15 +105,17 @@ async fn tokens_respect_the_active_limit(store: &dyn Store) {
         .await
         .unwrap();
     store
-        .insert_token(&token("l1", profile.id, t(1)), 2)
+        .insert_token(&token("l1", profile.id, t(1)), Some(2))
         .await
         .unwrap();
     store
-        .insert_token(&token("l2", profile.id, t(2)), 2)
+        .insert_token(&token("l2", profile.id, t(2)), Some(2))
         .await
         .unwrap();
     assert!(matches!(
-        store.insert_token(&token("l3", profile.id, t(3)), 2).await,
+        store
+            .insert_token(&token("l3", profile.id, t(3)), Some(2))
+            .await,
         Err(StoreError::LimitReached)
     ));
     assert!(
@@ -120,7 +124,7 @@ async fn tokens_respect_the_active_limit(store: &dyn Store) {
     );
     assert!(store.revoke_token(profile.id, "l1", t(4)).await.unwrap());
     store
-        .insert_token(&token("l3", profile.id, t(5)), 2)
+        .insert_token(&token("l3", profile.id, t(5)), Some(2))
         .await
         .unwrap();
 }
@@ -135,11 +139,11 @@ async fn revocation_is_per_profile_and_once(store: &dyn Store) {
         .await
         .unwrap();
     store
-        .insert_token(&token("r1", owner.id, t(1)), 10)
+        .insert_token(&token("r1", owner.id, t(1)), Some(10))
         .await
         .unwrap();
     store
-        .insert_token(&token("r2", owner.id, t(2)), 10)
+        .insert_token(&token("r2", owner.id, t(2)), Some(10))
         .await
         .unwrap();
     assert!(
@@ -173,7 +177,7 @@ async fn usage_only_moves_forward(store: &dyn Store) {
         .await
         .unwrap();
     store
-        .insert_token(&token("u1", profile.id, t(0)), 10)
+        .insert_token(&token("u1", profile.id, t(0)), Some(10))
         .await
         .unwrap();
     store
@@ -220,6 +224,49 @@ async fn signatures_are_recorded_once_until_they_expire(store: &dyn Store) {
         .unwrap());
 }
 
+/// Derives racing each other: each is one atomic check-and-insert, so exactly the limit lands;
+/// and a write that fails (a duplicate id) fails alone, not the writes committed beside it.
+async fn concurrent_writes_stay_atomic_and_independent(store: Arc<dyn Store>) {
+    let limited = store
+        .upsert_profile("did:privy:race", "0xRace", t(0))
+        .await
+        .unwrap();
+    let unlimited = store
+        .upsert_profile("did:privy:dup", "0xDup", t(0))
+        .await
+        .unwrap();
+    let mut racing = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let store = Arc::clone(&store);
+        racing.spawn(async move {
+            let limited = token(&format!("race{n}"), limited.id, t(n));
+            let duplicated = token(&format!("dup{}", n % 30), unlimited.id, t(n));
+            (
+                store.insert_token(&limited, Some(25)).await,
+                store.insert_token(&duplicated, None).await,
+            )
+        });
+    }
+    let (mut stored, mut refused, mut duplicates) = (0, 0, 0);
+    while let Some(joined) = racing.join_next().await {
+        let (limited, duplicated) = joined.unwrap();
+        match limited {
+            Ok(()) => stored += 1,
+            Err(StoreError::LimitReached) => refused += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        match duplicated {
+            Ok(()) => {}
+            Err(StoreError::Database(_)) => duplicates += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(duplicates, 10, "ten ids were used twice");
+    assert_eq!((stored, refused), (25, 15));
+    assert_eq!(store.active_tokens(limited.id).await.unwrap().len(), 25);
+    assert_eq!(store.active_tokens(unlimited.id).await.unwrap().len(), 30);
+}
+
 /// The whole suite against one store.
 async fn store_contract(store: &dyn Store) {
     store.ping().await.unwrap();
@@ -236,6 +283,7 @@ async fn sqlite_file_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open_in(dir.path()).await.unwrap();
     store_contract(&store).await;
+    concurrent_writes_stay_atomic_and_independent(Arc::new(store.clone())).await;
     // Reopening runs no migration twice and keeps the data.
     drop(store);
     let reopened = SqliteStore::open_in(dir.path()).await.unwrap();
@@ -249,6 +297,7 @@ async fn postgres_store_keeps_the_contract() {
         .await
         .unwrap();
     store_contract(&store).await;
+    concurrent_writes_stay_atomic_and_independent(Arc::new(store.clone())).await;
     drop(store);
     let reopened = PostgresStore::connect(&url, &PostgresOptions::default())
         .await

@@ -236,7 +236,7 @@ fn start_service(
             "--rate-limit-per-minute",
             "0",
         ])
-        .args(["--max-active-tokens", "4000000000"])
+        .args(["--max-active-tokens", "0"])
         .arg("--data-dir")
         .arg(data)
         .env("LMTS_LOG", "warn")

@@ -78,7 +78,7 @@ fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
         service: ServiceSettings {
             window: TimeDelta::seconds(i64::from(args.time_window_secs)),
             max_body_bytes: args.max_body_bytes,
-            max_active_tokens: args.max_active_tokens,
+            max_active_tokens: (args.max_active_tokens > 0).then_some(args.max_active_tokens),
             usage_flush_interval: Duration::from_millis(args.usage_flush_ms),
             token_cache_ttl: Duration::from_secs(args.token_cache_ttl_secs),
             rate_limit: (args.rate_limit_per_minute > 0).then_some(RateLimit {

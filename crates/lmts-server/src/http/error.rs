@@ -128,7 +128,7 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) => {
+            StoreError::Unavailable(_) | StoreError::NotCommitted(_) => {
                 tracing::warn!(error = %error_chain(&error), "database unavailable");
                 ApiError::Unavailable("the database is unavailable; try again shortly".into())
             }

@@ -210,7 +210,7 @@ pub async fn derive(
         Err(StoreError::LimitReached) => {
             return Err(ApiError::Conflict(format!(
                 "this partner already holds the maximum of {} active tokens; revoke one first",
-                state.settings.max_active_tokens
+                state.settings.max_active_tokens.unwrap_or(u32::MAX)
             )))
         }
         Err(other) => return Err(other.into()),

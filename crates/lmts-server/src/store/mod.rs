@@ -3,6 +3,7 @@
 //! Rows are their own types, separate from the wire types, and none of them prints a secret.
 //! Times are stored as milliseconds since the Unix epoch.
 
+mod group_commit;
 mod postgres;
 mod sqlite;
 
@@ -144,6 +145,9 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A write was not stored: the commit that carried it failed (the error) or was abandoned.
+    #[error("database write not committed")]
+    NotCommitted(#[source] Option<Arc<sqlx::Error>>),
     /// A stored value is not what this version writes.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -207,8 +211,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Stores a token unless its profile already holds `max_active` active tokens
-    /// ([`StoreError::LimitReached`]); check and insert are one atomic step.
-    async fn insert_token(&self, token: &NewToken, max_active: u32) -> Result<(), StoreError>;
+    /// ([`StoreError::LimitReached`]; `None`: no limit); check and insert are one atomic step.
+    async fn insert_token(
+        &self,
+        token: &NewToken,
+        max_active: Option<u32>,
+    ) -> Result<(), StoreError>;
 
     /// The credentials of a token, revoked or not.
     async fn token_credentials(

@@ -103,22 +103,31 @@ fn is_transient(error: &StoreError) -> bool {
 }
 
 impl PostgresStore {
-    async fn try_insert_token(&self, token: &NewToken, max_active: u32) -> Result<(), StoreError> {
+    async fn try_insert_token(
+        &self,
+        token: &NewToken,
+        max_active: Option<u32>,
+    ) -> Result<(), StoreError> {
         let profile = profile_id(token.profile_id)?;
         let mut transaction = self.pool.begin().await?;
-        // Serialises derives of one partner across every instance.
-        sqlx::query("SELECT id FROM profiles WHERE id = $1 FOR UPDATE")
+        if let Some(max_active) = max_active {
+            // Serialises derives of one partner across every instance.
+            sqlx::query("SELECT id FROM profiles WHERE id = $1 FOR UPDATE")
+                .bind(profile)
+                .fetch_one(&mut *transaction)
+                .await?;
+            // Counting stops at the limit, so it costs at most that many rows.
+            let active: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens
+                 WHERE profile_id = $1 AND revoked_at IS NULL LIMIT $2) AS active",
+            )
             .bind(profile)
+            .bind(i64::from(max_active))
             .fetch_one(&mut *transaction)
             .await?;
-        let active: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM api_tokens WHERE profile_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(profile)
-        .fetch_one(&mut *transaction)
-        .await?;
-        if active >= i64::from(max_active) {
-            return Err(StoreError::LimitReached);
+            if active >= i64::from(max_active) {
+                return Err(StoreError::LimitReached);
+            }
         }
         sqlx::query(
             "INSERT INTO api_tokens
@@ -235,7 +244,11 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn insert_token(&self, token: &NewToken, max_active: u32) -> Result<(), StoreError> {
+    async fn insert_token(
+        &self,
+        token: &NewToken,
+        max_active: Option<u32>,
+    ) -> Result<(), StoreError> {
         let mut attempt = 0;
         loop {
             match self.try_insert_token(token, max_active).await {

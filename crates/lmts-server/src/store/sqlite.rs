@@ -14,8 +14,8 @@ use sqlx::{
 };
 
 use super::{
-    scopes_from_text, scopes_to_text, time_from_millis, NewToken, PartnerProfile, PartnerSettings,
-    SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
+    group_commit::GroupCommitter, scopes_from_text, scopes_to_text, time_from_millis, NewToken,
+    PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
 };
 use crate::crypto::SealedSecret;
 
@@ -24,13 +24,13 @@ pub const DATABASE_FILE: &str = "lmts.db";
 
 /// The SQLite backend.
 ///
-/// Writes go through a pool of one connection, so concurrent writers queue in the process
-/// instead of sleeping in SQLite's busy handler; reads use a pool of their own (WAL lets
-/// them run beside the writer).
+/// Writes queue in the process for one writer connection, which commits them in groups (one
+/// synced commit carries every write that arrived while the previous one was syncing);
+/// reads use a pool of their own (WAL lets them run beside the writer).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    writer: SqlitePool,
+    writes: GroupCommitter,
 }
 
 impl SqliteStore {
@@ -54,7 +54,10 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            writes: GroupCommitter::start(writer),
+        })
     }
 
     /// Opens the database of a data directory.
@@ -71,7 +74,7 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self {
-            writer: pool.clone(),
+            writes: GroupCommitter::start(pool.clone()),
             pool,
         })
     }
@@ -120,17 +123,24 @@ impl Store for SqliteStore {
                 return Ok(profile);
             }
         }
-        let row = sqlx::query(
-            "INSERT INTO profiles (subject, account, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (subject) DO UPDATE SET account = excluded.account
-             RETURNING id, subject, account",
-        )
-        .bind(subject)
-        .bind(account)
-        .bind(millis(now))
-        .fetch_one(&self.writer)
-        .await?;
-        profile_from_row(&row)
+        let (subject, account) = (subject.to_owned(), account.to_owned());
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "INSERT INTO profiles (subject, account, created_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (subject) DO UPDATE SET account = excluded.account
+                         RETURNING id, subject, account",
+                    )
+                    .bind(subject)
+                    .bind(account)
+                    .bind(millis(now))
+                    .fetch_one(connection)
+                    .await?;
+                    profile_from_row(&row)
+                })
+            })
+            .await
     }
 
     async fn profile_by_account(
@@ -180,49 +190,70 @@ impl Store for SqliteStore {
         settings: &PartnerSettings,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO partner_settings (account, token_management_enabled, allowed_scopes, updated_at)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (account) DO UPDATE SET
-                 token_management_enabled = excluded.token_management_enabled,
-                 allowed_scopes = excluded.allowed_scopes,
-                 updated_at = excluded.updated_at",
-        )
-        .bind(key.stored())
-        .bind(settings.token_management_enabled)
-        .bind(scopes_to_text(&settings.allowed_scopes))
-        .bind(millis(now))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let (account, enabled) = (key.stored(), settings.token_management_enabled);
+        let scopes = scopes_to_text(&settings.allowed_scopes);
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO partner_settings
+                             (account, token_management_enabled, allowed_scopes, updated_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (account) DO UPDATE SET
+                             token_management_enabled = excluded.token_management_enabled,
+                             allowed_scopes = excluded.allowed_scopes,
+                             updated_at = excluded.updated_at",
+                    )
+                    .bind(account)
+                    .bind(enabled)
+                    .bind(scopes)
+                    .bind(millis(now))
+                    .execute(connection)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
-    async fn insert_token(&self, token: &NewToken, max_active: u32) -> Result<(), StoreError> {
-        // One statement: SQLite takes the write lock before it counts, so concurrent derives
-        // cannot both see room for one more token.
-        let inserted = sqlx::query(
-            "INSERT INTO api_tokens
-                 (token_id, profile_id, label, scopes, created_at, key_id, sealed_secret)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
-             WHERE (SELECT COUNT(*) FROM api_tokens
-                    WHERE profile_id = ?2 AND revoked_at IS NULL) < ?8",
-        )
-        .bind(token.token_id.as_str())
-        .bind(token.profile_id)
-        .bind(token.label.as_deref())
-        .bind(scopes_to_text(&token.scopes))
-        .bind(millis(token.created_at))
-        .bind(&token.sealed.key_id)
-        .bind(&token.sealed.sealed)
-        .bind(i64::from(max_active))
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::LimitReached)
-        }
+    async fn insert_token(
+        &self,
+        token: &NewToken,
+        max_active: Option<u32>,
+    ) -> Result<(), StoreError> {
+        // One statement on the one writer: no concurrent derive can slip in between the count
+        // and the insert. The count stops at the limit, so it costs at most that many rows.
+        let token = token.clone();
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let inserted = sqlx::query(
+                        "INSERT INTO api_tokens
+                             (token_id, profile_id, label, scopes, created_at, key_id, sealed_secret)
+                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                         WHERE ?8 IS NULL OR (SELECT COUNT(*) FROM (
+                             SELECT 1 FROM api_tokens WHERE profile_id = ?2 AND revoked_at IS NULL
+                             LIMIT ?8)) < ?8",
+                    )
+                    .bind(token.token_id.as_str())
+                    .bind(token.profile_id)
+                    .bind(token.label.as_deref())
+                    .bind(scopes_to_text(&token.scopes))
+                    .bind(millis(token.created_at))
+                    .bind(&token.sealed.key_id)
+                    .bind(&token.sealed.sealed)
+                    .bind(max_active.map(i64::from))
+                    .execute(connection)
+                    .await?
+                    .rows_affected();
+                    if inserted == 1 {
+                        Ok(())
+                    } else {
+                        Err(StoreError::LimitReached)
+                    }
+                })
+            })
+            .await
     }
 
     async fn token_credentials(
@@ -282,17 +313,24 @@ impl Store for SqliteStore {
         token_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let revoked = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ?3
-             WHERE token_id = ?1 AND profile_id = ?2 AND revoked_at IS NULL",
-        )
-        .bind(token_id)
-        .bind(profile_id)
-        .bind(millis(now))
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        Ok(revoked == 1)
+        let token_id = token_id.to_owned();
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let revoked = sqlx::query(
+                        "UPDATE api_tokens SET revoked_at = ?3
+                         WHERE token_id = ?1 AND profile_id = ?2 AND revoked_at IS NULL",
+                    )
+                    .bind(token_id)
+                    .bind(profile_id)
+                    .bind(millis(now))
+                    .execute(connection)
+                    .await?
+                    .rows_affected();
+                    Ok(revoked == 1)
+                })
+            })
+            .await
     }
 
     async fn record_signature(
@@ -301,41 +339,59 @@ impl Store for SqliteStore {
         signature: &[u8; 32],
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO used_signatures (token_id, signature, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(token_id)
-        .bind(&signature[..])
-        .bind(millis(expires_at))
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
+        let (token_id, signature) = (token_id.to_owned(), *signature);
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let inserted = sqlx::query(
+                        "INSERT INTO used_signatures (token_id, signature, expires_at)
+                         VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(token_id)
+                    .bind(&signature[..])
+                    .bind(millis(expires_at))
+                    .execute(connection)
+                    .await?
+                    .rows_affected();
+                    Ok(inserted == 1)
+                })
+            })
+            .await
     }
 
     async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let pruned = sqlx::query("DELETE FROM used_signatures WHERE expires_at < ?1")
-            .bind(millis(now))
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        Ok(pruned)
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let pruned = sqlx::query("DELETE FROM used_signatures WHERE expires_at < ?1")
+                        .bind(millis(now))
+                        .execute(connection)
+                        .await?
+                        .rows_affected();
+                    Ok(pruned)
+                })
+            })
+            .await
     }
 
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
-        let mut transaction = self.writer.begin().await?;
-        for (token_id, at) in uses {
-            sqlx::query(
-                "UPDATE api_tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2)
-                 WHERE token_id = ?1",
-            )
-            .bind(token_id.as_str())
-            .bind(millis(*at))
-            .execute(&mut *transaction)
-            .await?;
-        }
-        transaction.commit().await?;
-        Ok(())
+        let uses = uses.to_vec();
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    for (token_id, at) in uses {
+                        sqlx::query(
+                            "UPDATE api_tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2)
+                             WHERE token_id = ?1",
+                        )
+                        .bind(token_id.as_str())
+                        .bind(millis(at))
+                        .execute(&mut *connection)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
     }
 }
