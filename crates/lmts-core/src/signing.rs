@@ -8,9 +8,10 @@
 use std::fmt;
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, TimeDelta, Timelike, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::secret::{TokenSecret, REDACTED};
 
@@ -140,28 +141,44 @@ const BASE64_VALUES: [u8; 256] = {
 /// length, alphabet, padding or a non-canonical last character. (Signature verification is on
 /// every request's path; this is a fraction of a general decoder's cost.)
 fn decode_signature(encoded: &[u8]) -> Option<[u8; 32]> {
-    if encoded.len() != 44 || encoded[43] != b'=' {
+    let Some((quads, [c0, c1, c2, b'='])) = encoded.split_last_chunk::<4>() else {
+        return None;
+    };
+    if quads.len() != 40 {
         return None;
     }
-    let mut values = [0u8; 43];
-    let mut invalid = 0u8;
-    for (value, &byte) in values.iter_mut().zip(encoded) {
-        *value = BASE64_VALUES[byte as usize];
-        invalid |= *value & 0xC0;
-    }
-    // 43 characters carry 258 bits; the last two must be zero in canonical form.
-    if invalid != 0 || values[42] & 0b11 != 0 {
-        return None;
-    }
+    let value = |byte: &u8| BASE64_VALUES[usize::from(*byte)];
     let mut bytes = [0u8; 32];
-    for (quad, triple) in values.chunks(4).zip(bytes.chunks_mut(3)) {
-        let bits =
-            quad.iter().fold(0u32, |acc, v| (acc << 6) | u32::from(*v)) << (6 * (4 - quad.len()));
-        for (i, byte) in triple.iter_mut().enumerate() {
-            *byte = (bits >> (16 - 8 * i)) as u8;
-        }
+    let mut invalid = 0u8;
+    for (quad, triple) in quads.chunks_exact(4).zip(bytes.chunks_exact_mut(3)) {
+        let [a, b, c, d] = [
+            value(&quad[0]),
+            value(&quad[1]),
+            value(&quad[2]),
+            value(&quad[3]),
+        ];
+        invalid |= a | b | c | d;
+        let bits = u32::from(a) << 18 | u32::from(b) << 12 | u32::from(c) << 6 | u32::from(d);
+        triple.copy_from_slice(&bits.to_be_bytes()[1..]);
     }
+    // The last three characters carry 18 bits: two bytes, then two bits that must be zero in
+    // canonical form.
+    let [a, b, c] = [value(c0), value(c1), value(c2)];
+    invalid |= a | b | c;
+    if invalid & 0xC0 != 0 || c & 0b11 != 0 {
+        return None;
+    }
+    let bits = u32::from(a) << 12 | u32::from(b) << 6 | u32::from(c);
+    bytes[30] = (bits >> 10) as u8;
+    bytes[31] = (bits >> 2) as u8;
     Some(bytes)
+}
+
+/// Whether two MACs are equal, in time that does not depend on where they differ: every byte
+/// is compared, and only the folded difference meets a branch (through `subtle`'s barrier).
+fn macs_equal(a: &[u8], b: &[u8; 32]) -> bool {
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    a.len() == b.len() && bool::from(difference.ct_eq(&0))
 }
 
 /// Why a signed request was refused.
@@ -194,8 +211,17 @@ pub enum VerifyError {
 pub struct Verified {
     /// The decoded signature (what a replay record remembers).
     pub signature: Signature,
-    /// The request's signing time, parsed once.
-    pub signed_at: DateTime<Utc>,
+    /// The signing time in milliseconds since the epoch, rounded up when the timestamp was
+    /// finer (so that a replay record kept until `signed_at + window` covers every replay).
+    signed_at_ms: i64,
+}
+
+impl Verified {
+    /// The request's signing time (see above), built only when asked for: most requests never
+    /// need it.
+    pub fn signed_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.signed_at_ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
 }
 
 /// The three `lmts-*` headers of one signed request.
@@ -245,7 +271,7 @@ impl Signer {
     pub fn matches(&self, message: &CanonicalMessage<'_>, signature: &Signature) -> bool {
         let mut mac = self.keyed.clone();
         message.feed(&mut mac);
-        mac.verify_slice(signature.as_bytes()).is_ok()
+        macs_equal(&mac.finalize().into_bytes(), &signature.0)
     }
 
     /// The three headers for a request by `token_id` signed at `now`.
@@ -277,13 +303,32 @@ impl Signer {
         now: DateTime<Utc>,
         window: TimeDelta,
     ) -> Result<Verified, VerifyError> {
-        let signed_at = parse_timestamp(message.timestamp)?;
-        check_window(signed_at, now, window)?;
+        // The SDKs' timestamp form is checked in integer milliseconds, without building
+        // calendar types; any other RFC 3339 form goes through the full parser.
+        let signed_at_ms = match parse_sdk_millis(message.timestamp.as_bytes()) {
+            Some(millis) => {
+                let now_within_ms = i64::from(now.timestamp_subsec_nanos() % 1_000_000);
+                let skew_ns =
+                    (millis - now.timestamp_millis()).saturating_mul(1_000_000) - now_within_ms;
+                if skew_ns.unsigned_abs()
+                    > window.num_nanoseconds().unwrap_or(i64::MAX).unsigned_abs()
+                {
+                    check_skew(TimeDelta::nanoseconds(skew_ns), window)?;
+                }
+                millis
+            }
+            None => {
+                let signed_at = parse_timestamp(message.timestamp)?;
+                check_window(signed_at, now, window)?;
+                let rounded_up = signed_at.timestamp_subsec_nanos() % 1_000_000 != 0;
+                signed_at.timestamp_millis() + i64::from(rounded_up)
+            }
+        };
         let signature = Signature::from_base64(signature)?;
         if self.matches(message, &signature) {
             Ok(Verified {
                 signature,
-                signed_at,
+                signed_at_ms,
             })
         } else {
             Err(VerifyError::BadSignature)
@@ -297,15 +342,35 @@ impl fmt::Debug for Signer {
     }
 }
 
-/// Formats a signing time as the SDKs send it: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// Formats a signing time as the SDKs send it: `YYYY-MM-DDTHH:MM:SS.mmmZ`. Years 0 to 9999
+/// take a fast path (digits written arithmetically); others, and leap seconds, go to chrono.
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    let (date, time) = (at.date_naive(), at.time());
+    let (year, nanos) = (date.year(), time.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    }
+    let mut text = String::with_capacity(24);
+    let mut digits = |value: u32, width: u32, then: char| {
+        for place in (0..width).rev() {
+            text.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+        }
+        text.push(then);
+    };
+    digits(year.unsigned_abs(), 4, '-');
+    digits(date.month(), 2, '-');
+    digits(date.day(), 2, 'T');
+    digits(time.hour(), 2, ':');
+    digits(time.minute(), 2, ':');
+    digits(time.second(), 2, '.');
+    digits(nanos / 1_000_000, 3, 'Z');
+    text
 }
 
 /// Parses any RFC 3339 date-time (any fractional digits, `Z` or an offset). The form the SDKs
 /// send, `YYYY-MM-DDTHH:MM:SS.mmmZ`, takes a fast path.
 pub fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, VerifyError> {
-    if let Some(at) = parse_sdk_timestamp(value.as_bytes()) {
+    if let Some(at) = parse_sdk_millis(value.as_bytes()).and_then(DateTime::from_timestamp_millis) {
         return Ok(at);
     }
     DateTime::parse_from_rfc3339(value)
@@ -313,36 +378,54 @@ pub fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, VerifyError> {
         .map_err(|_| VerifyError::MalformedTimestamp)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` exactly, or `None` (the caller falls back to the full parser).
-fn parse_sdk_timestamp(bytes: &[u8]) -> Option<DateTime<Utc>> {
-    if bytes.len() != 24
-        || bytes[4] != b'-'
-        || bytes[7] != b'-'
-        || bytes[10] != b'T'
-        || bytes[13] != b':'
-        || bytes[16] != b':'
-        || bytes[19] != b'.'
-        || bytes[23] != b'Z'
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` exactly, as milliseconds since the epoch, or `None` (the caller
+/// falls back to the full parser, which also takes leap seconds). Computed arithmetically,
+/// without chrono's calendar types.
+fn parse_sdk_millis(bytes: &[u8]) -> Option<i64> {
+    const DIGITS: [usize; 17] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22];
+    let bytes: &[u8; 24] = bytes.try_into().ok()?;
+    if [
+        bytes[4], bytes[7], bytes[10], bytes[13], bytes[16], bytes[19], bytes[23],
+    ] != *b"--T::.Z"
+        || DIGITS.iter().any(|&at| !bytes[at].is_ascii_digit())
     {
         return None;
     }
-    let number = |range: std::ops::Range<usize>| -> Option<u32> {
-        bytes[range].iter().try_fold(0u32, |n, b| {
-            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
-        })
-    };
-    let date = chrono::NaiveDate::from_ymd_opt(
-        i32::try_from(number(0..4)?).ok()?,
-        number(5..7)?,
-        number(8..10)?,
-    )?;
-    let time = date.and_hms_milli_opt(
-        number(11..13)?,
-        number(14..16)?,
-        number(17..19)?,
-        number(20..23)?,
-    )?;
-    Some(time.and_utc())
+    let digit = |at: usize| i64::from(bytes[at] - b'0');
+    let pair = |at: usize| digit(at) * 10 + digit(at + 1);
+    let (year, month, day) = (pair(0) * 100 + pair(2), pair(5), pair(8));
+    let (hour, minute, second) = (pair(11), pair(14), pair(17));
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some(seconds * 1_000 + pair(20) * 10 + digit(22))
+}
+
+/// Days in `month` (1 to 12) of `year`, proleptic Gregorian.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a valid proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// Checks that `signed_at` lies within `window` of `now`, on either side.
@@ -351,7 +434,11 @@ pub fn check_window(
     now: DateTime<Utc>,
     window: TimeDelta,
 ) -> Result<(), VerifyError> {
-    let skew = signed_at - now;
+    check_skew(signed_at - now, window)
+}
+
+/// Checks a signing time's distance from now (signing time minus now) against the window.
+fn check_skew(skew: TimeDelta, window: TimeDelta) -> Result<(), VerifyError> {
     if skew.abs() <= window {
         Ok(())
     } else {
@@ -393,7 +480,11 @@ mod tests {
             let full = DateTime::parse_from_rfc3339(text)
                 .unwrap()
                 .with_timezone(&Utc);
-            assert_eq!(parse_sdk_timestamp(text.as_bytes()), Some(full), "{text}");
+            assert_eq!(
+                parse_sdk_millis(text.as_bytes()).and_then(DateTime::from_timestamp_millis),
+                Some(full),
+                "{text}"
+            );
         }
         for text in [
             "2026-02-30T12:34:56.789Z",
@@ -403,7 +494,11 @@ mod tests {
             "2026-03-23T12:34:56+0000",
             "+026-03-23T12:34:56.789Z",
         ] {
-            assert_eq!(parse_sdk_timestamp(text.as_bytes()), None, "{text}");
+            assert_eq!(
+                parse_sdk_millis(text.as_bytes()).and_then(DateTime::from_timestamp_millis),
+                None,
+                "{text}"
+            );
         }
         assert!(parse_timestamp("2026-02-30T12:34:56.789Z").is_err());
     }
@@ -436,6 +531,50 @@ mod tests {
                 Err(VerifyError::MalformedTimestamp),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn verification_checks_the_window_exactly_on_either_timestamp_path() {
+        let signer = Signer::new(&TokenSecret::from_base64("c2VjcmV0").unwrap());
+        let nows = ["2026-03-23T12:00:00Z", "2026-03-23T12:00:00.0005Z"];
+        let stamps = [
+            "2026-03-23T12:00:30.000Z",
+            "2026-03-23T12:00:30.001Z",
+            "2026-03-23T11:59:30.000Z",
+            "2026-03-23T11:59:29.999Z",
+            "2026-03-23T12:00:30.0004Z",
+            "2026-03-23T12:00:30.0006+00:00",
+        ];
+        for now in nows.map(at) {
+            for stamp in stamps {
+                let message = CanonicalMessage::new(stamp, "GET", "/x", b"");
+                let signature = signer.sign(&message).to_base64();
+                let verified = signer.verify(&message, &signature, now, DEFAULT_WINDOW);
+                assert_eq!(
+                    verified.map(drop),
+                    check_window(at(stamp), now, DEFAULT_WINDOW),
+                    "{stamp} at {now}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_signing_time_is_rounded_up_to_the_millisecond() {
+        let signer = Signer::new(&TokenSecret::from_base64("c2VjcmV0").unwrap());
+        let now = at("2026-03-23T12:00:00Z");
+        for (stamp, expected) in [
+            ("2026-03-23T12:00:01.250Z", "2026-03-23T12:00:01.250Z"),
+            ("2026-03-23T12:00:01.2501Z", "2026-03-23T12:00:01.251Z"),
+            ("2026-03-23T14:00:01.25+02:00", "2026-03-23T12:00:01.250Z"),
+        ] {
+            let message = CanonicalMessage::new(stamp, "POST", "/x", b"{}");
+            let signature = signer.sign(&message).to_base64();
+            let verified = signer
+                .verify(&message, &signature, now, DEFAULT_WINDOW)
+                .unwrap();
+            assert_eq!(verified.signed_at(), at(expected), "{stamp}");
         }
     }
 

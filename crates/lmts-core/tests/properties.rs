@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use hmac::{Hmac, Mac};
 use lmts_core::{
     signing::{format_timestamp, parse_timestamp, CanonicalMessage, Signature},
@@ -15,8 +15,9 @@ use proptest::prelude::*;
 use sha2::Sha256;
 
 fn any_time() -> impl Strategy<Value = DateTime<Utc>> {
-    // Years 1970 to 9999, millisecond precision.
-    (0i64..253_402_300_799_999).prop_map(|ms| DateTime::from_timestamp_millis(ms).unwrap())
+    // Years 0 to 9999, millisecond precision.
+    (-62_167_219_200_000i64..253_402_300_799_999)
+        .prop_map(|ms| DateTime::from_timestamp_millis(ms).unwrap())
 }
 
 fn any_scope() -> impl Strategy<Value = Scope> {
@@ -59,6 +60,15 @@ proptest! {
         prop_assert_eq!(parse_timestamp(&text).unwrap(), at);
         let full = DateTime::parse_from_rfc3339(&text).unwrap().with_timezone(&Utc);
         prop_assert_eq!(full, at);
+        prop_assert_eq!(text, at.to_rfc3339_opts(SecondsFormat::Millis, true));
+    }
+
+    #[test]
+    fn timestamps_format_as_chrono_does_beyond_four_digit_years(
+        ms in -100_000_000_000_000i64..1_000_000_000_000_000
+    ) {
+        let at = DateTime::from_timestamp_millis(ms).unwrap();
+        prop_assert_eq!(format_timestamp(at), at.to_rfc3339_opts(SecondsFormat::Millis, true));
     }
 
     #[test]

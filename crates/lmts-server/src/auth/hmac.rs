@@ -185,7 +185,7 @@ pub async fn require_hmac(
             .record_signature(
                 token.token_id.as_str(),
                 verified.signature.as_bytes(),
-                verified.signed_at + window,
+                verified.signed_at() + window,
             )
             .await?;
         if !fresh {
