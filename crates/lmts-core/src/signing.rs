@@ -345,12 +345,19 @@ impl fmt::Debug for Signer {
 /// Formats a signing time as the SDKs send it: `YYYY-MM-DDTHH:MM:SS.mmmZ`. Years 0 to 9999
 /// take a fast path (digits written arithmetically); others, and leap seconds, go to chrono.
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
+    let mut text = String::with_capacity(24);
+    format_timestamp_into(at, &mut text);
+    text
+}
+
+/// [`format_timestamp`], appended to `text`.
+pub fn format_timestamp_into(at: DateTime<Utc>, text: &mut String) {
     let (date, time) = (at.date_naive(), at.time());
     let (year, nanos) = (date.year(), time.nanosecond());
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-        return at.to_rfc3339_opts(SecondsFormat::Millis, true);
+        text.push_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true));
+        return;
     }
-    let mut text = String::with_capacity(24);
     let mut digits = |value: u32, width: u32, then: char| {
         for place in (0..width).rev() {
             text.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
@@ -364,7 +371,6 @@ pub fn format_timestamp(at: DateTime<Utc>) -> String {
     digits(time.minute(), 2, ':');
     digits(time.second(), 2, '.');
     digits(nanos / 1_000_000, 3, 'Z');
-    text
 }
 
 /// Parses any RFC 3339 date-time (any fractional digits, `Z` or an offset). The form the SDKs

@@ -21,6 +21,7 @@ pub mod clock;
 pub mod crypto;
 pub mod files;
 pub mod http;
+pub mod listing;
 pub mod rate_limit;
 pub mod server;
 pub mod state;

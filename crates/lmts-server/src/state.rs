@@ -11,8 +11,9 @@ use crate::{
     auth::identity::IdentityVerifier,
     clock::Clock,
     crypto::Keyring,
+    listing::TokenListing,
     rate_limit::{RateLimit, RateLimiter},
-    store::{Invalidation, PartnerSettings, SettingsKey, Store, StoreError, TokenRecord},
+    store::{Invalidation, PartnerSettings, SettingsKey, Store, StoreError},
     token_cache::{TokenCache, TtlCache},
     usage::UsageLog,
 };
@@ -72,10 +73,10 @@ pub struct Shared {
     /// Verification state of recently used tokens.
     pub tokens: Arc<TokenCache>,
     /// Partner settings by lower-case account, for [`SETTINGS_TTL`].
-    pub settings_cache: TtlCache<String, PartnerSettings>,
+    pub settings_cache: TtlCache<String, Arc<PartnerSettings>>,
     /// Live tokens by profile id, dropped on derive and revoke (here or, on PostgreSQL, on any
     /// instance).
-    pub token_lists: Arc<TtlCache<i64, Arc<Vec<TokenRecord>>>>,
+    pub token_lists: Arc<TtlCache<i64, Arc<TokenListing>>>,
     /// Uses not yet written.
     pub usage: UsageLog,
     /// Per-caller request budgets.
@@ -128,12 +129,15 @@ impl AppState {
 
     /// The settings in force for `account`, cached for [`SETTINGS_TTL`]. Keyed by the
     /// account as given: profiles always carry the EIP-55 form, so no per-request lowering.
-    pub async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
+    pub async fn partner_settings(
+        &self,
+        account: &str,
+    ) -> Result<Arc<PartnerSettings>, StoreError> {
         if let Some(settings) = self.settings_cache.get(account) {
             return Ok(settings);
         }
         let generation = self.settings_cache.generation();
-        let settings = self.store.partner_settings(account).await?;
+        let settings = Arc::new(self.store.partner_settings(account).await?);
         self.settings_cache
             .insert(generation, account.to_owned(), settings.clone());
         Ok(settings)
@@ -152,19 +156,21 @@ impl AppState {
         Ok(())
     }
 
-    /// The live tokens of a profile, cached until a derive or revoke changes them.
-    pub async fn active_tokens(
-        &self,
-        profile_id: i64,
-    ) -> Result<Arc<Vec<TokenRecord>>, StoreError> {
-        if let Some(tokens) = self.token_lists.get(&profile_id) {
-            return Ok(tokens);
+    /// The live tokens of a profile, rendered for listing and cached until a derive or
+    /// revoke changes them.
+    pub async fn token_listing(&self, profile_id: i64) -> Result<Arc<TokenListing>, ApiError> {
+        if let Some(listing) = self.token_lists.get(&profile_id) {
+            return Ok(listing);
         }
         let generation = self.token_lists.generation();
-        let tokens = Arc::new(self.store.active_tokens(profile_id).await?);
+        let records = self.store.active_tokens(profile_id).await?;
+        let listing = Arc::new(TokenListing::new(records).map_err(|error| {
+            tracing::error!(error = %error, "token list could not be rendered");
+            ApiError::Internal
+        })?);
         self.token_lists
-            .insert(generation, profile_id, tokens.clone());
-        Ok(tokens)
+            .insert(generation, profile_id, listing.clone());
+        Ok(listing)
     }
 
     /// Writes pending `lastUsedAt` values and forgets expired replay records.

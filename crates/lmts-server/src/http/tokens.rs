@@ -3,14 +3,15 @@
 use axum::{
     body::Body,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::{header, HeaderMap, StatusCode},
+    response::IntoResponse,
     Extension, Json,
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use lmts_core::{
     scope::{canonical_scopes, check_scope_rules},
     wire::{
-        ApiToken, DeriveApiTokenResponse, PartnerCapabilities, ProfileRef, RevokeApiTokenResponse,
+        DeriveApiTokenResponse, PartnerCapabilities, ProfileRef, RevokeApiTokenResponse,
         MAX_LABEL_CHARS,
     },
     Scope, TokenId, TokenSecret,
@@ -33,7 +34,7 @@ pub async fn capabilities(
     Ok(Json(PartnerCapabilities {
         partner_profile_id: profile.id,
         token_management_enabled: settings.token_management_enabled,
-        allowed_scopes: settings.allowed_scopes,
+        allowed_scopes: settings.allowed_scopes.clone(),
     }))
 }
 
@@ -241,23 +242,12 @@ fn profile_ref(profile: &PartnerProfile) -> ProfileRef {
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<VerifiedToken>,
-) -> Result<Json<Vec<ApiToken>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let settings = state.partner_settings(&caller.profile.account).await?;
     require_token_management(&settings)?;
-    let records = state.active_tokens(caller.profile.id).await?;
-    let tokens = records
-        .iter()
-        .map(|record| ApiToken {
-            last_used_at: record
-                .last_used_at
-                .max(state.usage.latest(&record.token_id)),
-            token_id: record.token_id.clone(),
-            label: record.label.clone(),
-            scopes: record.scopes.clone(),
-            created_at: record.created_at,
-        })
-        .collect();
-    Ok(Json(tokens))
+    let listing = state.token_listing(caller.profile.id).await?;
+    let body = listing.render(|token_id| state.usage.latest(token_id));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
 /// `DELETE /auth/api-tokens/{tokenId}`: revokes a live token of the caller's partner. An

@@ -1,0 +1,148 @@
+//! The answer of `GET /auth/api-tokens`, rendered once per cached token list: everything but
+//! each token's `lastUsedAt`, which moves with every signed request and is filled in per answer.
+
+use chrono::{DateTime, Utc};
+use lmts_core::{signing::format_timestamp_into, wire::rfc3339_millis, Scope, TokenId};
+use serde::Serialize;
+
+use crate::store::TokenRecord;
+
+/// A partner's live tokens, oldest first, ready to answer a list request.
+#[derive(Debug)]
+pub struct TokenListing {
+    tokens: Vec<ListedToken>,
+    /// Bytes of every rendered head, to size an answer in one allocation.
+    head_bytes: usize,
+}
+
+#[derive(Debug)]
+struct ListedToken {
+    token_id: TokenId,
+    /// `lastUsedAt` as stored.
+    last_used_at: Option<DateTime<Utc>>,
+    /// The token's JSON object up to the value of `lastUsedAt`, its last field.
+    head: String,
+}
+
+/// The fields of [`lmts_core::wire::ApiToken`] before `lastUsedAt`, in its order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Head<'a> {
+    token_id: &'a TokenId,
+    label: &'a Option<String>,
+    scopes: &'a [Scope],
+    #[serde(with = "rfc3339_millis")]
+    created_at: DateTime<Utc>,
+}
+
+impl TokenListing {
+    /// Renders the unchanging part of each token.
+    pub fn new(records: Vec<TokenRecord>) -> Result<Self, serde_json::Error> {
+        let tokens = records
+            .into_iter()
+            .map(|record| {
+                let mut head = serde_json::to_string(&Head {
+                    token_id: &record.token_id,
+                    label: &record.label,
+                    scopes: &record.scopes,
+                    created_at: record.created_at,
+                })?;
+                // A JSON object ends with its closing brace: `lastUsedAt` goes in before it.
+                head.pop();
+                head.push_str(r#","lastUsedAt":"#);
+                Ok(ListedToken {
+                    token_id: record.token_id,
+                    last_used_at: record.last_used_at,
+                    head,
+                })
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        let head_bytes = tokens.iter().map(|token| token.head.len()).sum();
+        Ok(Self { tokens, head_bytes })
+    }
+
+    /// The JSON array of the tokens; each `lastUsedAt` is the later of the stored value and
+    /// `latest_use` (uses this instance saw but has not written yet).
+    pub fn render(&self, latest_use: impl Fn(&TokenId) -> Option<DateTime<Utc>>) -> String {
+        // Per token: a comma, a quoted 24-character timestamp and the closing brace.
+        let mut body = String::with_capacity(self.head_bytes + self.tokens.len() * 28 + 2);
+        body.push('[');
+        for (index, token) in self.tokens.iter().enumerate() {
+            if index > 0 {
+                body.push(',');
+            }
+            body.push_str(&token.head);
+            match token.last_used_at.max(latest_use(&token.token_id)) {
+                Some(at) => {
+                    body.push('"');
+                    format_timestamp_into(at, &mut body);
+                    body.push('"');
+                }
+                None => body.push_str("null"),
+            }
+            body.push('}');
+        }
+        body.push(']');
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lmts_core::wire::ApiToken;
+
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        lmts_core::signing::parse_timestamp(text).unwrap()
+    }
+
+    fn record(id: &str, label: Option<&str>, last_used: Option<&str>) -> TokenRecord {
+        TokenRecord {
+            token_id: TokenId::new(id),
+            label: label.map(str::to_owned),
+            scopes: vec![Scope::Trading, Scope::Withdrawal],
+            created_at: at("2026-03-23T12:34:56.789Z"),
+            last_used_at: last_used.map(at),
+        }
+    }
+
+    #[test]
+    fn renders_exactly_what_serde_renders_for_the_wire_type() {
+        let records = vec![
+            record("lmts_a", None, None),
+            record("lmts_b", Some("quote \" back \\ slash \u{1F600} \n"), None),
+            record("lmts_c", Some("bot"), Some("2026-03-23T13:00:00.000Z")),
+            record("lmts_d", Some(""), Some("2026-03-23T13:00:00.000Z")),
+        ];
+        let newer = at("2026-03-23T14:00:00.123Z");
+        let latest_use = |id: &TokenId| match id.as_str() {
+            "lmts_b" | "lmts_c" => Some(newer),
+            "lmts_d" => Some(at("2026-03-23T12:59:59.999Z")),
+            _ => None,
+        };
+        let expected: Vec<ApiToken> = records
+            .iter()
+            .map(|record| ApiToken {
+                token_id: record.token_id.clone(),
+                label: record.label.clone(),
+                scopes: record.scopes.clone(),
+                created_at: record.created_at,
+                last_used_at: record.last_used_at.max(latest_use(&record.token_id)),
+            })
+            .collect();
+        let listing = TokenListing::new(records).unwrap();
+        assert_eq!(
+            listing.render(latest_use),
+            serde_json::to_string(&expected).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_empty_list_is_an_empty_array() {
+        assert_eq!(
+            TokenListing::new(Vec::new()).unwrap().render(|_| None),
+            "[]"
+        );
+    }
+}
