@@ -7,7 +7,6 @@
 
 use std::fmt;
 
-use base64::{engine::general_purpose::STANDARD, Engine as _};
 use chrono::{DateTime, Datelike, SecondsFormat, TimeDelta, Timelike, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -110,7 +109,31 @@ impl Signature {
 
     /// The header value: standard base64 with padding.
     pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.0)
+        let mut text = String::with_capacity(44);
+        self.write_base64(&mut text);
+        text
+    }
+
+    /// [`Signature::to_base64`], appended to `text`.
+    pub fn write_base64(&self, text: &mut String) {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let char_of = |bits: u32| ALPHABET[(bits & 0x3F) as usize];
+        let mut encoded = [b'='; 44];
+        let [triples @ .., last0, last1] = &self.0;
+        for (triple, quad) in triples.chunks_exact(3).zip(encoded.chunks_exact_mut(4)) {
+            let bits =
+                u32::from(triple[0]) << 16 | u32::from(triple[1]) << 8 | u32::from(triple[2]);
+            for (char, shift) in quad.iter_mut().zip([18, 12, 6, 0]) {
+                *char = char_of(bits >> shift);
+            }
+        }
+        let bits = u32::from(*last0) << 16 | u32::from(*last1) << 8;
+        for (char, shift) in encoded[40..43].iter_mut().zip([18, 12, 6]) {
+            *char = char_of(bits >> shift);
+        }
+        // The base64 alphabet is ASCII: always valid UTF-8.
+        text.push_str(std::str::from_utf8(&encoded).unwrap_or_default());
     }
 
     /// The raw 32 bytes.
@@ -224,24 +247,38 @@ impl Verified {
     }
 }
 
-/// The three `lmts-*` headers of one signed request.
+/// The three `lmts-*` header values of one signed request: the token id borrowed, the
+/// timestamp and the signature written into one allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedHeaders {
-    /// Value of `lmts-api-key`: the token id.
-    pub api_key: String,
-    /// Value of `lmts-timestamp`.
-    pub timestamp: String,
-    /// Value of `lmts-signature`.
-    pub signature: String,
+pub struct SignedHeaders<'a> {
+    api_key: &'a str,
+    /// The timestamp, then the signature.
+    values: String,
+    timestamp_len: usize,
 }
 
-impl SignedHeaders {
+impl<'a> SignedHeaders<'a> {
+    /// Value of `lmts-api-key`: the token id.
+    pub fn api_key(&self) -> &'a str {
+        self.api_key
+    }
+
+    /// Value of `lmts-timestamp`.
+    pub fn timestamp(&self) -> &str {
+        &self.values[..self.timestamp_len]
+    }
+
+    /// Value of `lmts-signature`.
+    pub fn signature(&self) -> &str {
+        &self.values[self.timestamp_len..]
+    }
+
     /// The headers as (name, value) pairs, ready to set on a request.
     pub fn pairs(&self) -> [(&'static str, &str); 3] {
         [
-            (HEADER_API_KEY, &self.api_key),
-            (HEADER_TIMESTAMP, &self.timestamp),
-            (HEADER_SIGNATURE, &self.signature),
+            (HEADER_API_KEY, self.api_key),
+            (HEADER_TIMESTAMP, self.timestamp()),
+            (HEADER_SIGNATURE, self.signature()),
         ]
     }
 }
@@ -275,22 +312,23 @@ impl Signer {
     }
 
     /// The three headers for a request by `token_id` signed at `now`.
-    pub fn sign_request(
+    pub fn sign_request<'a>(
         &self,
-        token_id: &str,
+        token_id: &'a str,
         now: DateTime<Utc>,
         method: &str,
         target: &str,
         body: &[u8],
-    ) -> SignedHeaders {
-        let timestamp = format_timestamp(now);
-        let signature = self
-            .sign(&CanonicalMessage::new(&timestamp, method, target, body))
-            .to_base64();
+    ) -> SignedHeaders<'a> {
+        let mut values = String::with_capacity(24 + 44);
+        format_timestamp_into(now, &mut values);
+        let signature = self.sign(&CanonicalMessage::new(&values, method, target, body));
+        let timestamp_len = values.len();
+        signature.write_base64(&mut values);
         SignedHeaders {
-            api_key: token_id.to_owned(),
-            timestamp,
-            signature,
+            api_key: token_id,
+            values,
+            timestamp_len,
         }
     }
 
@@ -358,19 +396,23 @@ pub fn format_timestamp_into(at: DateTime<Utc>, text: &mut String) {
         text.push_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true));
         return;
     }
-    let mut digits = |value: u32, width: u32, then: char| {
-        for place in (0..width).rev() {
-            text.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+    let mut form = *b"0000-00-00T00:00:00.000Z";
+    let mut digits = |value: u32, end: usize, width: usize| {
+        let mut value = value;
+        for digit in form[end - width..end].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
         }
-        text.push(then);
     };
-    digits(year.unsigned_abs(), 4, '-');
-    digits(date.month(), 2, '-');
-    digits(date.day(), 2, 'T');
-    digits(time.hour(), 2, ':');
-    digits(time.minute(), 2, ':');
-    digits(time.second(), 2, '.');
-    digits(nanos / 1_000_000, 3, 'Z');
+    digits(year.unsigned_abs(), 4, 4);
+    digits(date.month(), 7, 2);
+    digits(date.day(), 10, 2);
+    digits(time.hour(), 13, 2);
+    digits(time.minute(), 16, 2);
+    digits(time.second(), 19, 2);
+    digits(nanos / 1_000_000, 23, 3);
+    // ASCII digits and punctuation only: always valid UTF-8.
+    text.push_str(std::str::from_utf8(&form).unwrap_or_default());
 }
 
 /// Parses any RFC 3339 date-time (any fractional digits, `Z` or an offset). The form the SDKs
@@ -619,11 +661,13 @@ mod tests {
     }
 
     #[test]
-    fn the_signature_decoder_agrees_with_the_base64_crate() {
+    fn the_signature_coder_agrees_with_the_base64_crate() {
+        use base64::{engine::general_purpose::STANDARD, Engine as _};
         for seed in 0u8..=255 {
             let bytes: [u8; 32] =
                 std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add(i as u8 * 7));
             let encoded = STANDARD.encode(bytes);
+            assert_eq!(Signature(bytes).to_base64(), encoded);
             assert_eq!(
                 decode_signature(encoded.as_bytes()),
                 Some(bytes),
