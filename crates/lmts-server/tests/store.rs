@@ -284,6 +284,15 @@ async fn sqlite_file_store_keeps_the_contract() {
     let store = SqliteStore::open_in(dir.path()).await.unwrap();
     store_contract(&store).await;
     concurrent_writes_stay_atomic_and_independent(Arc::new(store.clone())).await;
+    #[cfg(unix)]
+    for file in ["lmts.db", "lmts.db-wal", "lmts.db-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file} is private");
+    }
     // Reopening runs no migration twice and keeps the data.
     drop(store);
     let reopened = SqliteStore::open_in(dir.path()).await.unwrap();

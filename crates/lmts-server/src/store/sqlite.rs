@@ -1,6 +1,6 @@
 //! The embedded default: one SQLite file in WAL mode, every commit synced to disk.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{io, path::Path, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -17,7 +17,10 @@ use super::{
     group_commit::GroupCommitter, scopes_from_text, scopes_to_text, time_from_millis, NewToken,
     PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
 };
-use crate::crypto::SealedSecret;
+use crate::{
+    crypto::SealedSecret,
+    files::{self, FileError},
+};
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "lmts.db";
@@ -36,6 +39,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private_database(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -77,6 +81,17 @@ impl SqliteStore {
             writes: GroupCommitter::start(pool.clone()),
             pool,
         })
+    }
+}
+
+/// Creates the database file with mode 0600 unless it exists: SQLite would create it (and its
+/// `-wal` and `-shm` files, which take its mode) readable by everyone under the usual umask.
+fn create_private_database(path: &Path) -> Result<(), StoreError> {
+    match files::create_private(path, |_| Ok(())) {
+        Err(FileError::Io(error)) if error.kind() != io::ErrorKind::AlreadyExists => {
+            Err(StoreError::Unavailable(sqlx::Error::Io(error)))
+        }
+        _ => Ok(()),
     }
 }
 
