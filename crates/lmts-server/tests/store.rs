@@ -116,7 +116,7 @@ async fn tokens_respect_the_active_limit(store: &dyn Store) {
         store
             .insert_token(&token("l3", profile.id, t(3)), Some(2))
             .await,
-        Err(StoreError::LimitReached)
+        Err(StoreError::LimitReached { limit: 2 })
     ));
     assert!(
         store.token_credentials("l3").await.unwrap().is_none(),
@@ -252,7 +252,7 @@ async fn concurrent_writes_stay_atomic_and_independent(store: Arc<dyn Store>) {
         let (limited, duplicated) = joined.unwrap();
         match limited {
             Ok(()) => stored += 1,
-            Err(StoreError::LimitReached) => refused += 1,
+            Err(StoreError::LimitReached { limit: 25 }) => refused += 1,
             Err(other) => panic!("unexpected {other:?}"),
         }
         match duplicated {

@@ -208,10 +208,9 @@ pub async fn derive(
         .await
     {
         Ok(()) => {}
-        Err(StoreError::LimitReached) => {
+        Err(StoreError::LimitReached { limit }) => {
             return Err(ApiError::Conflict(format!(
-                "this partner already holds the maximum of {} active tokens; revoke one first",
-                state.settings.max_active_tokens.unwrap_or(u32::MAX)
+                "this partner already holds the maximum of {limit} active tokens; revoke one first"
             )))
         }
         Err(other) => return Err(other.into()),

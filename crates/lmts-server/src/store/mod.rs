@@ -134,8 +134,11 @@ pub type InvalidationSink = Arc<dyn Fn(Invalidation) + Send + Sync>;
 #[non_exhaustive]
 pub enum StoreError {
     /// The partner already holds the maximum number of active tokens.
-    #[error("active token limit reached")]
-    LimitReached,
+    #[error("active token limit of {limit} reached")]
+    LimitReached {
+        /// The limit in force.
+        limit: u32,
+    },
     /// The database could not be reached in time.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),

@@ -126,7 +126,7 @@ impl PostgresStore {
             .fetch_one(&mut *transaction)
             .await?;
             if active >= i64::from(max_active) {
-                return Err(StoreError::LimitReached);
+                return Err(StoreError::LimitReached { limit: max_active });
             }
         }
         sqlx::query(

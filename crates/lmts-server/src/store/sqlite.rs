@@ -261,10 +261,9 @@ impl Store for SqliteStore {
                     .execute(connection)
                     .await?
                     .rows_affected();
-                    if inserted == 1 {
-                        Ok(())
-                    } else {
-                        Err(StoreError::LimitReached)
+                    match max_active {
+                        Some(limit) if inserted == 0 => Err(StoreError::LimitReached { limit }),
+                        _ => Ok(()),
                     }
                 })
             })
