@@ -109,31 +109,28 @@ impl Signature {
 
     /// The header value: standard base64 with padding.
     pub fn to_base64(&self) -> String {
-        let mut text = String::with_capacity(44);
-        self.write_base64(&mut text);
-        text
+        ascii_text(&self.base64()).to_owned()
     }
 
-    /// [`Signature::to_base64`], appended to `text`.
-    pub fn write_base64(&self, text: &mut String) {
+    /// The header value's 44 ASCII bytes.
+    fn base64(&self) -> [u8; 44] {
         const ALPHABET: &[u8; 64] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let char_of = |bits: u32| ALPHABET[(bits & 0x3F) as usize];
         let mut encoded = [b'='; 44];
-        let [triples @ .., last0, last1] = &self.0;
-        for (triple, quad) in triples.chunks_exact(3).zip(encoded.chunks_exact_mut(4)) {
-            let bits =
-                u32::from(triple[0]) << 16 | u32::from(triple[1]) << 8 | u32::from(triple[2]);
-            for (char, shift) in quad.iter_mut().zip([18, 12, 6, 0]) {
-                *char = char_of(bits >> shift);
+        let bytes = &self.0;
+        for triple in 0..10 {
+            let [a, b, c] = [0, 1, 2].map(|at| u32::from(bytes[3 * triple + at]));
+            let bits = a << 16 | b << 8 | c;
+            for (at, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+                encoded[4 * triple + at] = char_of(bits >> shift);
             }
         }
-        let bits = u32::from(*last0) << 16 | u32::from(*last1) << 8;
-        for (char, shift) in encoded[40..43].iter_mut().zip([18, 12, 6]) {
-            *char = char_of(bits >> shift);
-        }
-        // The base64 alphabet is ASCII: always valid UTF-8.
-        text.push_str(std::str::from_utf8(&encoded).unwrap_or_default());
+        let bits = u32::from(bytes[30]) << 16 | u32::from(bytes[31]) << 8;
+        encoded[40] = char_of(bits >> 18);
+        encoded[41] = char_of(bits >> 12);
+        encoded[42] = char_of(bits >> 6);
+        encoded
     }
 
     /// The raw 32 bytes.
@@ -247,14 +244,13 @@ impl Verified {
     }
 }
 
-/// The three `lmts-*` header values of one signed request: the token id borrowed, the
-/// timestamp and the signature written into one allocation.
+/// The three `lmts-*` header values of one signed request, without allocation: the token id
+/// borrowed, the timestamp and the signature held inline as ASCII.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedHeaders<'a> {
     api_key: &'a str,
-    /// The timestamp, then the signature.
-    values: String,
-    timestamp_len: usize,
+    timestamp: TimestampText,
+    signature: [u8; 44],
 }
 
 impl<'a> SignedHeaders<'a> {
@@ -265,12 +261,12 @@ impl<'a> SignedHeaders<'a> {
 
     /// Value of `lmts-timestamp`.
     pub fn timestamp(&self) -> &str {
-        &self.values[..self.timestamp_len]
+        self.timestamp.as_str()
     }
 
     /// Value of `lmts-signature`.
     pub fn signature(&self) -> &str {
-        &self.values[self.timestamp_len..]
+        ascii_text(&self.signature)
     }
 
     /// The headers as (name, value) pairs, ready to set on a request.
@@ -320,15 +316,17 @@ impl Signer {
         target: &str,
         body: &[u8],
     ) -> SignedHeaders<'a> {
-        let mut values = String::with_capacity(24 + 44);
-        format_timestamp_into(now, &mut values);
-        let signature = self.sign(&CanonicalMessage::new(&values, method, target, body));
-        let timestamp_len = values.len();
-        signature.write_base64(&mut values);
+        let timestamp = TimestampText::new(now);
+        let signature = self.sign(&CanonicalMessage::new(
+            timestamp.as_str(),
+            method,
+            target,
+            body,
+        ));
         SignedHeaders {
             api_key: token_id,
-            values,
-            timestamp_len,
+            timestamp,
+            signature: signature.base64(),
         }
     }
 
@@ -380,39 +378,82 @@ impl fmt::Debug for Signer {
     }
 }
 
-/// Formats a signing time as the SDKs send it: `YYYY-MM-DDTHH:MM:SS.mmmZ`. Years 0 to 9999
-/// take a fast path (digits written arithmetically); others, and leap seconds, go to chrono.
+/// Formats a signing time as the SDKs send it: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
-    let mut text = String::with_capacity(24);
-    format_timestamp_into(at, &mut text);
-    text
+    TimestampText::new(at).as_str().to_owned()
 }
 
 /// [`format_timestamp`], appended to `text`.
 pub fn format_timestamp_into(at: DateTime<Utc>, text: &mut String) {
-    let (date, time) = (at.date_naive(), at.time());
-    let (year, nanos) = (date.year(), time.nanosecond());
-    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-        text.push_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true));
-        return;
-    }
-    let mut form = *b"0000-00-00T00:00:00.000Z";
-    let mut digits = |value: u32, end: usize, width: usize| {
-        let mut value = value;
-        for digit in form[end - width..end].iter_mut().rev() {
-            *digit = b'0' + (value % 10) as u8;
-            value /= 10;
+    text.push_str(TimestampText::new(at).as_str());
+}
+
+/// A formatted signing time held inline. Years 0 to 9999 take a fast path (digits written by
+/// table into a fixed form); others, and leap seconds, are formatted by chrono, whose longest
+/// form (`+262143-…`) is 27 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimestampText {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl TimestampText {
+    fn new(at: DateTime<Utc>) -> Self {
+        let mut bytes = [0u8; 32];
+        if let Some(form) = sdk_timestamp(at) {
+            bytes[..24].copy_from_slice(&form);
+            return Self { bytes, len: 24 };
         }
+        let text = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let len = text.len().min(bytes.len());
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        Self { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        ascii_text(&self.bytes[..self.len])
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for years 0 to 9999, without leap seconds; else `None`.
+fn sdk_timestamp(at: DateTime<Utc>) -> Option<[u8; 24]> {
+    const PAIRS: [[u8; 2]; 100] = {
+        let mut pairs = [[0u8; 2]; 100];
+        let mut n = 0;
+        while n < 100 {
+            pairs[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+            n += 1;
+        }
+        pairs
     };
-    digits(year.unsigned_abs(), 4, 4);
-    digits(date.month(), 7, 2);
-    digits(date.day(), 10, 2);
-    digits(time.hour(), 13, 2);
-    digits(time.minute(), 16, 2);
-    digits(time.second(), 19, 2);
-    digits(nanos / 1_000_000, 23, 3);
-    // ASCII digits and punctuation only: always valid UTF-8.
-    text.push_str(std::str::from_utf8(&form).unwrap_or_default());
+    let (date, time) = (at.date_naive(), at.time());
+    let year = usize::try_from(date.year())
+        .ok()
+        .filter(|year| *year <= 9999)?;
+    let millis = time.nanosecond() / 1_000_000;
+    if millis > 999 {
+        return None;
+    }
+    let pair = |value: u32| PAIRS[value as usize % 100];
+    let of_day = time.num_seconds_from_midnight();
+    let [y0, y1] = PAIRS[year / 100];
+    let [y2, y3] = PAIRS[year % 100];
+    let [m0, m1] = pair(date.month());
+    let [d0, d1] = pair(date.day());
+    let [h0, h1] = pair(of_day / 3_600);
+    let [n0, n1] = pair(of_day / 60 % 60);
+    let [s0, s1] = pair(of_day % 60);
+    let [f1, f2] = pair(millis % 100);
+    let f0 = b'0' + (millis / 100) as u8;
+    Some([
+        y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', n0, n1, b':', s0, s1, b'.',
+        f0, f1, f2, b'Z',
+    ])
+}
+
+/// Bytes this module wrote from ASCII tables and digits, as text (always valid UTF-8).
+fn ascii_text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 /// Parses any RFC 3339 date-time (any fractional digits, `Z` or an offset). The form the SDKs
