@@ -246,7 +246,7 @@ impl Verified {
 
 /// The three `lmts-*` header values of one signed request, without allocation: the token id
 /// borrowed, the timestamp and the signature held inline as ASCII.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SignedHeaders<'a> {
     api_key: &'a str,
     timestamp: TimestampText,
@@ -276,6 +276,16 @@ impl<'a> SignedHeaders<'a> {
             (HEADER_TIMESTAMP, self.timestamp()),
             (HEADER_SIGNATURE, self.signature()),
         ]
+    }
+}
+
+impl fmt::Debug for SignedHeaders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedHeaders")
+            .field("api_key", &self.api_key)
+            .field("timestamp", &self.timestamp())
+            .field("signature", &self.signature())
+            .finish()
     }
 }
 

@@ -57,5 +57,7 @@ fn sign_request_produces_the_vector_headers() {
         assert_eq!(headers.timestamp(), v.timestamp, "{}", v.name);
         assert_eq!(headers.signature(), v.signature, "{}", v.name);
         assert_eq!(headers.pairs()[0], ("lmts-api-key", "tok"));
+        let debug = format!("{headers:?}");
+        assert!(debug.contains(&v.signature) && debug.contains(&v.timestamp), "{debug}");
     }
 }
