@@ -9,9 +9,12 @@ use sha2::Sha256;
 
 fuzz_target!(|input: (Vec<u8>, String, String, String, Vec<u8>)| {
     let (key, timestamp, method, target, body) = input;
-    let Ok(secret) = TokenSecret::from_bytes(key.clone()) else { return };
+    let Ok(secret) = TokenSecret::from_bytes(key.clone()) else {
+        return;
+    };
     let message = CanonicalMessage::new(&timestamp, &method, &target, &body);
-    let mut expected = format!("{timestamp}\n{}\n{target}\n", method.to_ascii_uppercase()).into_bytes();
+    let mut expected =
+        format!("{timestamp}\n{}\n{target}\n", method.to_ascii_uppercase()).into_bytes();
     expected.extend_from_slice(&body);
     assert_eq!(message.to_bytes(), expected);
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();

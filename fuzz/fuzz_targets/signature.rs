@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use lmts_core::signing::Signature;
 
 fuzz_target!(|text: &str| {
-    let ours = Signature::from_base64(text).ok().map(|s| s.as_bytes().to_vec());
+    let ours = Signature::from_base64(text)
+        .ok()
+        .map(|s| s.as_bytes().to_vec());
     let strict = STANDARD
         .decode(text.as_bytes())
         .ok()

@@ -7,6 +7,8 @@ use lmts_core::signing::parse_timestamp;
 
 fuzz_target!(|text: &str| {
     let ours = parse_timestamp(text).ok();
-    let chrono = DateTime::parse_from_rfc3339(text).ok().map(|at| at.with_timezone(&Utc));
+    let chrono = DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|at| at.with_timezone(&Utc));
     assert_eq!(ours, chrono, "{text:?}");
 });
