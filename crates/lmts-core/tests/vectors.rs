@@ -58,6 +58,9 @@ fn sign_request_produces_the_vector_headers() {
         assert_eq!(headers.signature(), v.signature, "{}", v.name);
         assert_eq!(headers.pairs()[0], ("lmts-api-key", "tok"));
         let debug = format!("{headers:?}");
-        assert!(debug.contains(&v.signature) && debug.contains(&v.timestamp), "{debug}");
+        assert!(
+            debug.contains(&v.signature) && debug.contains(&v.timestamp),
+            "{debug}"
+        );
     }
 }
