@@ -6,7 +6,10 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use sqlx::{pool::PoolConnection, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{
+    pool::PoolConnection, query::Query, sqlite::SqliteArguments, Sqlite, SqliteConnection,
+    SqlitePool,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -18,7 +21,7 @@ const MAX_GROUP: usize = 256;
 const MAX_QUEUED: usize = 4096;
 
 /// A boxed future borrowing the writer connection.
-pub(super) type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
+type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 
 /// Delivers a write's outcome once its commit is known (`Some`: the commit failed).
 type Deliver = Box<dyn FnOnce(Option<&Arc<sqlx::Error>>) + Send>;
@@ -52,6 +55,18 @@ impl GroupCommitter {
         let (jobs, queue) = mpsc::channel(MAX_QUEUED);
         tokio::spawn(commit_groups(writer, queue));
         Self { jobs }
+    }
+
+    /// Runs one statement in the next group commit; answers with the rows it changed once that
+    /// commit is durable.
+    pub(super) async fn execute(
+        &self,
+        statement: Query<'static, Sqlite, SqliteArguments<'static>>,
+    ) -> Result<u64, StoreError> {
+        self.write(move |connection| {
+            Box::pin(async move { Ok(statement.execute(connection).await?.rows_affected()) })
+        })
+        .await
     }
 
     /// Runs `statements` in the next group commit and answers once that commit is durable.

@@ -205,30 +205,20 @@ impl Store for SqliteStore {
         settings: &PartnerSettings,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let (account, enabled) = (key.stored(), settings.token_management_enabled);
-        let scopes = scopes_to_text(&settings.allowed_scopes);
-        self.writes
-            .write(move |connection| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO partner_settings
-                             (account, token_management_enabled, allowed_scopes, updated_at)
-                         VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (account) DO UPDATE SET
-                             token_management_enabled = excluded.token_management_enabled,
-                             allowed_scopes = excluded.allowed_scopes,
-                             updated_at = excluded.updated_at",
-                    )
-                    .bind(account)
-                    .bind(enabled)
-                    .bind(scopes)
-                    .bind(millis(now))
-                    .execute(connection)
-                    .await?;
-                    Ok(())
-                })
-            })
-            .await
+        let statement = sqlx::query(
+            "INSERT INTO partner_settings
+                 (account, token_management_enabled, allowed_scopes, updated_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (account) DO UPDATE SET
+                 token_management_enabled = excluded.token_management_enabled,
+                 allowed_scopes = excluded.allowed_scopes,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(key.stored())
+        .bind(settings.token_management_enabled)
+        .bind(scopes_to_text(&settings.allowed_scopes))
+        .bind(millis(now));
+        self.writes.execute(statement).await.map(drop)
     }
 
     async fn insert_token(
@@ -238,36 +228,26 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         // One statement on the one writer: no concurrent derive can slip in between the count
         // and the insert. The count stops at the limit, so it costs at most that many rows.
-        let token = token.clone();
-        self.writes
-            .write(move |connection| {
-                Box::pin(async move {
-                    let inserted = sqlx::query(
-                        "INSERT INTO api_tokens
-                             (token_id, profile_id, label, scopes, created_at, key_id, sealed_secret)
-                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
-                         WHERE ?8 IS NULL OR (SELECT COUNT(*) FROM (
-                             SELECT 1 FROM api_tokens WHERE profile_id = ?2 AND revoked_at IS NULL
-                             LIMIT ?8)) < ?8",
-                    )
-                    .bind(token.token_id.as_str())
-                    .bind(token.profile_id)
-                    .bind(token.label.as_deref())
-                    .bind(scopes_to_text(&token.scopes))
-                    .bind(millis(token.created_at))
-                    .bind(&token.sealed.key_id)
-                    .bind(&token.sealed.sealed)
-                    .bind(max_active.map(i64::from))
-                    .execute(connection)
-                    .await?
-                    .rows_affected();
-                    match max_active {
-                        Some(limit) if inserted == 0 => Err(StoreError::LimitReached { limit }),
-                        _ => Ok(()),
-                    }
-                })
-            })
-            .await
+        let statement = sqlx::query(
+            "INSERT INTO api_tokens
+                 (token_id, profile_id, label, scopes, created_at, key_id, sealed_secret)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+             WHERE ?8 IS NULL OR (SELECT COUNT(*) FROM (
+                 SELECT 1 FROM api_tokens WHERE profile_id = ?2 AND revoked_at IS NULL
+                 LIMIT ?8)) < ?8",
+        )
+        .bind(token.token_id.as_str().to_owned())
+        .bind(token.profile_id)
+        .bind(token.label.clone())
+        .bind(scopes_to_text(&token.scopes))
+        .bind(millis(token.created_at))
+        .bind(token.sealed.key_id.clone())
+        .bind(token.sealed.sealed.clone())
+        .bind(max_active.map(i64::from));
+        match (self.writes.execute(statement).await?, max_active) {
+            (0, Some(limit)) => Err(StoreError::LimitReached { limit }),
+            _ => Ok(()),
+        }
     }
 
     async fn token_credentials(
@@ -327,24 +307,14 @@ impl Store for SqliteStore {
         token_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let token_id = token_id.to_owned();
-        self.writes
-            .write(move |connection| {
-                Box::pin(async move {
-                    let revoked = sqlx::query(
-                        "UPDATE api_tokens SET revoked_at = ?3
-                         WHERE token_id = ?1 AND profile_id = ?2 AND revoked_at IS NULL",
-                    )
-                    .bind(token_id)
-                    .bind(profile_id)
-                    .bind(millis(now))
-                    .execute(connection)
-                    .await?
-                    .rows_affected();
-                    Ok(revoked == 1)
-                })
-            })
-            .await
+        let statement = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = ?3
+             WHERE token_id = ?1 AND profile_id = ?2 AND revoked_at IS NULL",
+        )
+        .bind(token_id.to_owned())
+        .bind(profile_id)
+        .bind(millis(now));
+        Ok(self.writes.execute(statement).await? == 1)
     }
 
     async fn record_signature(
@@ -353,39 +323,20 @@ impl Store for SqliteStore {
         signature: &[u8; 32],
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let (token_id, signature) = (token_id.to_owned(), *signature);
-        self.writes
-            .write(move |connection| {
-                Box::pin(async move {
-                    let inserted = sqlx::query(
-                        "INSERT INTO used_signatures (token_id, signature, expires_at)
-                         VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(token_id)
-                    .bind(&signature[..])
-                    .bind(millis(expires_at))
-                    .execute(connection)
-                    .await?
-                    .rows_affected();
-                    Ok(inserted == 1)
-                })
-            })
-            .await
+        let statement = sqlx::query(
+            "INSERT INTO used_signatures (token_id, signature, expires_at)
+             VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )
+        .bind(token_id.to_owned())
+        .bind(signature.to_vec())
+        .bind(millis(expires_at));
+        Ok(self.writes.execute(statement).await? == 1)
     }
 
     async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.writes
-            .write(move |connection| {
-                Box::pin(async move {
-                    let pruned = sqlx::query("DELETE FROM used_signatures WHERE expires_at < ?1")
-                        .bind(millis(now))
-                        .execute(connection)
-                        .await?
-                        .rows_affected();
-                    Ok(pruned)
-                })
-            })
-            .await
+        let statement =
+            sqlx::query("DELETE FROM used_signatures WHERE expires_at < ?1").bind(millis(now));
+        self.writes.execute(statement).await
     }
 
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
