@@ -114,9 +114,7 @@ impl Signature {
 
     /// The header value's 44 ASCII bytes.
     fn base64(&self) -> [u8; 44] {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let char_of = |bits: u32| ALPHABET[(bits & 0x3F) as usize];
+        let char_of = |bits: u32| BASE64_ALPHABET[(bits & 0x3F) as usize];
         let mut encoded = [b'='; 44];
         let bytes = &self.0;
         for triple in 0..10 {
@@ -145,13 +143,16 @@ impl fmt::Debug for Signature {
     }
 }
 
+/// The standard base64 alphabet (RFC 4648), by value.
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
 /// Values of the standard base64 alphabet; 0xFF for any other byte.
 const BASE64_VALUES: [u8; 256] = {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut table = [0xFFu8; 256];
     let mut i = 0;
     while i < 64 {
-        table[alphabet[i] as usize] = i as u8;
+        table[BASE64_ALPHABET[i] as usize] = i as u8;
         i += 1;
     }
     table
@@ -728,8 +729,7 @@ mod tests {
             let mut tampered = encoded.into_bytes();
             let last = BASE64_VALUES[tampered[42] as usize];
             if last & 0b11 == 0 {
-                tampered[42] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-                    [(last | 1) as usize];
+                tampered[42] = BASE64_ALPHABET[(last | 1) as usize];
                 assert_eq!(decode_signature(&tampered), None);
             }
         }
