@@ -6,23 +6,18 @@ use std::{collections::HashMap, sync::Mutex};
 use chrono::{DateTime, TimeDelta, Utc};
 use lmts_core::TokenId;
 
-/// Uses seen by this instance: those not yet written, and recent ones, which a cached token
-/// list may not show yet.
+/// Uses seen by this instance, recently: the latest per token and whether it still has to be
+/// written. One map behind one lock, so recording a use costs one lock per request.
 #[derive(Debug)]
 pub struct UsageLog {
-    pending: Mutex<HashMap<TokenId, DateTime<Utc>>>,
-    recent: Mutex<HashMap<TokenId, DateTime<Utc>>>,
+    uses: Mutex<HashMap<TokenId, Use>>,
     retention: TimeDelta,
 }
 
-fn keep_latest(map: &mut HashMap<TokenId, DateTime<Utc>>, token_id: &TokenId, at: DateTime<Utc>) {
-    match map.get_mut(token_id) {
-        Some(last) if *last >= at => {}
-        Some(last) => *last = at,
-        None => {
-            map.insert(token_id.clone(), at);
-        }
-    }
+#[derive(Debug, Clone, Copy)]
+struct Use {
+    at: DateTime<Utc>,
+    unwritten: bool,
 }
 
 impl UsageLog {
@@ -30,63 +25,75 @@ impl UsageLog {
     /// list and a flush take together).
     pub fn new(retention: std::time::Duration) -> Self {
         Self {
-            pending: Mutex::default(),
-            recent: Mutex::default(),
+            uses: Mutex::default(),
             retention: TimeDelta::from_std(retention).unwrap_or(TimeDelta::MAX),
         }
     }
 
+    fn uses(&self) -> std::sync::MutexGuard<'_, HashMap<TokenId, Use>> {
+        self.uses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Notes that `token_id` authenticated a request at `at`.
     pub fn record(&self, token_id: &TokenId, at: DateTime<Utc>) {
-        keep_latest(
-            &mut self.pending.lock().unwrap_or_else(|p| p.into_inner()),
-            token_id,
-            at,
-        );
-        keep_latest(
-            &mut self.recent.lock().unwrap_or_else(|p| p.into_inner()),
-            token_id,
-            at,
-        );
+        let mut uses = self.uses();
+        match uses.get_mut(token_id) {
+            Some(last) if last.at >= at => {}
+            Some(last) => {
+                *last = Use {
+                    at,
+                    unwritten: true,
+                }
+            }
+            None => {
+                uses.insert(
+                    token_id.clone(),
+                    Use {
+                        at,
+                        unwritten: true,
+                    },
+                );
+            }
+        }
     }
 
     /// The latest use of `token_id` this instance saw recently, written or not.
     pub fn latest(&self, token_id: &TokenId) -> Option<DateTime<Utc>> {
-        let recent = self
-            .recent
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        recent.get(token_id).copied()
+        self.uses().get(token_id).map(|last| last.at)
     }
 
-    /// Takes every pending use, to be written.
+    /// Takes every use not written yet, to be written.
     pub fn take(&self) -> Vec<(TokenId, DateTime<Utc>)> {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        pending.drain().collect()
+        self.uses()
+            .iter_mut()
+            .filter(|(_, last)| last.unwritten)
+            .map(|(token_id, last)| {
+                last.unwritten = false;
+                (token_id.clone(), last.at)
+            })
+            .collect()
     }
 
     /// Puts back uses whose write failed, keeping any newer ones recorded meanwhile.
-    pub fn restore(&self, uses: Vec<(TokenId, DateTime<Utc>)>) {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (token_id, at) in uses {
-            keep_latest(&mut pending, &token_id, at);
+    pub fn restore(&self, failed: Vec<(TokenId, DateTime<Utc>)>) {
+        let mut uses = self.uses();
+        for (token_id, at) in failed {
+            let last = uses.entry(token_id).or_insert(Use {
+                at,
+                unwritten: true,
+            });
+            last.at = last.at.max(at);
+            last.unwritten = true;
         }
     }
 
-    /// Forgets recent uses older than the retention (the store has them by now).
+    /// Forgets written uses older than the retention (the store has them by now).
     pub fn forget_old(&self, now: DateTime<Utc>) {
         let horizon = now - self.retention;
-        let mut recent = self
-            .recent
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        recent.retain(|_, at| *at >= horizon);
+        self.uses()
+            .retain(|_, last| last.unwritten || last.at >= horizon);
     }
 }
 
