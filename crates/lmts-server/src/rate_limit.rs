@@ -67,17 +67,16 @@ impl RateLimiter {
                     < capacity
             });
         }
-        // Look up by &str first: a known caller costs no allocation.
-        if !buckets.contains_key(caller) {
+        // Looked up by &str: a known caller costs one lookup and no allocation; a new one
+        // starts with a full bucket and spends one request of it.
+        let Some(bucket) = buckets.get_mut(caller) else {
             buckets.insert(
                 caller.to_owned(),
                 Bucket {
-                    tokens: capacity,
+                    tokens: capacity - 1.0,
                     refilled_at: now,
                 },
             );
-        }
-        let Some(bucket) = buckets.get_mut(caller) else {
             return Ok(());
         };
         let refill = now.duration_since(bucket.refilled_at).as_secs_f64() * rate;
