@@ -2,8 +2,7 @@
 //! each token's `lastUsedAt`, which moves with every signed request and is filled in per answer.
 
 use chrono::{DateTime, Utc};
-use lmts_core::{signing::format_timestamp_into, wire::rfc3339_millis, Scope, TokenId};
-use serde::Serialize;
+use lmts_core::{signing::format_timestamp_into, wire::ApiToken, TokenId};
 
 use crate::store::TokenRecord;
 
@@ -15,6 +14,9 @@ pub struct TokenListing {
     head_bytes: usize,
 }
 
+/// How a wire token's JSON ends when its last field, `lastUsedAt`, is null.
+const NULL_LAST_FIELD: &str = "null}";
+
 #[derive(Debug)]
 struct ListedToken {
     token_id: TokenId,
@@ -24,34 +26,26 @@ struct ListedToken {
     head: String,
 }
 
-/// The fields of [`lmts_core::wire::ApiToken`] before `lastUsedAt`, in its order.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Head<'a> {
-    token_id: &'a TokenId,
-    label: &'a Option<String>,
-    scopes: &'a [Scope],
-    #[serde(with = "rfc3339_millis")]
-    created_at: DateTime<Utc>,
-}
-
 impl TokenListing {
     /// Renders the unchanging part of each token.
     pub fn new(records: Vec<TokenRecord>) -> Result<Self, serde_json::Error> {
         let tokens = records
             .into_iter()
             .map(|record| {
-                let mut head = serde_json::to_string(&Head {
-                    token_id: &record.token_id,
-                    label: &record.label,
-                    scopes: &record.scopes,
-                    created_at: record.created_at,
-                })?;
-                // A JSON object ends with its closing brace: `lastUsedAt` goes in before it.
-                head.pop();
-                head.push_str(r#","lastUsedAt":"#);
-                Ok(ListedToken {
+                // The wire type itself, rendered with `lastUsedAt` (its last field) null; the
+                // head is everything before that value, so a field added to the wire type is
+                // listed without a change here.
+                let token = ApiToken {
                     token_id: record.token_id,
+                    label: record.label,
+                    scopes: record.scopes,
+                    created_at: record.created_at,
+                    last_used_at: None,
+                };
+                let mut head = serde_json::to_string(&token)?;
+                head.truncate(head.len().saturating_sub(NULL_LAST_FIELD.len()));
+                Ok(ListedToken {
+                    token_id: token.token_id,
                     last_used_at: record.last_used_at,
                     head,
                 })
@@ -89,7 +83,7 @@ impl TokenListing {
 
 #[cfg(test)]
 mod tests {
-    use lmts_core::wire::ApiToken;
+    use lmts_core::Scope;
 
     use super::*;
 
