@@ -484,7 +484,8 @@ fn bench_measures_every_scenario_without_errors() {
     for result in results.as_array().unwrap() {
         assert!(result["requests"].as_u64().unwrap() > 0, "{result}");
         assert_eq!(result["errors"], 0, "{result}");
-        assert!(result["p50Us"].as_u64().unwrap() <= result["p999Us"].as_u64().unwrap());
+        // Latencies are measured, not defaulted: a loopback request takes some microseconds.
+        assert!(result["p50Us"].as_u64().unwrap() > 0, "{result}");
     }
 }
 
