@@ -188,18 +188,19 @@ impl AppState {
         }
     }
 
+    /// Forgets what `invalidation` names: after this instance's own derive or revoke.
+    pub fn invalidate(&self, invalidation: Invalidation) {
+        forget(&self.tokens, &self.token_lists, invalidation);
+    }
+
     /// Applies invalidations from other instances to the caches, when the store has them.
     pub fn spawn_invalidation_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
+        // The caches, not the state: the store keeps the sink, and the state keeps the store.
         let tokens = self.tokens.clone();
         let lists = self.token_lists.clone();
         self.store
-            .watch_invalidations(Arc::new(move |invalidation| match invalidation {
-                Invalidation::Token(token_id) => tokens.invalidate(&token_id),
-                Invalidation::Profile(profile_id) => lists.invalidate(&profile_id),
-                Invalidation::All => {
-                    tokens.clear();
-                    lists.clear();
-                }
+            .watch_invalidations(Arc::new(move |invalidation| {
+                forget(&tokens, &lists, invalidation);
             }))
     }
 
@@ -214,6 +215,23 @@ impl AppState {
                 state.run_maintenance().await;
             }
         })
+    }
+}
+
+/// The one place that knows which cache an [`Invalidation`] touches, for this instance's own
+/// changes and for other instances' notices alike.
+fn forget(
+    tokens: &TokenCache,
+    lists: &TtlCache<i64, Arc<TokenListing>>,
+    invalidation: Invalidation,
+) {
+    match invalidation {
+        Invalidation::Token(token_id) => tokens.invalidate(&token_id),
+        Invalidation::Profile(profile_id) => lists.invalidate(&profile_id),
+        Invalidation::All => {
+            tokens.clear();
+            lists.clear();
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use super::{body::read_body, error::ApiError, extract::CallerProfile};
 use crate::{
     auth::hmac::VerifiedToken,
     state::AppState,
-    store::{NewToken, PartnerProfile, PartnerSettings, StoreError},
+    store::{Invalidation, NewToken, PartnerProfile, PartnerSettings, StoreError},
 };
 
 /// `GET /auth/api-tokens/capabilities`.
@@ -215,7 +215,7 @@ pub async fn derive(
         }
         Err(other) => return Err(other.into()),
     }
-    state.token_lists.invalidate(&profile.id);
+    state.invalidate(Invalidation::Profile(profile.id));
     tracing::info!(token_id = %token_id, profile_id = profile.id, "derived API token");
     Ok((
         StatusCode::CREATED,
@@ -274,8 +274,8 @@ pub async fn revoke(
         return Err(not_found());
     }
     let token_id = TokenId::new(token_id);
-    state.tokens.invalidate(&token_id);
-    state.token_lists.invalidate(&caller.profile.id);
+    state.invalidate(Invalidation::Token(token_id.clone()));
+    state.invalidate(Invalidation::Profile(caller.profile.id));
     tracing::info!(token_id = %token_id, by = %caller.token_id, "revoked API token");
     Ok(Json(RevokeApiTokenResponse {
         message: "API token revoked".into(),
