@@ -72,7 +72,7 @@ pub struct Shared {
     pub identity: IdentityVerifier,
     /// Verification state of recently used tokens.
     pub tokens: Arc<TokenCache>,
-    /// Partner settings by lower-case account, for [`SETTINGS_TTL`].
+    /// Partner settings by account as profiles carry it (EIP-55), for [`SETTINGS_TTL`].
     pub settings_cache: TtlCache<String, Arc<PartnerSettings>>,
     /// Live tokens by profile id, dropped on derive and revoke (here or, on PostgreSQL, on any
     /// instance).
