@@ -11,7 +11,7 @@
 
 use std::error::Error;
 
-pub use lmts_server::http::error::error_chain as chain;
+pub use lmts_server::service::error_chain as chain;
 
 /// The error type of every command.
 pub type CommandError = Box<dyn Error + Send + Sync>;

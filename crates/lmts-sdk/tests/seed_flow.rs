@@ -12,7 +12,7 @@ use lmts_server::store::{PartnerSettings, SettingsKey};
 async fn the_whole_seed_flow_and_the_refusal_of_revoked_credentials() {
     let server = RealServer::start().await;
     server
-        .state
+        .service
         .set_partner_settings(
             &SettingsKey::Account(ALICE.into()),
             &PartnerSettings {

@@ -11,8 +11,8 @@ use chrono::{DateTime, TimeDelta};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lmts_core::{signing::CanonicalMessage, Scope, Signer, TokenId, TokenSecret};
 use lmts_server::{
+    service::{CachedToken, TtlCache},
     store::PartnerProfile,
-    token_cache::{CachedToken, TokenCache},
 };
 
 const TIMESTAMP: &str = "2026-03-23T12:34:56.789Z";
@@ -31,8 +31,8 @@ fn token_id(i: usize) -> String {
     format!("lmts_{i:024}")
 }
 
-fn filled(count: usize) -> (TokenCache, Vec<Signer>) {
-    let cache = TokenCache::new(Duration::from_secs(3600), count + 1);
+fn filled(count: usize) -> (TtlCache<TokenId, Arc<CachedToken>>, Vec<Signer>) {
+    let cache = TtlCache::new(Duration::from_secs(3600), count + 1);
     let profile = PartnerProfile {
         id: 1,
         subject: "did:privy:bench".into(),

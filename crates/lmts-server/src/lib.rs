@@ -1,9 +1,13 @@
 //! The lmts API-token service: capabilities, derive, list and revoke (SPEC A1) over HTTP.
 //!
-//! [`app`] builds the router from an [`AppState`]; [`server::Server`] prepares a data
-//! directory (SQLite database, master key, dev issuer key), binds and serves with graceful
-//! shutdown. Partners prove who they are with a Privy identity token ([`auth::identity`]) and
-//! sign later requests with their token's HMAC key ([`auth::hmac`]).
+//! The rules live in the domain layer, [`service`]: the [`TokenService`] (capabilities, derive,
+//! list, revoke, partner settings) and its [`Verifier`] of signed requests, over a [`store`]
+//! (SQLite or PostgreSQL). [`http`] adapts them to axum: [`app`] builds the router from a
+//! service. [`server::Server`] prepares a data directory (database, master key, dev issuer
+//! key), binds and serves with graceful shutdown. Partners prove who they are with a Privy
+//! identity token ([`identity`]) and sign later requests with their token's HMAC key.
+//!
+//! [`Verifier`]: service::Verifier
 //!
 //! ```no_run
 //! use lmts_server::server::{shutdown_signal, Server, ServerConfig};
@@ -16,18 +20,14 @@
 //! ```
 
 pub mod account;
-pub mod auth;
 pub mod clock;
 pub mod crypto;
 pub mod files;
 pub mod http;
-pub mod listing;
-pub mod rate_limit;
+pub mod identity;
 pub mod server;
-pub mod state;
+pub mod service;
 pub mod store;
-pub mod token_cache;
-pub mod usage;
 
 pub use http::app;
-pub use state::{AppState, ServiceSettings};
+pub use service::{ServiceSettings, TokenService};

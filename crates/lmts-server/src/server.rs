@@ -8,15 +8,15 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use crate::{
-    auth::{
-        dev::{DevIssuer, DevIssuerError, DEV_APP_ID, DEV_KEY_ID},
-        identity::{IdentityKeys, IdentityVerifier, JwksSource, PRIVY_ISSUER},
-    },
     clock::Clock,
     crypto::{CryptoError, Keyring},
     files::{self, FileError},
     http::app,
-    state::{AppState, ServiceSettings},
+    identity::{
+        dev::{DevIssuer, DevIssuerError, DEV_APP_ID, DEV_KEY_ID},
+        IdentityKeys, IdentityVerifier, JwksSource, PRIVY_ISSUER,
+    },
+    service::{ServiceSettings, TokenService},
     store::{PostgresOptions, PostgresStore, SqliteStore, Store, StoreError},
 };
 
@@ -195,7 +195,7 @@ fn identity_verifier(config: &ServerConfig) -> Result<IdentityVerifier, ServeErr
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    state: AppState,
+    service: TokenService,
 }
 
 impl Server {
@@ -228,15 +228,15 @@ impl Server {
                     address: config.listen,
                     source,
                 })?;
-        let state = AppState::new(config.service, store, keyring, identity, Clock::system());
         tracing::info!(
             data_dir = %config.data_dir.display(),
             database = if config.database_url.is_some() { "postgres" } else { "sqlite" },
-            master_key_id = state.keyring.current_key_id(),
-            identity = ?state.identity,
+            master_key_id = keyring.current_key_id(),
+            identity = ?identity,
             "lmts service ready"
         );
-        Ok(Self { listener, state })
+        let service = TokenService::new(config.service, store, keyring, identity, Clock::system());
+        Ok(Self { listener, service })
     }
 
     /// The bound address (the port chosen when binding port 0).
@@ -244,9 +244,9 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// The shared state.
-    pub fn state(&self) -> &AppState {
-        &self.state
+    /// The token service it serves.
+    pub fn service(&self) -> &TokenService {
+        &self.service
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests and writes pending state.
@@ -256,17 +256,17 @@ impl Server {
     ) -> Result<(), ServeError> {
         let address = self.local_addr().map_err(ServeError::Serve)?;
         tracing::info!(%address, "listening");
-        let maintenance = self.state.spawn_maintenance();
-        let listener = self.state.spawn_invalidation_listener();
-        let result = axum::serve(self.listener, app(self.state.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServeError::Serve);
-        maintenance.abort();
-        if let Some(listener) = listener {
-            listener.abort();
-        }
-        self.state.run_maintenance().await;
+        let background = self.service.start_background();
+        let router = app(self.service.clone());
+        let result = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Serve);
+        background.stop();
+        self.service.run_maintenance().await;
         tracing::info!("stopped");
         result
     }

@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 
 async fn token_count(server: &TestServer, account: &str) -> usize {
     let Some(profile) = server
-        .state
-        .store
+        .service
+        .store()
         .profile_by_account(account)
         .await
         .unwrap()
@@ -21,8 +21,8 @@ async fn token_count(server: &TestServer, account: &str) -> usize {
         return 0;
     };
     server
-        .state
-        .store
+        .service
+        .store()
         .active_tokens(profile.id)
         .await
         .unwrap()
@@ -31,7 +31,7 @@ async fn token_count(server: &TestServer, account: &str) -> usize {
 
 async fn configure(server: &TestServer, account: &str, enabled: bool, scopes: &[Scope]) {
     server
-        .state
+        .service
         .set_partner_settings(
             &SettingsKey::Account(account.into()),
             &PartnerSettings {
@@ -143,7 +143,7 @@ async fn token_management_disabled_is_403_on_derive_list_and_revoke() {
 async fn the_operator_default_applies_to_unconfigured_partners() {
     let server = TestServer::start().await;
     server
-        .state
+        .service
         .set_partner_settings(
             &SettingsKey::Default,
             &PartnerSettings {
@@ -465,7 +465,7 @@ async fn unknown_paths_and_methods_answer_in_the_error_shape() {
 #[tokio::test]
 async fn callers_over_their_budget_get_429_with_retry_after() {
     let server = TestServer::start_with(|config| {
-        config.service.rate_limit = Some(lmts_server::rate_limit::RateLimit {
+        config.service.rate_limit = Some(lmts_server::service::RateLimit {
             per_minute: 6,
             burst: 3,
         });

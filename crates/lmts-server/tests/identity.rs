@@ -149,8 +149,8 @@ async fn forged_expired_and_foreign_tokens_are_401() {
     }
     assert!(
         server
-            .state
-            .store
+            .service
+            .store()
             .profile_by_account(ALICE)
             .await
             .unwrap()

@@ -107,7 +107,7 @@ async fn the_official_rust_sdk_default_body_derives_a_trading_token() {
 async fn granted_scopes_are_merged_and_in_contract_order() {
     let server = TestServer::start().await;
     server
-        .state
+        .service
         .set_partner_settings(
             &lmts_server::store::SettingsKey::Account(ALICE.into()),
             &lmts_server::store::PartnerSettings {
@@ -185,14 +185,19 @@ async fn last_used_at_is_written_to_the_store_off_the_request_path() {
     assert_eq!(server.list(&creds).await.status(), StatusCode::OK);
     server.flush().await;
     let profile = server
-        .state
-        .store
+        .service
+        .store()
         .token_credentials(&creds.token_id)
         .await
         .unwrap()
         .unwrap()
         .profile;
-    let records = server.state.store.active_tokens(profile.id).await.unwrap();
+    let records = server
+        .service
+        .store()
+        .active_tokens(profile.id)
+        .await
+        .unwrap();
     assert!(records[0].last_used_at.is_some(), "flushed to the store");
 }
 

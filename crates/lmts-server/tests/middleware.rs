@@ -18,14 +18,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use http_body_util::BodyExt;
 use lmts_core::{Scope, Signer, TokenId, TokenSecret};
 use lmts_server::{
-    auth::{
-        hmac::{require_hmac, VerifiedToken},
-        identity::{IdentityKeys, IdentityVerifier},
-    },
     clock::Clock,
     crypto::Keyring,
+    http::require_hmac,
+    identity::{IdentityKeys, IdentityVerifier},
+    service::VerifiedToken,
     store::{NewToken, SqliteStore, Store},
-    AppState, ServiceSettings,
+    ServiceSettings, TokenService,
 };
 use tower::ServiceExt;
 
@@ -80,7 +79,7 @@ impl Harness {
             "app",
             TimeDelta::zero(),
         );
-        let state = AppState::new(
+        let service = TokenService::new(
             ServiceSettings::default(),
             Arc::new(store),
             keyring,
@@ -95,8 +94,11 @@ impl Harness {
                 "/orders",
                 post(echo).put(echo).patch(echo).delete(echo).get(echo),
             )
-            .route_layer(middleware::from_fn_with_state(state.clone(), require_hmac))
-            .with_state(state);
+            .route_layer(middleware::from_fn_with_state(
+                service.clone(),
+                require_hmac,
+            ))
+            .with_state(service);
         Self {
             router,
             millis,

@@ -14,8 +14,8 @@ use chrono::TimeDelta;
 use lmts_core::{HmacCredentials, Signer};
 use lmts_sdk::Client;
 use lmts_server::{
-    auth::dev::{DevIssuer, DEV_APP_ID},
     clock::Clock,
+    identity::dev::{DevIssuer, DEV_APP_ID},
 };
 use serde::Serialize;
 

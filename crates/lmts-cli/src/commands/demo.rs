@@ -4,8 +4,8 @@
 use chrono::TimeDelta;
 use lmts_sdk::{Client, DeriveApiTokenInput, Scope};
 use lmts_server::{
-    auth::dev::{DevIssuer, DEV_APP_ID},
     clock::Clock,
+    identity::dev::{DevIssuer, DEV_APP_ID},
     server::{Server, ServerConfig},
 };
 

@@ -1,7 +1,7 @@
 //! `lmts dev identity-token`.
 
 use chrono::TimeDelta;
-use lmts_server::{auth::dev::DevIssuer, clock::Clock};
+use lmts_server::{clock::Clock, identity::dev::DevIssuer};
 
 use crate::{
     cli::{DevCommand, IdentityTokenArgs},

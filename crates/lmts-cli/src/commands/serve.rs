@@ -5,8 +5,8 @@ use std::{io::IsTerminal, path::Path, time::Duration};
 use chrono::TimeDelta;
 use lmts_server::{
     files,
-    rate_limit::RateLimit,
     server::{shutdown_signal, IdentityConfig, Server, ServerConfig},
+    service::RateLimit,
     store::PostgresOptions,
     ServiceSettings,
 };

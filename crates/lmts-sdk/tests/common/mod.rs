@@ -15,9 +15,9 @@ use axum::{
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use lmts_server::{
-    auth::dev::{DevIssuer, DEV_APP_ID},
+    identity::dev::{DevIssuer, DEV_APP_ID},
     server::{Server, ServerConfig},
-    AppState,
+    TokenService,
 };
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -31,7 +31,7 @@ pub fn now() -> DateTime<Utc> {
 /// The real service on 127.0.0.1:0 in dev mode.
 pub struct RealServer {
     pub base: String,
-    pub state: AppState,
+    pub service: TokenService,
     pub dir: TempDir,
 }
 
@@ -43,9 +43,9 @@ impl RealServer {
         config.dev = true;
         let server = Server::bind(config).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
-        let state = server.state().clone();
+        let service = server.service().clone();
         tokio::spawn(server.run(std::future::pending()));
-        Self { base, state, dir }
+        Self { base, service, dir }
     }
 
     pub fn identity_token(&self, account: &str) -> String {

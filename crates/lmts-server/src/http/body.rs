@@ -4,23 +4,27 @@ use axum::body::{Body, Bytes};
 use http::HeaderMap;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::error::ApiError;
+use crate::service::ServiceError;
 
-/// The whole body, or 413 when it is over `limit` bytes (checked on `Content-Length` first,
+/// The whole body, refused when it is over `limit` bytes (checked on `Content-Length` first,
 /// then while reading, so a chunked body cannot slip past).
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ServiceError> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::PayloadTooLarge(limit));
+        return Err(ServiceError::TooLarge { limit });
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge(limit))
+            Err(ServiceError::TooLarge { limit })
         }
-        Err(_) => Err(ApiError::bad_request("request body could not be read")),
+        Err(_) => Err(ServiceError::invalid("request body could not be read")),
     }
 }

@@ -4,7 +4,7 @@ use axum::{extract::State, Json};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use crate::state::AppState;
+use crate::service::TokenService;
 
 /// `GET /health`: the process answers.
 pub async fn health() -> Json<Value> {
@@ -12,7 +12,7 @@ pub async fn health() -> Json<Value> {
 }
 
 /// `GET /ready`: the database answers too.
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store.ping().await?;
+pub async fn ready(State(service): State<TokenService>) -> Result<Json<Value>, ApiError> {
+    service.ready().await?;
     Ok(Json(json!({ "status": "ready" })))
 }

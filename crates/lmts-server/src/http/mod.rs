@@ -1,9 +1,11 @@
-//! The HTTP surface: routes, extractors, handlers and the error shape.
+//! The HTTP surface: routes, the HMAC middleware, the identity extractor, thin handlers over
+//! the [`TokenService`], and the error shape.
 
-pub mod body;
+mod body;
 pub mod error;
-mod extract;
 mod health;
+mod hmac;
+mod identity;
 pub mod openapi;
 mod tokens;
 
@@ -19,17 +21,22 @@ use tower_http::{
 };
 use tracing::Level;
 
-pub use extract::CallerProfile;
+pub use hmac::require_hmac;
+pub use identity::CallerProfile;
 
-use crate::{auth::hmac::require_hmac, state::AppState};
+use crate::service::{ServiceError, TokenService};
 use error::ApiError;
 
-/// The service's router: the four endpoints of SPEC A1, `/health` and `/ready`.
-pub fn app(state: AppState) -> Router {
+/// The service's router: the four endpoints of SPEC A1, `/health`, `/ready` and
+/// `/openapi.json`.
+pub fn app(service: TokenService) -> Router {
     let hmac_routes = Router::new()
         .route("/auth/api-tokens", get(tokens::list))
         .route("/auth/api-tokens/{token_id}", delete(tokens::revoke))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_hmac));
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            require_hmac,
+        ));
     Router::new()
         .route("/auth/api-tokens/capabilities", get(tokens::capabilities))
         .route("/auth/api-tokens/derive", post(tokens::derive))
@@ -37,7 +44,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/openapi.json", get(openapi::serve))
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .fallback(|| async { ApiError::from(ServiceError::NotFound("no such endpoint".into())) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
             TraceLayer::new_for_http()
@@ -58,5 +65,5 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .with_state(service)
 }

@@ -8,9 +8,9 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use chrono::{DateTime, TimeDelta, Utc};
 use lmts_core::{signing::format_timestamp, Signer, TokenSecret};
 use lmts_server::{
-    auth::dev::{DevIssuer, DEV_APP_ID},
+    identity::dev::{DevIssuer, DEV_APP_ID},
     server::{Server, ServerConfig},
-    AppState,
+    TokenService,
 };
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
@@ -22,7 +22,7 @@ pub const BOB: &str = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359";
 
 pub struct TestServer {
     pub base: String,
-    pub state: AppState,
+    pub service: TokenService,
     pub dir: TempDir,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -52,7 +52,7 @@ impl TestServer {
         configure(&mut config);
         let server = Server::bind(config).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
-        let state = server.state().clone();
+        let service = server.service().clone();
         let (tx, rx) = oneshot::channel();
         let handle = tokio::spawn(async move {
             server
@@ -64,7 +64,7 @@ impl TestServer {
         });
         Self {
             base,
-            state,
+            service,
             dir,
             client: reqwest::Client::new(),
             shutdown: Some(tx),
@@ -180,7 +180,7 @@ impl TestServer {
 
     /// Waits for the usage flusher to have run at least once more.
     pub async fn flush(&self) {
-        self.state.run_maintenance().await;
+        self.service.run_maintenance().await;
     }
 }
 

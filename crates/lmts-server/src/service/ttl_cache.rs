@@ -1,4 +1,4 @@
-//! In-memory caches in front of the store, with a TTL as the backstop for anything an
+//! A bounded in-memory map whose entries expire after a TTL: the backstop for anything an
 //! invalidation could miss.
 //!
 //! A load that raced with an invalidation is not cached: callers read [`TtlCache::generation`]
@@ -8,35 +8,16 @@
 use std::{
     borrow::Borrow,
     collections::HashMap,
+    future::Future,
     hash::Hash,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
+        RwLock,
     },
     time::Duration,
 };
 
-use lmts_core::{Scope, Signer, TokenId};
 use tokio::time::Instant;
-
-use crate::store::PartnerProfile;
-
-/// Verification state of one live token: its signer (key decrypted and HMAC state prepared
-/// once), its profile and its scopes.
-#[derive(Debug)]
-pub struct CachedToken {
-    /// Its id.
-    pub token_id: TokenId,
-    /// The owning profile.
-    pub profile: PartnerProfile,
-    /// The granted scopes.
-    pub scopes: Vec<Scope>,
-    /// The prepared signer.
-    pub signer: Signer,
-}
-
-/// The token cache: verification state by token id.
-pub type TokenCache = TtlCache<TokenId, Arc<CachedToken>>;
 
 /// A bounded map whose entries expire after a TTL.
 #[derive(Debug)]
@@ -96,6 +77,29 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
             }
         }
         entries.insert(key, (value, Instant::now()));
+    }
+
+    /// The entry of `key`: cached, else loaded by `load` and cached under `owned_key` of the
+    /// loaded value (unless an invalidation raced the load). Lookups borrow the key, so a hit
+    /// allocates nothing.
+    pub async fn get_or_load<Q, E, Fut>(
+        &self,
+        key: &Q,
+        load: impl FnOnce() -> Fut,
+        owned_key: impl FnOnce(&V) -> K,
+    ) -> Result<V, E>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        if let Some(value) = self.get(key) {
+            return Ok(value);
+        }
+        let generation = self.generation();
+        let value = load().await?;
+        self.insert(generation, owned_key(&value), value.clone());
+        Ok(value)
     }
 
     /// Drops the entry of `key`; loads in flight will not cache their result.

@@ -1,5 +1,8 @@
 //! Privy identity tokens (SPEC A6): ES256 JWTs checked for issuer, audience and expiry, the key
-//! chosen by `kid` among a PEM key, a JWKS document and, in dev mode, the dev issuer's key.
+//! chosen by `kid` among a PEM key, a JWKS document and, in dev mode, the dev issuer's key
+//! ([`dev`]).
+
+pub mod dev;
 
 use std::{collections::HashMap, fmt, time::Duration};
 

@@ -1,0 +1,51 @@
+//! HMAC authentication of the signed endpoints, as a middleware: it reads the three headers,
+//! buffers the body within the limit and asks the service's [`Verifier`] about the raw request
+//! target and raw body bytes. Handlers receive the [`VerifiedToken`] in the request's
+//! extensions and never see an unauthenticated request.
+//!
+//! [`Verifier`]: crate::service::Verifier
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    middleware::Next,
+    response::Response,
+};
+use http::Extensions;
+use std::net::{IpAddr, SocketAddr};
+
+use super::{body::read_body, error::ApiError};
+use crate::service::{signed_headers, SignedRequest, TokenService, VerifiedToken};
+
+/// The middleware: verifies the request or answers the refusal itself.
+pub async fn require_hmac(
+    State(service): State<TokenService>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let headers = signed_headers(&parts.headers)?;
+    let body = read_body(&parts.headers, body, service.settings().max_body_bytes).await?;
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |target| target.as_str());
+    let signed = SignedRequest {
+        method: &parts.method,
+        target,
+        headers,
+        body: &body,
+        client: client_address(&parts.extensions),
+        now: service.now(),
+    };
+    let token: VerifiedToken = service.verifier().verify(&signed).await?;
+    parts.extensions.insert(token);
+    Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
+}
+
+/// The peer's address, when the server was started with connection info.
+fn client_address(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
+}

@@ -1,0 +1,22 @@
+//! The identity extractor of capabilities and derive: the caller's partner profile, from the
+//! Privy identity token the request presents.
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+
+use super::error::ApiError;
+use crate::{service::TokenService, store::PartnerProfile};
+
+/// The partner profile of the caller's identity token.
+#[derive(Debug, Clone)]
+pub struct CallerProfile(pub PartnerProfile);
+
+impl FromRequestParts<TokenService> for CallerProfile {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        service: &TokenService,
+    ) -> Result<Self, ApiError> {
+        Ok(CallerProfile(service.identify(&parts.headers).await?))
+    }
+}

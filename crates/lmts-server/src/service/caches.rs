@@ -1,0 +1,145 @@
+//! The service's caches in front of the store, and the one place that knows what each
+//! invalidation forgets: this instance's own derives and revokes, and other instances' notices
+//! delivered by the store (PostgreSQL `NOTIFY`), go through [`Caches::forget`] alike.
+
+use std::{sync::Arc, time::Duration};
+
+use lmts_core::{Scope, Signer, TokenId};
+use tokio::task::JoinHandle;
+
+use super::{listing::TokenListing, ttl_cache::TtlCache, ServiceError, ServiceSettings};
+use crate::{
+    crypto::Keyring,
+    store::{Invalidation, PartnerProfile, PartnerSettings, Store},
+};
+
+/// How long partner settings are cached: a change made by `lmts partners` (another process)
+/// applies within this time.
+pub const SETTINGS_TTL: Duration = Duration::from_millis(500);
+
+/// Verification state of one live token: its signer (key decrypted and HMAC state prepared
+/// once), its profile and its scopes.
+#[derive(Debug)]
+pub struct CachedToken {
+    /// Its id.
+    pub token_id: TokenId,
+    /// The owning profile.
+    pub profile: PartnerProfile,
+    /// The granted scopes.
+    pub scopes: Vec<Scope>,
+    /// The prepared signer.
+    pub signer: Signer,
+}
+
+/// What the service keeps in memory, each entry bounded by a TTL as the backstop for a missed
+/// invalidation.
+#[derive(Debug)]
+pub(super) struct Caches {
+    /// Verification state by token id.
+    tokens: TtlCache<TokenId, Arc<CachedToken>>,
+    /// Live tokens by profile id, rendered for listing.
+    lists: TtlCache<i64, Arc<TokenListing>>,
+    /// Partner settings by account as profiles carry it (EIP-55), for [`SETTINGS_TTL`].
+    settings: TtlCache<String, Arc<PartnerSettings>>,
+}
+
+impl Caches {
+    /// Empty caches sized and timed by `settings`.
+    pub(super) fn new(settings: &ServiceSettings) -> Self {
+        let capacity = settings.token_cache_capacity;
+        Self {
+            tokens: TtlCache::new(settings.token_cache_ttl, capacity),
+            lists: TtlCache::new(settings.token_cache_ttl, capacity),
+            settings: TtlCache::new(SETTINGS_TTL, capacity),
+        }
+    }
+
+    /// The verification state of a live token: cached, else loaded and its secret opened;
+    /// `None` when no live token has this id.
+    pub(super) async fn token(
+        &self,
+        store: &dyn Store,
+        keyring: &Keyring,
+        token_id: &str,
+    ) -> Result<Option<Arc<CachedToken>>, ServiceError> {
+        // A load fails with `None` when no live token has the id.
+        let load = || async {
+            let credentials = match store.token_credentials(token_id).await {
+                Ok(Some(credentials)) if !credentials.revoked => credentials,
+                Ok(_) => return Err(None),
+                Err(error) => return Err(Some(ServiceError::from(error))),
+            };
+            let secret = keyring
+                .open(token_id, &credentials.sealed)
+                .map_err(|error| Some(error.into()))?;
+            Ok(Arc::new(CachedToken {
+                token_id: credentials.token_id,
+                profile: credentials.profile,
+                scopes: credentials.scopes,
+                signer: Signer::new(&secret),
+            }))
+        };
+        let owned_key = |entry: &Arc<CachedToken>| entry.token_id.clone();
+        match self.tokens.get_or_load(token_id, load, owned_key).await {
+            Ok(entry) => Ok(Some(entry)),
+            Err(None) => Ok(None),
+            Err(Some(error)) => Err(error),
+        }
+    }
+
+    /// The live tokens of a profile, rendered for listing.
+    pub(super) async fn listing(
+        &self,
+        store: &dyn Store,
+        profile_id: i64,
+    ) -> Result<Arc<TokenListing>, ServiceError> {
+        let load = || async {
+            let records = store.active_tokens(profile_id).await?;
+            let listing = TokenListing::new(records).map_err(|error| {
+                tracing::error!(error = %error, "token list could not be rendered");
+                ServiceError::Internal
+            })?;
+            Ok(Arc::new(listing))
+        };
+        self.lists
+            .get_or_load(&profile_id, load, |_| profile_id)
+            .await
+    }
+
+    /// The settings in force for `account`. Keyed by the account as given: profiles always
+    /// carry the EIP-55 form, so no per-request lowering.
+    pub(super) async fn partner_settings(
+        &self,
+        store: &dyn Store,
+        account: &str,
+    ) -> Result<Arc<PartnerSettings>, ServiceError> {
+        let load = || async { Ok(Arc::new(store.partner_settings(account).await?)) };
+        self.settings
+            .get_or_load(account, load, |_| account.to_owned())
+            .await
+    }
+
+    /// Forgets what `invalidation` names.
+    pub(super) fn forget(&self, invalidation: Invalidation) {
+        match invalidation {
+            Invalidation::Token(token_id) => self.tokens.invalidate(&token_id),
+            Invalidation::Profile(profile_id) => self.lists.invalidate(&profile_id),
+            Invalidation::All => {
+                self.tokens.clear();
+                self.lists.clear();
+            }
+        }
+    }
+
+    /// Forgets every partner's settings (after this instance changed some).
+    pub(super) fn forget_settings(&self) {
+        self.settings.clear();
+    }
+
+    /// Applies other instances' invalidations, delivered by `store`, from a task it returns;
+    /// `None` for a store only one instance uses.
+    pub(super) fn watch(self: &Arc<Self>, store: &dyn Store) -> Option<JoinHandle<()>> {
+        let caches = Arc::clone(self);
+        store.watch_invalidations(Arc::new(move |invalidation| caches.forget(invalidation)))
+    }
+}

@@ -1,0 +1,352 @@
+//! The domain: the rules of the token service, with no HTTP in it.
+//!
+//! [`TokenService`] answers capabilities, derive, list and revoke (SPEC A1) for a caller that
+//! [`TokenService::identify`] or the [`Verifier`] authenticated, and holds partner settings.
+//! Its caches and their invalidation live in one place (`caches`); the HTTP adapter
+//! (`crate::http`) only translates requests into these calls and errors into statuses.
+
+mod caches;
+mod derive;
+mod error;
+mod listing;
+mod rate_limit;
+mod scheme;
+mod settings;
+mod ttl_cache;
+mod usage;
+mod verifier;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use http::HeaderMap;
+use lmts_core::{
+    wire::{DeriveApiTokenResponse, PartnerCapabilities, ProfileRef, RevokeApiTokenResponse},
+    Scope, TokenId,
+};
+use tokio::task::JoinHandle;
+
+pub use caches::{CachedToken, SETTINGS_TTL};
+pub use error::{error_chain, ServiceError};
+pub use rate_limit::RateLimit;
+pub use scheme::{signed_headers, SignedHeaderValues};
+pub use settings::ServiceSettings;
+pub use ttl_cache::TtlCache;
+pub use verifier::{SignedRequest, VerifiedToken, Verifier};
+
+use crate::{
+    clock::Clock,
+    crypto::Keyring,
+    identity::IdentityVerifier,
+    store::{
+        Invalidation, NewToken, PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError,
+    },
+};
+use caches::Caches;
+use rate_limit::RateLimiter;
+use usage::UsageLog;
+
+/// The token service. Cheap to clone: every clone shares one state.
+#[derive(Debug, Clone)]
+pub struct TokenService(Arc<Core>);
+
+/// What the service and its [`Verifier`] share.
+#[derive(Debug)]
+struct Core {
+    settings: ServiceSettings,
+    store: Arc<dyn Store>,
+    keyring: Keyring,
+    identity: IdentityVerifier,
+    caches: Arc<Caches>,
+    usage: UsageLog,
+    rate_limiter: RateLimiter,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Core {
+    /// Spends one request of `caller`'s budget.
+    fn check_rate(&self, caller: &str) -> Result<(), ServiceError> {
+        self.rate_limiter
+            .check(caller)
+            .map_err(|wait| ServiceError::RateLimited {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            })
+    }
+
+    async fn partner_settings(&self, account: &str) -> Result<Arc<PartnerSettings>, ServiceError> {
+        self.caches
+            .partner_settings(self.store.as_ref(), account)
+            .await
+    }
+
+    /// The settings of `account`, refused when token management is off for it.
+    async fn managing_settings(&self, account: &str) -> Result<Arc<PartnerSettings>, ServiceError> {
+        let settings = self.partner_settings(account).await?;
+        if settings.token_management_enabled {
+            Ok(settings)
+        } else {
+            Err(ServiceError::Forbidden(
+                "token management is disabled for this partner".into(),
+            ))
+        }
+    }
+}
+
+impl TokenService {
+    /// Assembles the service.
+    pub fn new(
+        settings: ServiceSettings,
+        store: Arc<dyn Store>,
+        keyring: Keyring,
+        identity: IdentityVerifier,
+        clock: Clock,
+    ) -> Self {
+        let usage = UsageLog::new(settings.usage_retention());
+        Self(Arc::new(Core {
+            caches: Arc::new(Caches::new(&settings)),
+            rate_limiter: RateLimiter::new(settings.rate_limit),
+            settings,
+            store,
+            keyring,
+            identity,
+            usage,
+            clock,
+        }))
+    }
+
+    /// The verifier of signed requests.
+    pub fn verifier(&self) -> Verifier {
+        Verifier(Arc::clone(&self.0))
+    }
+
+    /// The limits in force.
+    pub fn settings(&self) -> &ServiceSettings {
+        &self.0.settings
+    }
+
+    /// The persistent state.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    /// The service's time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.0.clock.now()
+    }
+
+    /// The partner profile of the Privy identity token the request presents (created on first
+    /// sight), after the caller's rate limit.
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<PartnerProfile, ServiceError> {
+        let token = scheme::identity_token(headers)?;
+        let core = &self.0;
+        let now = core.clock.now();
+        let identity = core.identity.verify(token, now).await?;
+        core.check_rate(&identity.subject)?;
+        Ok(core
+            .store
+            .upsert_profile(&identity.subject, &identity.account, now)
+            .await?)
+    }
+
+    /// What `profile` may do (SPEC A2).
+    pub async fn capabilities(
+        &self,
+        profile: &PartnerProfile,
+    ) -> Result<PartnerCapabilities, ServiceError> {
+        let settings = self.0.partner_settings(&profile.account).await?;
+        Ok(PartnerCapabilities {
+            partner_profile_id: profile.id,
+            token_management_enabled: settings.token_management_enabled,
+            allowed_scopes: settings.allowed_scopes.clone(),
+        })
+    }
+
+    /// Derives a token for `profile` from a derive request's raw body; the answer holds its
+    /// secret, shown this once.
+    pub async fn derive(
+        &self,
+        profile: &PartnerProfile,
+        body: &[u8],
+    ) -> Result<DeriveApiTokenResponse, ServiceError> {
+        let core = &self.0;
+        let request = derive::parse_derive_body(body)?;
+        let settings = core.managing_settings(&profile.account).await?;
+        check_allowed(&request.scopes, &settings.allowed_scopes)?;
+        let token_id = derive::new_token_id(&core.keyring)?;
+        let secret = derive::new_secret(&core.keyring)?;
+        let token = NewToken {
+            sealed: core.keyring.seal(token_id.as_str(), &secret)?,
+            token_id,
+            profile_id: profile.id,
+            label: request.label,
+            scopes: request.scopes,
+            created_at: core.clock.now(),
+        };
+        match core
+            .store
+            .insert_token(&token, core.settings.max_active_tokens)
+            .await
+        {
+            Err(StoreError::LimitReached { limit }) => {
+                return Err(ServiceError::Conflict(format!(
+                    "this partner already holds the maximum of {limit} active tokens; revoke one first"
+                )))
+            }
+            other => other?,
+        }
+        core.caches.forget(Invalidation::Profile(profile.id));
+        tracing::info!(token_id = %token.token_id, profile_id = profile.id, "derived API token");
+        Ok(DeriveApiTokenResponse {
+            api_key: token.token_id.clone(),
+            secret,
+            token_id: token.token_id,
+            created_at: token.created_at,
+            scopes: token.scopes,
+            profile: ProfileRef {
+                id: profile.id,
+                account: profile.account.clone(),
+            },
+        })
+    }
+
+    /// The caller's partner's live tokens, oldest first, as the JSON array of the answer.
+    pub async fn list(&self, caller: &VerifiedToken) -> Result<String, ServiceError> {
+        let core = &self.0;
+        core.managing_settings(&caller.profile.account).await?;
+        let listing = core
+            .caches
+            .listing(core.store.as_ref(), caller.profile.id)
+            .await?;
+        Ok(listing.render(|token_id| core.usage.latest(token_id)))
+    }
+
+    /// Revokes a live token of the caller's partner. An unknown id, another partner's token
+    /// and a revoked one get the same answer (SPEC B2).
+    pub async fn revoke(
+        &self,
+        caller: &VerifiedToken,
+        token_id: &str,
+    ) -> Result<RevokeApiTokenResponse, ServiceError> {
+        let core = &self.0;
+        core.managing_settings(&caller.profile.account).await?;
+        let now = core.clock.now();
+        if !core
+            .store
+            .revoke_token(caller.profile.id, token_id, now)
+            .await?
+        {
+            return Err(ServiceError::NotFound("API token not found".into()));
+        }
+        let token_id = TokenId::new(token_id);
+        tracing::info!(token_id = %token_id, by = %caller.token_id, "revoked API token");
+        core.caches.forget(Invalidation::Token(token_id));
+        core.caches.forget(Invalidation::Profile(caller.profile.id));
+        Ok(RevokeApiTokenResponse {
+            message: "API token revoked".into(),
+        })
+    }
+
+    /// The settings in force for `account`, cached for [`SETTINGS_TTL`].
+    pub async fn partner_settings(
+        &self,
+        account: &str,
+    ) -> Result<Arc<PartnerSettings>, ServiceError> {
+        self.0.partner_settings(account).await
+    }
+
+    /// Stores settings and applies them to this instance at once (others within
+    /// [`SETTINGS_TTL`]).
+    pub async fn set_partner_settings(
+        &self,
+        key: &SettingsKey,
+        settings: &PartnerSettings,
+    ) -> Result<(), ServiceError> {
+        let core = &self.0;
+        core.store
+            .set_settings(key, settings, core.clock.now())
+            .await?;
+        core.caches.forget_settings();
+        Ok(())
+    }
+
+    /// Answers when the database does.
+    pub async fn ready(&self) -> Result<(), ServiceError> {
+        Ok(self.0.store.ping().await?)
+    }
+
+    /// Writes pending `lastUsedAt` values and forgets expired replay records.
+    pub async fn run_maintenance(&self) {
+        let core = &self.0;
+        let uses = core.usage.take();
+        if !uses.is_empty() {
+            if let Err(error) = core.store.record_usage(&uses).await {
+                tracing::warn!(error = %error_chain(&error), "could not write lastUsedAt; will retry");
+                core.usage.restore(uses);
+            }
+        }
+        core.usage.forget_old(core.clock.now());
+        if let Err(error) = core.store.prune_signatures(core.clock.now()).await {
+            tracing::warn!(error = %error_chain(&error), "could not prune replay records");
+        }
+    }
+
+    /// Starts the background work: maintenance every flush interval, and other instances'
+    /// invalidations applied as they arrive. Stopped by [`Background::stop`].
+    pub fn start_background(&self) -> Background {
+        let service = self.clone();
+        let maintenance = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(service.settings().usage_flush_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                service.run_maintenance().await;
+            }
+        });
+        let invalidations = self.0.caches.watch(self.0.store.as_ref());
+        Background {
+            tasks: [Some(maintenance), invalidations]
+                .into_iter()
+                .flatten()
+                .collect(),
+        }
+    }
+}
+
+/// Refuses scopes outside the partner's allowed ones (SPEC A3, B2), naming them.
+fn check_allowed(requested: &[Scope], allowed: &[Scope]) -> Result<(), ServiceError> {
+    let refused: Vec<&str> = requested
+        .iter()
+        .filter(|scope| !allowed.contains(scope))
+        .map(Scope::as_str)
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let allowed: Vec<&str> = allowed.iter().map(Scope::as_str).collect();
+    Err(ServiceError::Forbidden(format!(
+        "scopes not allowed for this partner: {}; allowed scopes: {}",
+        refused.join(", "),
+        allowed.join(", ")
+    )))
+}
+
+/// The service's background tasks.
+#[derive(Debug)]
+pub struct Background {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Stops every task.
+    pub fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
