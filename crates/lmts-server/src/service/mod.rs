@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 pub use caches::{CachedToken, SETTINGS_TTL};
 pub use error::{error_chain, ServiceError};
-pub use rate_limit::RateLimit;
+pub use rate_limit::{RateLimit, RateLimiter};
 pub use scheme::{signed_headers, SignedHeaderValues};
 pub use settings::ServiceSettings;
 pub use ttl_cache::TtlCache;
