@@ -319,9 +319,170 @@ pub async fn serve() -> Json<&'static Value> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use chrono::{DateTime, Utc};
+    use lmts_core::{
+        wire::{ErrorMessage, ProfileRef, MAX_LABEL_CHARS},
+        Scope, TokenId, TokenSecret,
+    };
+    use serde_json::{json, Value};
 
     use super::*;
+
+    fn schema(name: &str) -> &'static Value {
+        &document()["components"]["schemas"][name]
+    }
+
+    /// Follows a `$ref` to its component.
+    fn resolve(schema: &'static Value) -> &'static Value {
+        match schema["$ref"].as_str() {
+            Some(target) => self::schema(target.trim_start_matches("#/components/schemas/")),
+            None => schema,
+        }
+    }
+
+    /// Whether `value` fits the JSON type(s) `schema` names (types, `oneOf`, `enum`, arrays and
+    /// objects, recursively): enough to catch a wire type and its schema drifting apart.
+    fn fits(schema: &'static Value, value: &Value) -> bool {
+        let schema = resolve(schema);
+        if let Some(choices) = schema["oneOf"].as_array() {
+            return choices.iter().any(|choice| fits(choice, value));
+        }
+        if let Some(allowed) = schema["enum"].as_array() {
+            return allowed.contains(value);
+        }
+        let types: Vec<&str> = match &schema["type"] {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            _ => panic!("schema without a type: {schema}"),
+        };
+        types.into_iter().any(|kind| match (kind, value) {
+            ("null", Value::Null) | ("string", Value::String(_)) | ("boolean", Value::Bool(_)) => {
+                true
+            }
+            ("integer", Value::Number(number)) => number.is_i64() || number.is_u64(),
+            ("array", Value::Array(items)) => items.iter().all(|item| fits(&schema["items"], item)),
+            ("object", Value::Object(_)) => object_fits(schema, value),
+            _ => false,
+        })
+    }
+
+    /// An object fits when it has every required property and only documented ones, each fitting.
+    fn object_fits(schema: &'static Value, value: &Value) -> bool {
+        let (Some(properties), Some(fields)) =
+            (schema["properties"].as_object(), value.as_object())
+        else {
+            return false;
+        };
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
+        required
+            .iter()
+            .all(|name| fields.contains_key(name.as_str().unwrap_or_default()))
+            && fields.iter().all(|(name, field)| {
+                properties
+                    .get(name)
+                    .is_some_and(|property| fits(property, field))
+            })
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn assert_fits<T: ToSchema + serde::Serialize>(value: &T) {
+        let value = serde_json::to_value(value).unwrap();
+        assert!(
+            fits(schema(&T::name()), &value),
+            "{} does not fit: {value}",
+            T::name()
+        );
+    }
+
+    #[test]
+    fn what_serde_writes_fits_the_schemas() {
+        let token = ApiToken {
+            token_id: TokenId::new("tok_1"),
+            label: None,
+            scopes: Scope::KNOWN.to_vec(),
+            created_at: at("2026-03-23T12:34:56.789Z"),
+            last_used_at: None,
+        };
+        assert_fits(&token);
+        assert_fits(&ApiToken {
+            label: Some("l".repeat(MAX_LABEL_CHARS)),
+            last_used_at: Some(at("2026-03-24T00:00:00Z")),
+            ..token
+        });
+        assert_fits(&DeriveApiTokenResponse {
+            api_key: TokenId::new("tok_1"),
+            secret: TokenSecret::from_bytes(vec![7; TokenSecret::ISSUED_LEN]).unwrap(),
+            token_id: TokenId::new("tok_1"),
+            created_at: at("2026-03-23T12:34:56.789Z"),
+            scopes: vec![Scope::Trading],
+            profile: ProfileRef {
+                id: i64::from(i32::MAX),
+                account: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
+            },
+        });
+        assert_fits(&PartnerCapabilities {
+            partner_profile_id: 1,
+            token_management_enabled: true,
+            allowed_scopes: vec![Scope::Trading],
+        });
+        assert_fits(&RevokeApiTokenResponse {
+            message: "revoked".into(),
+        });
+        for message in [
+            ErrorMessage::One("no".into()),
+            ErrorMessage::Many(vec!["a".into()]),
+        ] {
+            assert_fits(&ApiErrorBody {
+                status_code: 400,
+                message,
+                error: "Bad Request".into(),
+            });
+        }
+        assert_fits(&DeriveApiTokenInput::default());
+        assert_fits(&DeriveApiTokenInput {
+            label: Some("bot".into()),
+            scopes: vec![Scope::Withdrawal],
+        });
+    }
+
+    #[test]
+    fn the_schemas_state_the_limits_and_catch_drift() {
+        let input = schema("DeriveApiTokenInput");
+        assert!(fits(input, &json!({ "label": null, "scopes": null })));
+        assert!(!fits(input, &json!({ "scopes": ["root"] })));
+        assert!(!fits(input, &json!({ "label": 5 })));
+        let token = json!({
+            "tokenId": "tok_1", "label": null, "scopes": ["trading"],
+            "createdAt": "2026-03-23T12:34:56.789Z", "lastUsedAt": null
+        });
+        assert!(fits(schema("ApiToken"), &token));
+        let mut missing = token.clone();
+        missing.as_object_mut().unwrap().remove("lastUsedAt");
+        assert!(!fits(schema("ApiToken"), &missing));
+        let mut snake_case = missing;
+        snake_case["last_used_at"] = Value::Null;
+        assert!(!fits(schema("ApiToken"), &snake_case));
+        for schema in [input, schema("ApiToken")] {
+            assert_eq!(
+                schema["properties"]["label"]["maxLength"],
+                json!(MAX_LABEL_CHARS)
+            );
+        }
+        let known: Vec<&str> = Scope::KNOWN.iter().map(Scope::as_str).collect();
+        assert_eq!(schema("Scope")["enum"], json!(known));
+        let capabilities = &schema("PartnerCapabilities")["properties"]["partnerProfileId"];
+        assert_eq!(capabilities["maximum"], json!(i32::MAX));
+        assert_eq!(
+            resolve(&schema("DeriveApiTokenResponse")["properties"]["profile"])["properties"]["id"]
+                ["maximum"],
+            json!(i32::MAX)
+        );
+    }
 
     #[test]
     fn every_route_of_the_contract_is_described() {
