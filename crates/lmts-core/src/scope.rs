@@ -145,6 +145,23 @@ impl<'de> Deserialize<'de> for Scope {
     }
 }
 
+/// In the OpenAPI document a scope is one of the contract's four strings: the service refuses
+/// any other (SPEC B2), though a client keeps an unknown one as [`Scope::Unknown`].
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Scope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A permission of an API token (SPEC A3)."))
+            .enum_values(Some(Scope::KNOWN.iter().map(Scope::as_str)))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Scope {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ pub const MAX_LABEL_CHARS: usize = 128;
 
 /// An API token's id: the `lmts-api-key` header value and the `{tokenId}` of revoke.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct TokenId(String);
 
@@ -48,8 +49,13 @@ impl AsRef<str> for TokenId {
 /// What a partner may do: answer of `GET /auth/api-tokens/capabilities`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartnerCapabilities {
     /// The partner's profile id.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = i32, minimum = 1, maximum = 2147483647)
+    )]
     pub partner_profile_id: i64,
     /// Whether the partner may derive, list and revoke tokens.
     pub token_management_enabled: bool,
@@ -60,37 +66,56 @@ pub struct PartnerCapabilities {
 /// Request body of `POST /auth/api-tokens/derive`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeriveApiTokenInput {
-    /// A name for the token, at most [`MAX_LABEL_CHARS`] characters.
+    /// A name for the token, at most 128 characters (`MAX_LABEL_CHARS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // utoipa takes only a literal here: 128 is `MAX_LABEL_CHARS` (the server's document test
+    // checks that they agree), as in `ApiToken::label`.
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub label: Option<String>,
     /// The scopes requested; none means `[trading]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub scopes: Vec<Scope>,
 }
 
 /// The partner profile a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProfileRef {
     /// The profile id.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = i32, minimum = 1, maximum = 2147483647)
+    )]
     pub id: i64,
     /// The partner's EIP-55 wallet address.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^0x[0-9a-fA-F]{40}$"))]
     pub account: String,
 }
 
 /// Answer of `POST /auth/api-tokens/derive`; the only time the secret is ever shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeriveApiTokenResponse {
     /// The token id again, under the name the `lmts-api-key` header uses.
     pub api_key: TokenId,
     /// The HMAC key, standard base64 on the wire.
+    // Documented as the wire string only: `TokenSecret` has no schema of its own, and the
+    // pattern is that of the secrets lmts issues (`TokenSecret::ISSUED_LEN` bytes).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, content_encoding = "base64", pattern = "^[A-Za-z0-9+/]{43}=$")
+    )]
     pub secret: TokenSecret,
     /// The token id.
     pub token_id: TokenId,
     /// When the token was created.
     #[serde(with = "rfc3339_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = DateTimeSchema))]
     pub created_at: DateTime<Utc>,
     /// The scopes granted.
     pub scopes: Vec<Scope>,
@@ -101,23 +126,31 @@ pub struct DeriveApiTokenResponse {
 /// One live token, as `GET /auth/api-tokens` lists it. Never carries a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiToken {
     /// The token id.
     pub token_id: TokenId,
     /// The label given at derive, if any.
+    #[cfg_attr(feature = "openapi", schema(required = true, max_length = 128))]
     pub label: Option<String>,
     /// The scopes the token holds.
     pub scopes: Vec<Scope>,
     /// When the token was created.
     #[serde(with = "rfc3339_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = DateTimeSchema))]
     pub created_at: DateTime<Utc>,
-    /// When the token last authenticated a request; `None` before its first use.
+    /// When the token last authenticated a request; null (`None`) before its first use.
     #[serde(with = "rfc3339_millis::option")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<DateTimeSchema>, required = true)
+    )]
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// Answer of `DELETE /auth/api-tokens/{tokenId}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevokeApiTokenResponse {
     /// A human-readable confirmation; clients should not parse it.
     pub message: String,
@@ -126,6 +159,7 @@ pub struct RevokeApiTokenResponse {
 /// The `message` of an error body: one text or several.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorMessage {
     /// A single message.
     One(String),
@@ -155,6 +189,7 @@ impl fmt::Display for ErrorMessage {
 /// The error body every failure answers with, in the NestJS shape (SPEC A5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Error))]
 pub struct ApiErrorBody {
     /// The HTTP status code, repeated.
     pub status_code: u16,
@@ -162,6 +197,31 @@ pub struct ApiErrorBody {
     pub message: ErrorMessage,
     /// The status's reason phrase, e.g. `Unauthorized`.
     pub error: String,
+}
+
+/// The schema of a date-time as [`rfc3339_millis`] writes it, the `DateTime` of the OpenAPI
+/// document: RFC 3339 UTC with milliseconds (SPEC B8).
+#[cfg(feature = "openapi")]
+pub struct DateTimeSchema;
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for DateTimeSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some("RFC 3339 UTC with milliseconds."))
+            .pattern(Some(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for DateTimeSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("DateTime")
+    }
 }
 
 /// Serde for date-times as RFC 3339 UTC with milliseconds (`2026-03-23T12:34:56.789Z`).

@@ -1,167 +1,313 @@
-//! The OpenAPI 3 document of the service, served at `/openapi.json`, true to SPEC A1/A2/B1/B2.
+//! The OpenAPI 3.1 document of the service, served at `/openapi.json`, true to SPEC A1/A2/B1/B2.
+//!
+//! The schemas are derived from the wire types of `lmts-core` (its `openapi` feature, utoipa's
+//! `ToSchema`), so the document describes exactly what serde reads and writes; the operations,
+//! their responses and security are declared here with utoipa's builders. The document is built
+//! once and served as JSON.
 
 use std::sync::OnceLock;
 
 use axum::Json;
-use serde_json::{json, Value};
+use lmts_core::wire::{
+    ApiErrorBody, ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities,
+    RevokeApiTokenResponse,
+};
+use serde_json::Value;
+use utoipa::{
+    openapi::{
+        path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn},
+        request_body::RequestBodyBuilder,
+        schema::{ArrayBuilder, ObjectBuilder, Schema, Type},
+        security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme},
+        Components, ComponentsBuilder, ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi,
+        OpenApiBuilder, PathItem, Paths, Ref, RefOr, Required, Response, ResponseBuilder,
+        Responses, ResponsesBuilder,
+    },
+    ToSchema,
+};
 
-fn error_response(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
-    })
+/// The security scheme of capabilities and derive: the Privy identity token.
+const IDENTITY_SCHEME: &str = "identity";
+
+/// The security schemes of list and revoke, all three required together, with their headers.
+const HMAC_SCHEMES: [(&str, &str); 3] = [
+    ("lmtsApiKey", "lmts-api-key"),
+    ("lmtsTimestamp", "lmts-timestamp"),
+    ("lmtsSignature", "lmts-signature"),
+];
+
+/// The answers the token endpoints share: (status, description).
+const RATE_LIMITED: (&str, &str) = ("429", "rate limited");
+/// See [`RATE_LIMITED`].
+const UNAVAILABLE: (&str, &str) = ("503", "a dependency is unavailable");
+/// See [`RATE_LIMITED`].
+const TOO_LARGE: (&str, &str) = ("413", "body over the limit");
+
+/// A `$ref` to the component schema of `T`.
+fn schema_ref<T: ToSchema>() -> Ref {
+    Ref::from_schema_name(T::name())
 }
 
-fn retry_response(description: &str) -> Value {
-    let mut response = error_response(description);
-    response["headers"] = json!({
-        "Retry-After": { "description": "seconds to wait", "schema": { "type": "integer", "minimum": 0 } }
-    });
+/// A JSON response with the given body schema.
+fn json_response(description: &str, schema: impl Into<RefOr<Schema>>) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
+        .build()
+}
+
+/// An error response (SPEC A5); 429 and 503 also say when to come back.
+fn error_response(status: &str, description: &str) -> Response {
+    let response = json_response(description, schema_ref::<ApiErrorBody>());
+    if !matches!(status, "429" | "503") {
+        return response;
+    }
+    let retry_after = HeaderBuilder::new()
+        .schema(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        )
+        .description(Some("seconds to wait"))
+        .build();
+    let mut response = response;
+    response
+        .headers
+        .insert("Retry-After".to_owned(), retry_after);
     response
 }
 
-fn responses(success_status: &str, success: Value, errors: &[(&str, &str)]) -> Value {
-    let mut map = serde_json::Map::new();
-    map.insert(success_status.to_owned(), success);
-    for (status, description) in errors {
-        let response = if matches!(*status, "429" | "503") {
-            retry_response(description)
-        } else {
-            error_response(description)
-        };
-        map.insert((*status).to_owned(), response);
-    }
-    Value::Object(map)
+/// The success response and the documented errors of one operation.
+fn responses(success_status: &str, success: Response, errors: &[(&str, &str)]) -> Responses {
+    errors
+        .iter()
+        .fold(
+            ResponsesBuilder::new().response(success_status, success),
+            |builder, (status, description)| {
+                builder.response(*status, error_response(status, description))
+            },
+        )
+        .build()
 }
 
-fn json_body(description: &str, schema: Value) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+/// The requirement of capabilities and derive.
+fn identity() -> SecurityRequirement {
+    SecurityRequirement::new(IDENTITY_SCHEME, Vec::<String>::new())
 }
 
-/// The document.
+/// The requirement of list and revoke: the three `lmts-*` headers together.
+fn hmac() -> SecurityRequirement {
+    HMAC_SCHEMES.iter().fold(
+        SecurityRequirement::default(),
+        |requirement, (scheme, _)| requirement.add(*scheme, Vec::<String>::new()),
+    )
+}
+
+/// `GET /auth/api-tokens/capabilities`.
+fn capabilities() -> PathItem {
+    let success = json_response(
+        "what the partner may do",
+        schema_ref::<PartnerCapabilities>(),
+    );
+    let operation = OperationBuilder::new()
+        .operation_id(Some("getCapabilities"))
+        .security(identity())
+        .responses(responses(
+            "200",
+            success,
+            &[
+                ("401", "identity token missing or refused"),
+                ("403", "no wallet to map to a profile"),
+                RATE_LIMITED,
+                UNAVAILABLE,
+            ],
+        ));
+    PathItem::new(HttpMethod::Get, operation)
+}
+
+/// `POST /auth/api-tokens/derive`.
+fn derive() -> PathItem {
+    let body = RequestBodyBuilder::new()
+        .required(Some(Required::False))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(schema_ref::<DeriveApiTokenInput>()))
+                .build(),
+        )
+        .build();
+    let success = json_response(
+        "the new token; its secret is never shown again",
+        schema_ref::<DeriveApiTokenResponse>(),
+    );
+    let operation = OperationBuilder::new()
+        .operation_id(Some("deriveToken"))
+        .security(identity())
+        .request_body(Some(body))
+        .responses(responses(
+            "201",
+            success,
+            &[
+                ("400", "invalid body"),
+                ("401", "identity token missing or refused"),
+                (
+                    "403",
+                    "scope not allowed, token management disabled, or no wallet",
+                ),
+                ("409", "the partner holds the maximum of active tokens"),
+                TOO_LARGE,
+                RATE_LIMITED,
+                UNAVAILABLE,
+            ],
+        ));
+    PathItem::new(HttpMethod::Post, operation)
+}
+
+/// `GET /auth/api-tokens`.
+fn list() -> PathItem {
+    let success = json_response(
+        "the partner's live tokens",
+        ArrayBuilder::new().items(schema_ref::<ApiToken>()),
+    );
+    let operation = OperationBuilder::new()
+        .operation_id(Some("listTokens"))
+        .security(hmac())
+        .responses(responses(
+            "200",
+            success,
+            &[
+                ("401", "HMAC authentication missing or refused"),
+                ("403", "token management disabled"),
+                TOO_LARGE,
+                RATE_LIMITED,
+                UNAVAILABLE,
+            ],
+        ));
+    PathItem::new(HttpMethod::Get, operation)
+}
+
+/// `DELETE /auth/api-tokens/{tokenId}`.
+fn revoke() -> PathItem {
+    let token_id = ParameterBuilder::new()
+        .name("tokenId")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1)),
+        ));
+    let success = json_response("revoked", schema_ref::<RevokeApiTokenResponse>());
+    let operation = OperationBuilder::new()
+        .operation_id(Some("revokeToken"))
+        .security(hmac())
+        .parameter(token_id)
+        .responses(responses(
+            "200",
+            success,
+            &[
+                ("401", "HMAC authentication missing or refused"),
+                ("403", "token management disabled"),
+                ("404", "no such live token of this partner"),
+                TOO_LARGE,
+                RATE_LIMITED,
+                UNAVAILABLE,
+            ],
+        ));
+    PathItem::new(HttpMethod::Delete, operation)
+}
+
+/// `GET /health` (`with_database: false`) or `GET /ready` (`true`): `{"status": "..."}`.
+fn probe(operation_id: &str, description: &str, with_database: bool) -> PathItem {
+    let status = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("status", ObjectBuilder::new().schema_type(Type::String))
+        .required("status");
+    let errors: &[(&str, &str)] = if with_database {
+        &[("503", "the database is unavailable")]
+    } else {
+        &[]
+    };
+    let operation = OperationBuilder::new()
+        .operation_id(Some(operation_id))
+        .securities(Some(Vec::new()))
+        .responses(responses("200", json_response(description, status), errors));
+    PathItem::new(HttpMethod::Get, operation)
+}
+
+/// Every path the service documents.
+fn paths() -> Paths {
+    Paths::builder()
+        .path("/auth/api-tokens/capabilities", capabilities())
+        .path("/auth/api-tokens/derive", derive())
+        .path("/auth/api-tokens", list())
+        .path("/auth/api-tokens/{tokenId}", revoke())
+        .path("/health", probe("health", "the process answers", false))
+        .path("/ready", probe("ready", "the database answers", true))
+        .build()
+}
+
+/// Adds the schema of `T` and of every type it refers to.
+fn collect<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+    schemas.push((T::name().into_owned(), T::schema()));
+    T::schemas(schemas);
+}
+
+/// The wire types' schemas and the security schemes.
+fn components() -> Components {
+    let mut schemas = Vec::new();
+    collect::<PartnerCapabilities>(&mut schemas);
+    collect::<DeriveApiTokenInput>(&mut schemas);
+    collect::<DeriveApiTokenResponse>(&mut schemas);
+    collect::<ApiToken>(&mut schemas);
+    collect::<RevokeApiTokenResponse>(&mut schemas);
+    collect::<ApiErrorBody>(&mut schemas);
+    let identity = ApiKeyValue::with_description("identity", "Bearer <Privy identity token>");
+    let builder = ComponentsBuilder::new()
+        .schemas_from_iter(schemas)
+        .security_scheme(
+            IDENTITY_SCHEME,
+            SecurityScheme::ApiKey(ApiKey::Header(identity)),
+        );
+    HMAC_SCHEMES
+        .iter()
+        .fold(builder, |builder, (scheme, header)| {
+            builder.security_scheme(
+                *scheme,
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(*header))),
+            )
+        })
+        .build()
+}
+
+/// The document, as utoipa's model.
+pub fn api() -> OpenApi {
+    let info = InfoBuilder::new()
+        .title("lmts: Limitless Exchange scoped API tokens")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "Partner self-service API tokens: capabilities, derive, list, revoke.",
+        ))
+        .build();
+    OpenApiBuilder::new()
+        .info(info)
+        .paths(paths())
+        .components(Some(components()))
+        .build()
+}
+
+/// The document as JSON, built once.
 pub fn document() -> &'static Value {
     static DOCUMENT: OnceLock<Value> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        let identity = json!([{ "identity": [] }]);
-        let hmac = json!([{ "lmtsApiKey": [], "lmtsTimestamp": [], "lmtsSignature": [] }]);
-        json!({
-            "openapi": "3.0.3",
-            "info": {
-                "title": "lmts: Limitless Exchange scoped API tokens",
-                "version": env!("CARGO_PKG_VERSION"),
-                "description": "Partner self-service API tokens: capabilities, derive, list, revoke."
-            },
-            "paths": {
-                "/auth/api-tokens/capabilities": { "get": {
-                    "operationId": "getCapabilities",
-                    "security": identity,
-                    "responses": responses("200", json_body("what the partner may do", json!({ "$ref": "#/components/schemas/PartnerCapabilities" })), &[
-                        ("401", "identity token missing or refused"), ("403", "no wallet to map to a profile"),
-                        ("429", "rate limited"), ("503", "a dependency is unavailable")
-                    ])
-                }},
-                "/auth/api-tokens/derive": { "post": {
-                    "operationId": "deriveToken",
-                    "security": identity,
-                    "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/DeriveApiTokenInput" } } } },
-                    "responses": responses("201", json_body("the new token; its secret is never shown again", json!({ "$ref": "#/components/schemas/DeriveApiTokenResponse" })), &[
-                        ("400", "invalid body"), ("401", "identity token missing or refused"),
-                        ("403", "scope not allowed, token management disabled, or no wallet"),
-                        ("409", "the partner holds the maximum of active tokens"), ("413", "body over the limit"),
-                        ("429", "rate limited"), ("503", "a dependency is unavailable")
-                    ])
-                }},
-                "/auth/api-tokens": { "get": {
-                    "operationId": "listTokens",
-                    "security": hmac,
-                    "responses": responses("200", json_body("the partner's live tokens", json!({ "type": "array", "items": { "$ref": "#/components/schemas/ApiToken" } })), &[
-                        ("401", "HMAC authentication missing or refused"), ("403", "token management disabled"),
-                        ("413", "body over the limit"), ("429", "rate limited"), ("503", "a dependency is unavailable")
-                    ])
-                }},
-                "/auth/api-tokens/{tokenId}": { "delete": {
-                    "operationId": "revokeToken",
-                    "security": hmac,
-                    "parameters": [{ "name": "tokenId", "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } }],
-                    "responses": responses("200", json_body("revoked", json!({
-                        "type": "object", "required": ["message"], "properties": { "message": { "type": "string" } }
-                    })), &[
-                        ("401", "HMAC authentication missing or refused"), ("403", "token management disabled"),
-                        ("404", "no such live token of this partner"), ("413", "body over the limit"),
-                        ("429", "rate limited"), ("503", "a dependency is unavailable")
-                    ])
-                }},
-                "/health": { "get": {
-                    "operationId": "health", "security": [],
-                    "responses": { "200": json_body("the process answers", json!({ "type": "object", "required": ["status"], "properties": { "status": { "type": "string" } } })) }
-                }},
-                "/ready": { "get": {
-                    "operationId": "ready", "security": [],
-                    "responses": responses("200", json_body("the database answers", json!({ "type": "object", "required": ["status"], "properties": { "status": { "type": "string" } } })), &[("503", "the database is unavailable")])
-                }}
-            },
-            "components": {
-                "securitySchemes": {
-                    "identity": { "type": "apiKey", "in": "header", "name": "identity", "description": "Bearer <Privy identity token>" },
-                    "lmtsApiKey": { "type": "apiKey", "in": "header", "name": "lmts-api-key" },
-                    "lmtsTimestamp": { "type": "apiKey", "in": "header", "name": "lmts-timestamp" },
-                    "lmtsSignature": { "type": "apiKey", "in": "header", "name": "lmts-signature" }
-                },
-                "schemas": {
-                    "Scope": { "type": "string", "enum": ["trading", "account_creation", "delegated_signing", "withdrawal"] },
-                    "DateTime": { "type": "string", "format": "date-time", "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z$" },
-                    "PartnerCapabilities": {
-                        "type": "object", "required": ["partnerProfileId", "tokenManagementEnabled", "allowedScopes"],
-                        "properties": {
-                            "partnerProfileId": { "type": "integer", "minimum": 1, "maximum": 2147483647 },
-                            "tokenManagementEnabled": { "type": "boolean" },
-                            "allowedScopes": { "type": "array", "items": { "$ref": "#/components/schemas/Scope" } }
-                        }
-                    },
-                    "DeriveApiTokenInput": {
-                        "type": "object",
-                        "properties": {
-                            "label": { "type": "string", "maxLength": 128, "nullable": true },
-                            "scopes": { "type": "array", "nullable": true, "items": { "$ref": "#/components/schemas/Scope" } }
-                        }
-                    },
-                    "DeriveApiTokenResponse": {
-                        "type": "object", "required": ["apiKey", "secret", "tokenId", "createdAt", "scopes", "profile"],
-                        "properties": {
-                            "apiKey": { "type": "string" },
-                            "secret": { "type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$" },
-                            "tokenId": { "type": "string" },
-                            "createdAt": { "$ref": "#/components/schemas/DateTime" },
-                            "scopes": { "type": "array", "items": { "$ref": "#/components/schemas/Scope" } },
-                            "profile": {
-                                "type": "object", "required": ["id", "account"],
-                                "properties": {
-                                    "id": { "type": "integer", "minimum": 1, "maximum": 2147483647 },
-                                    "account": { "type": "string", "pattern": "^0x[0-9a-fA-F]{40}$" }
-                                }
-                            }
-                        }
-                    },
-                    "ApiToken": {
-                        "type": "object", "required": ["tokenId", "label", "scopes", "createdAt", "lastUsedAt"],
-                        "properties": {
-                            "tokenId": { "type": "string" },
-                            "label": { "type": "string", "nullable": true },
-                            "scopes": { "type": "array", "items": { "$ref": "#/components/schemas/Scope" } },
-                            "createdAt": { "$ref": "#/components/schemas/DateTime" },
-                            "lastUsedAt": { "allOf": [{ "$ref": "#/components/schemas/DateTime" }], "nullable": true }
-                        }
-                    },
-                    "Error": {
-                        "type": "object", "required": ["statusCode", "message", "error"],
-                        "properties": {
-                            "statusCode": { "type": "integer" },
-                            "message": { "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }] },
-                            "error": { "type": "string" }
-                        }
-                    }
-                }
-            }
+        serde_json::to_value(api()).unwrap_or_else(|error| {
+            // Cannot happen (every map key of the model is a string); answer `null` rather
+            // than take the service down.
+            tracing::error!(%error, "the OpenAPI document does not serialise");
+            Value::Null
         })
     })
 }
@@ -173,21 +319,241 @@ pub async fn serve() -> Json<&'static Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::document;
+    use chrono::{DateTime, Utc};
+    use lmts_core::{
+        wire::{ErrorMessage, ProfileRef, MAX_LABEL_CHARS},
+        Scope, TokenId, TokenSecret,
+    };
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn schema(name: &str) -> &'static Value {
+        &document()["components"]["schemas"][name]
+    }
+
+    /// Follows a `$ref` to its component.
+    fn resolve(schema: &'static Value) -> &'static Value {
+        match schema["$ref"].as_str() {
+            Some(target) => self::schema(target.trim_start_matches("#/components/schemas/")),
+            None => schema,
+        }
+    }
+
+    /// Whether `value` fits the JSON type(s) `schema` names (types, `oneOf`, `enum`, arrays and
+    /// objects, recursively): enough to catch a wire type and its schema drifting apart.
+    fn fits(schema: &'static Value, value: &Value) -> bool {
+        let schema = resolve(schema);
+        if let Some(choices) = schema["oneOf"].as_array() {
+            return choices.iter().any(|choice| fits(choice, value));
+        }
+        if let Some(allowed) = schema["enum"].as_array() {
+            return allowed.contains(value);
+        }
+        let types: Vec<&str> = match &schema["type"] {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            _ => panic!("schema without a type: {schema}"),
+        };
+        types.into_iter().any(|kind| match (kind, value) {
+            ("null", Value::Null) | ("string", Value::String(_)) | ("boolean", Value::Bool(_)) => {
+                true
+            }
+            ("integer", Value::Number(number)) => number.is_i64() || number.is_u64(),
+            ("array", Value::Array(items)) => items.iter().all(|item| fits(&schema["items"], item)),
+            ("object", Value::Object(_)) => object_fits(schema, value),
+            _ => false,
+        })
+    }
+
+    /// An object fits when it has every required property and only documented ones, each fitting.
+    fn object_fits(schema: &'static Value, value: &Value) -> bool {
+        let (Some(properties), Some(fields)) =
+            (schema["properties"].as_object(), value.as_object())
+        else {
+            return false;
+        };
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
+        required
+            .iter()
+            .all(|name| fields.contains_key(name.as_str().unwrap_or_default()))
+            && fields.iter().all(|(name, field)| {
+                properties
+                    .get(name)
+                    .is_some_and(|property| fits(property, field))
+            })
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn assert_fits<T: ToSchema + serde::Serialize>(value: &T) {
+        let value = serde_json::to_value(value).unwrap();
+        assert!(
+            fits(schema(&T::name()), &value),
+            "{} does not fit: {value}",
+            T::name()
+        );
+    }
+
+    #[test]
+    fn what_serde_writes_fits_the_schemas() {
+        let token = ApiToken {
+            token_id: TokenId::new("tok_1"),
+            label: None,
+            scopes: Scope::KNOWN.to_vec(),
+            created_at: at("2026-03-23T12:34:56.789Z"),
+            last_used_at: None,
+        };
+        assert_fits(&token);
+        assert_fits(&ApiToken {
+            label: Some("l".repeat(MAX_LABEL_CHARS)),
+            last_used_at: Some(at("2026-03-24T00:00:00Z")),
+            ..token
+        });
+        assert_fits(&DeriveApiTokenResponse {
+            api_key: TokenId::new("tok_1"),
+            secret: TokenSecret::from_bytes(vec![7; TokenSecret::ISSUED_LEN]).unwrap(),
+            token_id: TokenId::new("tok_1"),
+            created_at: at("2026-03-23T12:34:56.789Z"),
+            scopes: vec![Scope::Trading],
+            profile: ProfileRef {
+                id: i64::from(i32::MAX),
+                account: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
+            },
+        });
+        assert_fits(&PartnerCapabilities {
+            partner_profile_id: 1,
+            token_management_enabled: true,
+            allowed_scopes: vec![Scope::Trading],
+        });
+        assert_fits(&RevokeApiTokenResponse {
+            message: "revoked".into(),
+        });
+        for message in [
+            ErrorMessage::One("no".into()),
+            ErrorMessage::Many(vec!["a".into()]),
+        ] {
+            assert_fits(&ApiErrorBody {
+                status_code: 400,
+                message,
+                error: "Bad Request".into(),
+            });
+        }
+        assert_fits(&DeriveApiTokenInput::default());
+        assert_fits(&DeriveApiTokenInput {
+            label: Some("bot".into()),
+            scopes: vec![Scope::Withdrawal],
+        });
+    }
+
+    #[test]
+    fn the_schemas_state_the_limits_and_catch_drift() {
+        let input = schema("DeriveApiTokenInput");
+        assert!(fits(input, &json!({ "label": null, "scopes": null })));
+        assert!(!fits(input, &json!({ "scopes": ["root"] })));
+        assert!(!fits(input, &json!({ "label": 5 })));
+        let token = json!({
+            "tokenId": "tok_1", "label": null, "scopes": ["trading"],
+            "createdAt": "2026-03-23T12:34:56.789Z", "lastUsedAt": null
+        });
+        assert!(fits(schema("ApiToken"), &token));
+        let mut missing = token.clone();
+        missing.as_object_mut().unwrap().remove("lastUsedAt");
+        assert!(!fits(schema("ApiToken"), &missing));
+        let mut snake_case = missing;
+        snake_case["last_used_at"] = Value::Null;
+        assert!(!fits(schema("ApiToken"), &snake_case));
+        for schema in [input, schema("ApiToken")] {
+            assert_eq!(
+                schema["properties"]["label"]["maxLength"],
+                json!(MAX_LABEL_CHARS)
+            );
+        }
+        let known: Vec<&str> = Scope::KNOWN.iter().map(Scope::as_str).collect();
+        assert_eq!(schema("Scope")["enum"], json!(known));
+        let capabilities = &schema("PartnerCapabilities")["properties"]["partnerProfileId"];
+        assert_eq!(capabilities["maximum"], json!(i32::MAX));
+        assert_eq!(
+            resolve(&schema("DeriveApiTokenResponse")["properties"]["profile"])["properties"]["id"]
+                ["maximum"],
+            json!(i32::MAX)
+        );
+    }
 
     #[test]
     fn every_route_of_the_contract_is_described() {
-        let paths = document()["paths"].as_object().unwrap();
-        for (path, method) in [
-            ("/auth/api-tokens/capabilities", "get"),
-            ("/auth/api-tokens/derive", "post"),
-            ("/auth/api-tokens", "get"),
-            ("/auth/api-tokens/{tokenId}", "delete"),
+        let paths = &document()["paths"];
+        for (path, method, operation_id, security) in [
+            (
+                "/auth/api-tokens/capabilities",
+                "get",
+                "getCapabilities",
+                json!([{ "identity": [] }]),
+            ),
+            (
+                "/auth/api-tokens/derive",
+                "post",
+                "deriveToken",
+                json!([{ "identity": [] }]),
+            ),
+            (
+                "/auth/api-tokens",
+                "get",
+                "listTokens",
+                json!([{ "lmtsApiKey": [], "lmtsTimestamp": [], "lmtsSignature": [] }]),
+            ),
+            (
+                "/auth/api-tokens/{tokenId}",
+                "delete",
+                "revokeToken",
+                json!([{ "lmtsApiKey": [], "lmtsTimestamp": [], "lmtsSignature": [] }]),
+            ),
+            ("/health", "get", "health", json!([])),
+            ("/ready", "get", "ready", json!([])),
         ] {
-            assert!(paths[path][method].is_object(), "{method} {path}");
+            let operation = &paths[path][method];
+            assert_eq!(operation["operationId"], operation_id, "{method} {path}");
+            assert_eq!(operation["security"], security, "{method} {path}");
         }
-        assert!(
-            document()["paths"]["/auth/api-tokens/derive"]["post"]["responses"]["201"].is_object()
+        assert!(paths["/auth/api-tokens/derive"]["post"]["responses"]["201"].is_object());
+        let derive_body = &paths["/auth/api-tokens/derive"]["post"]["requestBody"];
+        assert_eq!(derive_body["required"], false);
+        let parameter = &paths["/auth/api-tokens/{tokenId}"]["delete"]["parameters"][0];
+        assert_eq!(
+            (&parameter["name"], &parameter["in"]),
+            (&json!("tokenId"), &json!("path"))
         );
+        let schemes = &document()["components"]["securitySchemes"];
+        assert_eq!(schemes["identity"]["name"], "identity");
+        for (scheme, header) in HMAC_SCHEMES {
+            assert_eq!(
+                schemes[scheme],
+                json!({ "type": "apiKey", "in": "header", "name": header })
+            );
+        }
+    }
+
+    #[test]
+    fn every_error_has_the_error_body_and_429_503_say_when_to_retry() {
+        let mut errors = 0;
+        for item in document()["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    if status.starts_with('2') {
+                        continue;
+                    }
+                    errors += 1;
+                    let body = &response["content"]["application/json"]["schema"];
+                    assert_eq!(body["$ref"], "#/components/schemas/Error", "{status}");
+                    let retry = response["headers"].get("Retry-After").is_some();
+                    assert_eq!(retry, matches!(status.as_str(), "429" | "503"), "{status}");
+                }
+            }
+        }
+        assert_eq!(errors, 4 + 7 + 5 + 6 + 1);
     }
 }
