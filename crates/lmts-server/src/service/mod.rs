@@ -43,7 +43,6 @@ use crate::{
     },
 };
 use caches::Caches;
-use rate_limit::RateLimiter;
 use usage::UsageLog;
 
 /// The token service. Cheap to clone: every clone shares one state.
