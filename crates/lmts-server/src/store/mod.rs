@@ -5,6 +5,7 @@
 
 mod group_commit;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
@@ -260,16 +261,7 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Scopes from their stored form.
-fn scopes_from_text(text: &str) -> Vec<Scope> {
-    text.split(',')
-        .filter(|part| !part.is_empty())
-        .map(Scope::from)
-        .collect()
-}
-
-/// A stored time from milliseconds since the epoch.
-fn time_from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(millis)
-        .ok_or_else(|| StoreError::Corrupt(format!("time {millis} out of range")))
+/// A time in its stored form: milliseconds since the epoch.
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
 }

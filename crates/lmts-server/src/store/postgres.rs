@@ -9,17 +9,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lmts_core::TokenId;
-use sqlx::{
-    postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow},
-    Row,
-};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::task::JoinHandle;
 
 use super::{
-    scopes_from_text, scopes_to_text, time_from_millis, Invalidation, InvalidationSink, NewToken,
+    millis, rows::StoredRow, scopes_to_text, Invalidation, InvalidationSink, NewToken,
     PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
 };
-use crate::crypto::SealedSecret;
 
 /// The channel derives and revocations are announced on.
 pub const REVOCATION_CHANNEL: &str = "lmts_revocations";
@@ -66,26 +62,6 @@ impl PostgresStore {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
-}
-
-fn millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
-fn profile_from_row(row: &PgRow) -> Result<PartnerProfile, StoreError> {
-    Ok(PartnerProfile {
-        id: i64::from(row.try_get::<i32, _>("id")?),
-        subject: row.try_get("subject")?,
-        account: row.try_get("account")?,
-    })
-}
-
-fn settings_from_row(row: &PgRow) -> Result<PartnerSettings, StoreError> {
-    let scopes: String = row.try_get("allowed_scopes")?;
-    Ok(PartnerSettings {
-        token_management_enabled: row.try_get("token_management_enabled")?,
-        allowed_scopes: scopes_from_text(&scopes),
-    })
 }
 
 fn profile_id(id: i64) -> Result<i32, StoreError> {
@@ -177,7 +153,7 @@ impl Store for PostgresStore {
         .bind(millis(now))
         .fetch_one(&self.pool)
         .await?;
-        profile_from_row(&row)
+        row.profile()
     }
 
     async fn profile_by_account(
@@ -191,7 +167,7 @@ impl Store for PostgresStore {
         .bind(account)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(profile_from_row).transpose()
+        row.as_ref().map(StoredRow::profile).transpose()
     }
 
     async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
@@ -203,7 +179,7 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(row) => settings_from_row(&row),
+            Some(row) => row.settings(),
             None => Ok(PartnerSettings::builtin_default()),
         }
     }
@@ -218,7 +194,7 @@ impl Store for PostgresStore {
         .bind(key.stored())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(settings_from_row).transpose()
+        row.as_ref().map(StoredRow::settings).transpose()
     }
 
     async fn set_settings(
@@ -271,42 +247,18 @@ impl Store for PostgresStore {
         .bind(token_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let scopes: String = row.try_get("scopes")?;
-        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-        Ok(Some(TokenCredentials {
-            token_id: TokenId::new(row.try_get::<String, _>("token_id")?),
-            profile: profile_from_row(&row)?,
-            scopes: scopes_from_text(&scopes),
-            revoked: revoked_at.is_some(),
-            sealed: SealedSecret {
-                key_id: row.try_get("key_id")?,
-                sealed: row.try_get("sealed_secret")?,
-            },
-        }))
+        row.as_ref().map(StoredRow::credentials).transpose()
     }
 
     async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = sqlx::query(
+        let listed = sqlx::query(
             "SELECT token_id, label, scopes, created_at, last_used_at FROM api_tokens
              WHERE profile_id = $1 AND revoked_at IS NULL ORDER BY created_at, token_id",
         )
         .bind(self::profile_id(profile_id)?)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let scopes: String = row.try_get("scopes")?;
-                let last_used: Option<i64> = row.try_get("last_used_at")?;
-                Ok(TokenRecord {
-                    token_id: TokenId::new(row.try_get::<String, _>("token_id")?),
-                    label: row.try_get("label")?,
-                    scopes: scopes_from_text(&scopes),
-                    created_at: time_from_millis(row.try_get("created_at")?)?,
-                    last_used_at: last_used.map(time_from_millis).transpose()?,
-                })
-            })
-            .collect()
+        listed.iter().map(StoredRow::token_record).collect()
     }
 
     async fn revoke_token(

@@ -5,22 +5,15 @@ use std::{io, path::Path, str::FromStr, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lmts_core::TokenId;
-use sqlx::{
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-        SqliteSynchronous,
-    },
-    Row,
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use super::{
-    group_commit::GroupCommitter, scopes_from_text, scopes_to_text, time_from_millis, NewToken,
+    group_commit::GroupCommitter, millis, rows::StoredRow, scopes_to_text, NewToken,
     PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
 };
-use crate::{
-    crypto::SealedSecret,
-    files::{self, FileError},
-};
+use crate::files::{self, FileError};
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "lmts.db";
@@ -95,26 +88,6 @@ fn create_private_database(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
-fn profile_from_row(row: &SqliteRow) -> Result<PartnerProfile, StoreError> {
-    Ok(PartnerProfile {
-        id: row.try_get("id")?,
-        subject: row.try_get("subject")?,
-        account: row.try_get("account")?,
-    })
-}
-
-fn settings_from_row(row: &SqliteRow) -> Result<PartnerSettings, StoreError> {
-    let scopes: String = row.try_get("allowed_scopes")?;
-    Ok(PartnerSettings {
-        token_management_enabled: row.try_get("token_management_enabled")?,
-        allowed_scopes: scopes_from_text(&scopes),
-    })
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -133,7 +106,7 @@ impl Store for SqliteStore {
             .bind(subject)
             .fetch_optional(&self.pool)
             .await?;
-        if let Some(profile) = known.as_ref().map(profile_from_row).transpose()? {
+        if let Some(profile) = known.as_ref().map(StoredRow::profile).transpose()? {
             if profile.account == account {
                 return Ok(profile);
             }
@@ -152,7 +125,7 @@ impl Store for SqliteStore {
                     .bind(millis(now))
                     .fetch_one(connection)
                     .await?;
-                    profile_from_row(&row)
+                    row.profile()
                 })
             })
             .await
@@ -169,7 +142,7 @@ impl Store for SqliteStore {
         .bind(account)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(profile_from_row).transpose()
+        row.as_ref().map(StoredRow::profile).transpose()
     }
 
     async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
@@ -181,7 +154,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(row) => settings_from_row(&row),
+            Some(row) => row.settings(),
             None => Ok(PartnerSettings::builtin_default()),
         }
     }
@@ -196,7 +169,7 @@ impl Store for SqliteStore {
         .bind(key.stored())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(settings_from_row).transpose()
+        row.as_ref().map(StoredRow::settings).transpose()
     }
 
     async fn set_settings(
@@ -263,42 +236,18 @@ impl Store for SqliteStore {
         .bind(token_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let scopes: String = row.try_get("scopes")?;
-        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-        Ok(Some(TokenCredentials {
-            token_id: TokenId::new(row.try_get::<String, _>("token_id")?),
-            profile: profile_from_row(&row)?,
-            scopes: scopes_from_text(&scopes),
-            revoked: revoked_at.is_some(),
-            sealed: SealedSecret {
-                key_id: row.try_get("key_id")?,
-                sealed: row.try_get("sealed_secret")?,
-            },
-        }))
+        row.as_ref().map(StoredRow::credentials).transpose()
     }
 
     async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = sqlx::query(
+        let listed = sqlx::query(
             "SELECT token_id, label, scopes, created_at, last_used_at FROM api_tokens
              WHERE profile_id = ?1 AND revoked_at IS NULL ORDER BY created_at, token_id",
         )
         .bind(profile_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let scopes: String = row.try_get("scopes")?;
-                let last_used: Option<i64> = row.try_get("last_used_at")?;
-                Ok(TokenRecord {
-                    token_id: TokenId::new(row.try_get::<String, _>("token_id")?),
-                    label: row.try_get("label")?,
-                    scopes: scopes_from_text(&scopes),
-                    created_at: time_from_millis(row.try_get("created_at")?)?,
-                    last_used_at: last_used.map(time_from_millis).transpose()?,
-                })
-            })
-            .collect()
+        listed.iter().map(StoredRow::token_record).collect()
     }
 
     async fn revoke_token(
