@@ -157,6 +157,10 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What every backend reports alike: failing to reach the database, or to get a connection in
+/// time, is [`StoreError::Unavailable`]; anything else is [`StoreError::Database`]. Error codes
+/// of one database server are that backend's to classify (PostgreSQL's SQLSTATEs in
+/// `postgres.rs`).
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
@@ -166,14 +170,6 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_) => StoreError::Unavailable(error),
-            // Connection exceptions and operator intervention (the server shutting down).
-            sqlx::Error::Database(ref db)
-                if db
-                    .code()
-                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
-            {
-                StoreError::Unavailable(error)
-            }
             other => StoreError::Database(other),
         }
     }

@@ -4,7 +4,7 @@
 //! listener drops the token from its cache as soon as the revoke commits. The active-token
 //! limit holds across instances because a derive locks its profile row before it counts.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -52,13 +52,15 @@ impl PostgresStore {
     pub async fn connect(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
         let statement_timeout = options.statement_timeout.as_millis().to_string();
         let connect = url
-            .parse::<PgConnectOptions>()?
+            .parse::<PgConnectOptions>()
+            .map_err(store_error)?
             .options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
-            .await?;
+            .await
+            .map_err(store_error)?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -68,13 +70,33 @@ fn profile_id(id: i64) -> Result<i32, StoreError> {
     i32::try_from(id).map_err(|_| StoreError::Corrupt(format!("profile id {id} out of range")))
 }
 
-/// Whether a failed transaction may simply be run again.
+/// What a PostgreSQL error means for the store: besides what every backend reports as
+/// unavailable, SQLSTATE classes `08` (connection exception) and `57P` (operator intervention:
+/// the server shutting down, or not yet accepting connections) mean the database is unavailable.
+fn store_error(error: sqlx::Error) -> StoreError {
+    if sqlstate(&error).is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) {
+        StoreError::Unavailable(error)
+    } else {
+        StoreError::from(error)
+    }
+}
+
+/// Whether a failed transaction may simply be run again: SQLSTATE `40001` (serialization
+/// failure) or `40P01` (deadlock detected).
 fn is_transient(error: &StoreError) -> bool {
     match error {
-        StoreError::Database(sqlx::Error::Database(db)) => {
-            matches!(db.code().as_deref(), Some("40001" | "40P01"))
+        StoreError::Database(error) => {
+            matches!(sqlstate(error).as_deref(), Some("40001" | "40P01"))
         }
         _ => false,
+    }
+}
+
+/// The SQLSTATE the server answered with, if it answered with an error.
+fn sqlstate(error: &sqlx::Error) -> Option<Cow<'_, str>> {
+    match error {
+        sqlx::Error::Database(db) => db.code(),
+        _ => None,
     }
 }
 
@@ -85,13 +107,14 @@ impl PostgresStore {
         max_active: Option<u32>,
     ) -> Result<(), StoreError> {
         let profile = profile_id(token.profile_id)?;
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
         if let Some(max_active) = max_active {
             // Serialises derives of one partner across every instance.
             sqlx::query("SELECT id FROM profiles WHERE id = $1 FOR UPDATE")
                 .bind(profile)
                 .fetch_one(&mut *transaction)
-                .await?;
+                .await
+                .map_err(store_error)?;
             // Counting stops at the limit, so it costs at most that many rows.
             let active: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens
@@ -100,7 +123,8 @@ impl PostgresStore {
             .bind(profile)
             .bind(i64::from(max_active))
             .fetch_one(&mut *transaction)
-            .await?;
+            .await
+            .map_err(store_error)?;
             if active >= i64::from(max_active) {
                 return Err(StoreError::LimitReached { limit: max_active });
             }
@@ -118,14 +142,16 @@ impl PostgresStore {
         .bind(&token.sealed.key_id)
         .bind(&token.sealed.sealed)
         .execute(&mut *transaction)
-        .await?;
+        .await
+        .map_err(store_error)?;
         // Other instances drop their cached list of this partner's tokens.
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(REVOCATION_CHANNEL)
             .bind(format!("{profile}:"))
             .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
+            .await
+            .map_err(store_error)?;
+        transaction.commit().await.map_err(store_error)?;
         Ok(())
     }
 }
@@ -133,7 +159,10 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -152,7 +181,8 @@ impl Store for PostgresStore {
         .bind(account)
         .bind(millis(now))
         .fetch_one(&self.pool)
-        .await?;
+        .await
+        .map_err(store_error)?;
         row.profile()
     }
 
@@ -166,7 +196,8 @@ impl Store for PostgresStore {
         )
         .bind(account)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(store_error)?;
         row.as_ref().map(StoredRow::profile).transpose()
     }
 
@@ -177,7 +208,8 @@ impl Store for PostgresStore {
         )
         .bind(account)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(store_error)?;
         match row {
             Some(row) => row.settings(),
             None => Ok(PartnerSettings::builtin_default()),
@@ -189,11 +221,13 @@ impl Store for PostgresStore {
         key: &SettingsKey,
     ) -> Result<Option<PartnerSettings>, StoreError> {
         let row = sqlx::query(
-            "SELECT token_management_enabled, allowed_scopes FROM partner_settings WHERE account = $1",
+            "SELECT token_management_enabled, allowed_scopes FROM partner_settings
+             WHERE account = $1",
         )
         .bind(key.stored())
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(store_error)?;
         row.as_ref().map(StoredRow::settings).transpose()
     }
 
@@ -204,7 +238,8 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO partner_settings (account, token_management_enabled, allowed_scopes, updated_at)
+            "INSERT INTO partner_settings
+                 (account, token_management_enabled, allowed_scopes, updated_at)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (account) DO UPDATE SET
                  token_management_enabled = EXCLUDED.token_management_enabled,
@@ -216,7 +251,8 @@ impl Store for PostgresStore {
         .bind(scopes_to_text(&settings.allowed_scopes))
         .bind(millis(now))
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(store_error)?;
         Ok(())
     }
 
@@ -246,7 +282,8 @@ impl Store for PostgresStore {
         )
         .bind(token_id)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(store_error)?;
         row.as_ref().map(StoredRow::credentials).transpose()
     }
 
@@ -257,7 +294,8 @@ impl Store for PostgresStore {
         )
         .bind(self::profile_id(profile_id)?)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .map_err(store_error)?;
         listed.iter().map(StoredRow::token_record).collect()
     }
 
@@ -267,7 +305,7 @@ impl Store for PostgresStore {
         token_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
         let revoked = sqlx::query(
             "UPDATE api_tokens SET revoked_at = $3
              WHERE token_id = $1 AND profile_id = $2 AND revoked_at IS NULL",
@@ -276,7 +314,8 @@ impl Store for PostgresStore {
         .bind(self::profile_id(profile_id)?)
         .bind(millis(now))
         .execute(&mut *transaction)
-        .await?
+        .await
+        .map_err(store_error)?
         .rows_affected();
         if revoked == 1 {
             // Delivered to every listening instance when, and only if, the revoke commits.
@@ -284,9 +323,10 @@ impl Store for PostgresStore {
                 .bind(REVOCATION_CHANNEL)
                 .bind(format!("{profile_id}:{token_id}"))
                 .execute(&mut *transaction)
-                .await?;
+                .await
+                .map_err(store_error)?;
         }
-        transaction.commit().await?;
+        transaction.commit().await.map_err(store_error)?;
         Ok(revoked == 1)
     }
 
@@ -304,7 +344,8 @@ impl Store for PostgresStore {
         .bind(&signature[..])
         .bind(millis(expires_at))
         .execute(&self.pool)
-        .await?
+        .await
+        .map_err(store_error)?
         .rows_affected();
         Ok(inserted == 1)
     }
@@ -313,7 +354,8 @@ impl Store for PostgresStore {
         let pruned = sqlx::query("DELETE FROM used_signatures WHERE expires_at < $1")
             .bind(millis(now))
             .execute(&self.pool)
-            .await?
+            .await
+            .map_err(store_error)?
             .rows_affected();
         Ok(pruned)
     }
@@ -329,7 +371,8 @@ impl Store for PostgresStore {
         .bind(&ids)
         .bind(&times)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(store_error)?;
         Ok(())
     }
 
@@ -423,5 +466,62 @@ mod tests {
                 Invalidation::All,
             ]
         );
+    }
+
+    /// A server error with nothing but a SQLSTATE.
+    #[derive(Debug)]
+    struct Answered(&'static str);
+
+    impl std::fmt::Display for Answered {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "sqlstate {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Answered {}
+
+    impl sqlx::error::DatabaseError for Answered {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn answered(code: &'static str) -> StoreError {
+        store_error(sqlx::Error::Database(Box::new(Answered(code))))
+    }
+
+    #[test]
+    fn sqlstates_of_a_server_going_away_mean_unavailable_and_conflicts_are_retried() {
+        for code in ["08006", "08P01", "57P01", "57P03"] {
+            assert!(
+                matches!(answered(code), StoreError::Unavailable(_)),
+                "{code}"
+            );
+        }
+        for code in ["23505", "40001", "40P01", "57014"] {
+            assert!(matches!(answered(code), StoreError::Database(_)), "{code}");
+        }
+        assert!(is_transient(&answered("40001")));
+        assert!(is_transient(&answered("40P01")));
+        assert!(!is_transient(&answered("23505")));
+        assert!(matches!(
+            store_error(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
     }
 }
