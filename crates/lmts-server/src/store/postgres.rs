@@ -9,7 +9,7 @@ use std::{borrow::Cow, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lmts_core::TokenId;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio::task::JoinHandle;
 
 use super::{
@@ -145,12 +145,7 @@ impl PostgresStore {
         .await
         .map_err(store_error)?;
         // Other instances drop their cached list of this partner's tokens.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(REVOCATION_CHANNEL)
-            .bind(format!("{profile}:"))
-            .execute(&mut *transaction)
-            .await
-            .map_err(store_error)?;
+        announce(&mut transaction, token.profile_id, None).await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(())
     }
@@ -318,13 +313,7 @@ impl Store for PostgresStore {
         .map_err(store_error)?
         .rows_affected();
         if revoked == 1 {
-            // Delivered to every listening instance when, and only if, the revoke commits.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(REVOCATION_CHANNEL)
-                .bind(format!("{profile_id}:{token_id}"))
-                .execute(&mut *transaction)
-                .await
-                .map_err(store_error)?;
+            announce(&mut transaction, profile_id, Some(token_id)).await?;
         }
         transaction.commit().await.map_err(store_error)?;
         Ok(revoked == 1)
@@ -382,7 +371,23 @@ impl Store for PostgresStore {
     }
 }
 
-/// Delivers one notification: `<profile id>:<token id>` for a revoke, `<profile id>:` for a
+/// Tells every listening instance that `profile_id`'s tokens changed: `revoked` names the token
+/// a revoke took; a derive names none. Delivered when, and only if, `transaction` commits.
+async fn announce(
+    transaction: &mut PgConnection,
+    profile_id: i64,
+    revoked: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(REVOCATION_CHANNEL)
+        .bind(format!("{profile_id}:{}", revoked.unwrap_or_default()))
+        .execute(transaction)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// Delivers one notification (see [`announce`]): `<profile id>:<token id>` for a revoke, `<profile id>:` for a
 /// derive. Anything else invalidates everything.
 fn deliver(payload: &str, sink: &InvalidationSink) {
     let parsed = payload
