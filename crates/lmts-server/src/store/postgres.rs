@@ -9,12 +9,17 @@ use std::{borrow::Cow, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lmts_core::TokenId;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{
+    postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions},
+    Postgres,
+};
 use tokio::task::JoinHandle;
 
 use super::{
-    millis, rows::StoredRow, scopes_to_text, Invalidation, InvalidationSink, NewToken,
-    PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
+    millis,
+    rows::{stored_profile_id, StoredRow},
+    scopes_to_text, Invalidation, InvalidationSink, NewToken, PartnerProfile, PartnerSettings,
+    SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
 };
 
 /// The channel derives and revocations are announced on.
@@ -66,10 +71,6 @@ impl PostgresStore {
     }
 }
 
-fn profile_id(id: i64) -> Result<i32, StoreError> {
-    i32::try_from(id).map_err(|_| StoreError::Corrupt(format!("profile id {id} out of range")))
-}
-
 /// What a PostgreSQL error means for the store: besides what every backend reports as
 /// unavailable, SQLSTATE classes `08` (connection exception) and `57P` (operator intervention:
 /// the server shutting down, or not yet accepting connections) mean the database is unavailable.
@@ -106,7 +107,7 @@ impl PostgresStore {
         token: &NewToken,
         max_active: Option<u32>,
     ) -> Result<(), StoreError> {
-        let profile = profile_id(token.profile_id)?;
+        let profile = stored_profile_id::<Postgres>(token.profile_id)?;
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
         if let Some(max_active) = max_active {
             // Serialises derives of one partner across every instance.
@@ -287,7 +288,7 @@ impl Store for PostgresStore {
             "SELECT token_id, label, scopes, created_at, last_used_at FROM api_tokens
              WHERE profile_id = $1 AND revoked_at IS NULL ORDER BY created_at, token_id",
         )
-        .bind(self::profile_id(profile_id)?)
+        .bind(stored_profile_id::<Postgres>(profile_id)?)
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
@@ -306,7 +307,7 @@ impl Store for PostgresStore {
              WHERE token_id = $1 AND profile_id = $2 AND revoked_at IS NULL",
         )
         .bind(token_id)
-        .bind(self::profile_id(profile_id)?)
+        .bind(stored_profile_id::<Postgres>(profile_id)?)
         .bind(millis(now))
         .execute(&mut *transaction)
         .await

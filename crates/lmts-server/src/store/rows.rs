@@ -1,41 +1,78 @@
 //! Stored rows, decoded once for both backends.
 //!
 //! The decoders are generic over [`sqlx::Row`] the way sqlx's own `FromRow` derive is written:
-//! the column types they read are bounds on the row's database, stated once on [`StoredRow`].
-//! The one column the backends store differently, the profile id, is
-//! [`StoredRow::ProfileId`].
+//! the column types they read are bounds on the row's database, stated once on the one
+//! implementation of [`StoredRow`]. The one column the backends store differently, the profile
+//! id, is [`StoreDatabase::ProfileId`].
 
 use chrono::{DateTime, Utc};
 use lmts_core::{Scope, TokenId};
-use sqlx::{postgres::PgRow, sqlite::SqliteRow, ColumnIndex, Decode, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Postgres, Row, Sqlite, Type};
 
 use super::{PartnerProfile, PartnerSettings, StoreError, TokenCredentials, TokenRecord};
 use crate::crypto::SealedSecret;
 
-/// A row of one of the backends, decoded into the store's types.
-///
-/// The decoders are written once, here; a backend only says how it stores profile ids.
-pub(super) trait StoredRow: Row
-where
-    for<'c> &'c str: ColumnIndex<Self>,
-    bool: Type<Self::Database> + for<'r> Decode<'r, Self::Database>,
-    i64: Type<Self::Database> + for<'r> Decode<'r, Self::Database>,
-    String: Type<Self::Database> + for<'r> Decode<'r, Self::Database>,
-    Vec<u8>: Type<Self::Database> + for<'r> Decode<'r, Self::Database>,
-{
-    /// The column type of profile ids in this backend.
-    type ProfileId: Into<i64> + Type<Self::Database> + for<'r> Decode<'r, Self::Database>;
+/// A database the store runs on.
+pub(super) trait StoreDatabase: Database {
+    /// The column type of profile ids.
+    type ProfileId: Into<i64>
+        + TryFrom<i64>
+        + Send
+        + Type<Self>
+        + for<'r> Decode<'r, Self>
+        + Encode<'static, Self>;
+}
 
+impl StoreDatabase for Sqlite {
+    /// SQLite's `INTEGER PRIMARY KEY`: the 64-bit rowid.
+    type ProfileId = i64;
+}
+
+impl StoreDatabase for Postgres {
+    /// PostgreSQL's `SERIAL`: a 32-bit `INTEGER`.
+    type ProfileId = i32;
+}
+
+/// A profile id as `DB` stores it; an id that does not fit was never stored there.
+pub(super) fn stored_profile_id<DB: StoreDatabase>(id: i64) -> Result<DB::ProfileId, StoreError> {
+    DB::ProfileId::try_from(id)
+        .map_err(|_| StoreError::Corrupt(format!("profile id {id} out of range")))
+}
+
+/// A row of either backend, decoded into the store's types.
+pub(super) trait StoredRow {
     /// A profile from the columns `id, subject, account`.
+    fn profile(&self) -> Result<PartnerProfile, StoreError>;
+
+    /// Settings from the columns `token_management_enabled, allowed_scopes`.
+    fn settings(&self) -> Result<PartnerSettings, StoreError>;
+
+    /// Credentials from the token's `token_id, scopes, revoked_at, key_id, sealed_secret` and
+    /// its profile's `id, subject, account`.
+    fn credentials(&self) -> Result<TokenCredentials, StoreError>;
+
+    /// A listed token from the columns `token_id, label, scopes, created_at, last_used_at`.
+    fn token_record(&self) -> Result<TokenRecord, StoreError>;
+}
+
+impl<R> StoredRow for R
+where
+    R: Row<Database: StoreDatabase>,
+    for<'c> &'c str: ColumnIndex<R>,
+    bool: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    Vec<u8>: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+{
     fn profile(&self) -> Result<PartnerProfile, StoreError> {
+        let id: <R::Database as StoreDatabase>::ProfileId = self.try_get("id")?;
         Ok(PartnerProfile {
-            id: self.try_get::<Self::ProfileId, _>("id")?.into(),
+            id: id.into(),
             subject: self.try_get("subject")?,
             account: self.try_get("account")?,
         })
     }
 
-    /// Settings from the columns `token_management_enabled, allowed_scopes`.
     fn settings(&self) -> Result<PartnerSettings, StoreError> {
         let scopes: String = self.try_get("allowed_scopes")?;
         Ok(PartnerSettings {
@@ -44,8 +81,6 @@ where
         })
     }
 
-    /// Credentials from the token's `token_id, scopes, revoked_at, key_id, sealed_secret` and
-    /// its profile's `id, subject, account`.
     fn credentials(&self) -> Result<TokenCredentials, StoreError> {
         let scopes: String = self.try_get("scopes")?;
         let revoked_at: Option<i64> = self.try_get("revoked_at")?;
@@ -61,7 +96,6 @@ where
         })
     }
 
-    /// A listed token from the columns `token_id, label, scopes, created_at, last_used_at`.
     fn token_record(&self) -> Result<TokenRecord, StoreError> {
         let scopes: String = self.try_get("scopes")?;
         let last_used: Option<i64> = self.try_get("last_used_at")?;
@@ -73,16 +107,6 @@ where
             last_used_at: last_used.map(time_from_millis).transpose()?,
         })
     }
-}
-
-impl StoredRow for SqliteRow {
-    /// SQLite's `INTEGER PRIMARY KEY`: the 64-bit rowid.
-    type ProfileId = i64;
-}
-
-impl StoredRow for PgRow {
-    /// PostgreSQL's `SERIAL`: a 32-bit `INTEGER`.
-    type ProfileId = i32;
 }
 
 /// Scopes from their stored form.
