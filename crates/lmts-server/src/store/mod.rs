@@ -2,7 +2,13 @@
 //!
 //! Rows are their own types, separate from the wire types, and none of them prints a secret.
 //! Times are stored as milliseconds since the Unix epoch.
+//!
+//! [`Store`] is implemented once, over what each backend does its own way (`backend.rs`): the
+//! statements both dialects share are written there, rows are decoded once (`rows.rs`), and
+//! `sqlite.rs` and `postgres.rs` keep their connections, their dialect's statements and, for
+//! PostgreSQL, its error codes and cross-instance notifications.
 
+mod backend;
 mod group_commit;
 mod postgres;
 mod rows;

@@ -10,16 +10,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lmts_core::TokenId;
 use sqlx::{
-    postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions},
+    postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow},
     Postgres,
 };
 use tokio::task::JoinHandle;
 
 use super::{
+    backend::{Backend, Statement},
     millis,
-    rows::{stored_profile_id, StoredRow},
-    scopes_to_text, Invalidation, InvalidationSink, NewToken, PartnerProfile, PartnerSettings,
-    SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
+    rows::stored_profile_id,
+    scopes_to_text, Invalidation, InvalidationSink, NewToken, StoreError,
 };
 
 /// The channel derives and revocations are announced on.
@@ -46,7 +46,8 @@ impl Default for PostgresOptions {
     }
 }
 
-/// The PostgreSQL backend.
+/// The PostgreSQL backend. It keeps the [`Store`](super::Store) contract, which is
+/// written once for both backends.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -102,6 +103,7 @@ fn sqlstate(error: &sqlx::Error) -> Option<Cow<'_, str>> {
 }
 
 impl PostgresStore {
+    /// One attempt at [`Backend::insert_token`], in one transaction that the retry may repeat.
     async fn try_insert_token(
         &self,
         token: &NewToken,
@@ -153,103 +155,43 @@ impl PostgresStore {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+impl Backend for PostgresStore {
+    type Database = Postgres;
+
+    async fn fetch_optional(&self, read: Statement<Postgres>) -> Result<Option<PgRow>, StoreError> {
+        read.fetch_optional(&self.pool).await.map_err(store_error)
+    }
+
+    async fn fetch_all(&self, read: Statement<Postgres>) -> Result<Vec<PgRow>, StoreError> {
+        read.fetch_all(&self.pool).await.map_err(store_error)
+    }
+
+    async fn fetch_written(&self, write: Statement<Postgres>) -> Result<PgRow, StoreError> {
+        write.fetch_one(&self.pool).await.map_err(store_error)
+    }
+
+    async fn execute(&self, write: Statement<Postgres>) -> Result<u64, StoreError> {
+        let done = write.execute(&self.pool).await.map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn execute_revocation(
+        &self,
+        write: Statement<Postgres>,
+        profile_id: i64,
+        token_id: &str,
+    ) -> Result<u64, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        let revoked = write
+            .execute(&mut *transaction)
             .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn upsert_profile(
-        &self,
-        subject: &str,
-        account: &str,
-        now: DateTime<Utc>,
-    ) -> Result<PartnerProfile, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO profiles (subject, account, created_at) VALUES ($1, $2, $3)
-             ON CONFLICT (subject) DO UPDATE SET account = EXCLUDED.account
-             RETURNING id, subject, account",
-        )
-        .bind(subject)
-        .bind(account)
-        .bind(millis(now))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(store_error)?;
-        row.profile()
-    }
-
-    async fn profile_by_account(
-        &self,
-        account: &str,
-    ) -> Result<Option<PartnerProfile>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, subject, account FROM profiles WHERE lower(account) = lower($1)
-             ORDER BY id LIMIT 1",
-        )
-        .bind(account)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        row.as_ref().map(StoredRow::profile).transpose()
-    }
-
-    async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
-        let row = sqlx::query(
-            "SELECT token_management_enabled, allowed_scopes FROM partner_settings
-             WHERE account IN (lower($1), '*') ORDER BY account = '*' LIMIT 1",
-        )
-        .bind(account)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        match row {
-            Some(row) => row.settings(),
-            None => Ok(PartnerSettings::builtin_default()),
+            .map_err(store_error)?
+            .rows_affected();
+        if revoked == 1 {
+            announce(&mut transaction, profile_id, Some(token_id)).await?;
         }
-    }
-
-    async fn stored_settings(
-        &self,
-        key: &SettingsKey,
-    ) -> Result<Option<PartnerSettings>, StoreError> {
-        let row = sqlx::query(
-            "SELECT token_management_enabled, allowed_scopes FROM partner_settings
-             WHERE account = $1",
-        )
-        .bind(key.stored())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        row.as_ref().map(StoredRow::settings).transpose()
-    }
-
-    async fn set_settings(
-        &self,
-        key: &SettingsKey,
-        settings: &PartnerSettings,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO partner_settings
-                 (account, token_management_enabled, allowed_scopes, updated_at)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (account) DO UPDATE SET
-                 token_management_enabled = EXCLUDED.token_management_enabled,
-                 allowed_scopes = EXCLUDED.allowed_scopes,
-                 updated_at = EXCLUDED.updated_at",
-        )
-        .bind(key.stored())
-        .bind(settings.token_management_enabled)
-        .bind(scopes_to_text(&settings.allowed_scopes))
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
+        transaction.commit().await.map_err(store_error)?;
+        Ok(revoked)
     }
 
     async fn insert_token(
@@ -264,90 +206,6 @@ impl Store for PostgresStore {
                 other => return other,
             }
         }
-    }
-
-    async fn token_credentials(
-        &self,
-        token_id: &str,
-    ) -> Result<Option<TokenCredentials>, StoreError> {
-        let row = sqlx::query(
-            "SELECT t.token_id, t.scopes, t.revoked_at, t.key_id, t.sealed_secret,
-                    p.id, p.subject, p.account
-             FROM api_tokens t JOIN profiles p ON p.id = t.profile_id
-             WHERE t.token_id = $1",
-        )
-        .bind(token_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        row.as_ref().map(StoredRow::credentials).transpose()
-    }
-
-    async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError> {
-        let listed = sqlx::query(
-            "SELECT token_id, label, scopes, created_at, last_used_at FROM api_tokens
-             WHERE profile_id = $1 AND revoked_at IS NULL ORDER BY created_at, token_id",
-        )
-        .bind(stored_profile_id::<Postgres>(profile_id)?)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        listed.iter().map(StoredRow::token_record).collect()
-    }
-
-    async fn revoke_token(
-        &self,
-        profile_id: i64,
-        token_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let mut transaction = self.pool.begin().await.map_err(store_error)?;
-        let revoked = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $3
-             WHERE token_id = $1 AND profile_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(token_id)
-        .bind(stored_profile_id::<Postgres>(profile_id)?)
-        .bind(millis(now))
-        .execute(&mut *transaction)
-        .await
-        .map_err(store_error)?
-        .rows_affected();
-        if revoked == 1 {
-            announce(&mut transaction, profile_id, Some(token_id)).await?;
-        }
-        transaction.commit().await.map_err(store_error)?;
-        Ok(revoked == 1)
-    }
-
-    async fn record_signature(
-        &self,
-        token_id: &str,
-        signature: &[u8; 32],
-        expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO used_signatures (token_id, signature, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(token_id)
-        .bind(&signature[..])
-        .bind(millis(expires_at))
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?
-        .rows_affected();
-        Ok(inserted == 1)
-    }
-
-    async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let pruned = sqlx::query("DELETE FROM used_signatures WHERE expires_at < $1")
-            .bind(millis(now))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?
-            .rows_affected();
-        Ok(pruned)
     }
 
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
@@ -388,8 +246,8 @@ async fn announce(
     Ok(())
 }
 
-/// Delivers one notification (see [`announce`]): `<profile id>:<token id>` for a revoke, `<profile id>:` for a
-/// derive. Anything else invalidates everything.
+/// Delivers one notification of [`announce`]: `<profile id>:<token id>` for a revoke,
+/// `<profile id>:` for a derive. Anything else invalidates everything.
 fn deliver(payload: &str, sink: &InvalidationSink) {
     let parsed = payload
         .split_once(':')
