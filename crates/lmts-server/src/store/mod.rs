@@ -2,9 +2,16 @@
 //!
 //! Rows are their own types, separate from the wire types, and none of them prints a secret.
 //! Times are stored as milliseconds since the Unix epoch.
+//!
+//! [`Store`] is implemented once, over what each backend does its own way (`backend.rs`): the
+//! statements both dialects share are written there, rows are decoded once (`rows.rs`), and
+//! `sqlite.rs` and `postgres.rs` keep their connections, their dialect's statements and, for
+//! PostgreSQL, its error codes and cross-instance notifications.
 
+mod backend;
 mod group_commit;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
@@ -156,6 +163,10 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What every backend reports alike: failing to reach the database, or to get a connection in
+/// time, is [`StoreError::Unavailable`]; anything else is [`StoreError::Database`]. Error codes
+/// of one database server are that backend's to classify (PostgreSQL's SQLSTATEs in
+/// `postgres.rs`).
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
@@ -165,14 +176,6 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_) => StoreError::Unavailable(error),
-            // Connection exceptions and operator intervention (the server shutting down).
-            sqlx::Error::Database(ref db)
-                if db
-                    .code()
-                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
-            {
-                StoreError::Unavailable(error)
-            }
             other => StoreError::Database(other),
         }
     }
@@ -260,16 +263,7 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Scopes from their stored form.
-fn scopes_from_text(text: &str) -> Vec<Scope> {
-    text.split(',')
-        .filter(|part| !part.is_empty())
-        .map(Scope::from)
-        .collect()
-}
-
-/// A stored time from milliseconds since the epoch.
-fn time_from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(millis)
-        .ok_or_else(|| StoreError::Corrupt(format!("time {millis} out of range")))
+/// A time in its stored form: milliseconds since the epoch.
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
 }

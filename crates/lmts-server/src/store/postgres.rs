@@ -4,22 +4,23 @@
 //! listener drops the token from its cache as soon as the revoke commits. The active-token
 //! limit holds across instances because a derive locks its profile row before it counts.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lmts_core::TokenId;
 use sqlx::{
-    postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow},
-    Row,
+    postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow},
+    Postgres,
 };
 use tokio::task::JoinHandle;
 
 use super::{
-    scopes_from_text, scopes_to_text, time_from_millis, Invalidation, InvalidationSink, NewToken,
-    PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
+    backend::{Backend, Statement},
+    millis,
+    rows::stored_profile_id,
+    scopes_to_text, Invalidation, InvalidationSink, NewToken, StoreError,
 };
-use crate::crypto::SealedSecret;
 
 /// The channel derives and revocations are announced on.
 pub const REVOCATION_CHANNEL: &str = "lmts_revocations";
@@ -45,7 +46,8 @@ impl Default for PostgresOptions {
     }
 }
 
-/// The PostgreSQL backend.
+/// The PostgreSQL backend. It keeps the [`Store`](super::Store) contract, which is
+/// written once for both backends.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -56,66 +58,66 @@ impl PostgresStore {
     pub async fn connect(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
         let statement_timeout = options.statement_timeout.as_millis().to_string();
         let connect = url
-            .parse::<PgConnectOptions>()?
+            .parse::<PgConnectOptions>()
+            .map_err(store_error)?
             .options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
-            .await?;
+            .await
+            .map_err(store_error)?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
 }
 
-fn millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
+/// What a PostgreSQL error means for the store: besides what every backend reports as
+/// unavailable, SQLSTATE classes `08` (connection exception) and `57P` (operator intervention:
+/// the server shutting down, or not yet accepting connections) mean the database is unavailable.
+fn store_error(error: sqlx::Error) -> StoreError {
+    if sqlstate(&error).is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) {
+        StoreError::Unavailable(error)
+    } else {
+        StoreError::from(error)
+    }
 }
 
-fn profile_from_row(row: &PgRow) -> Result<PartnerProfile, StoreError> {
-    Ok(PartnerProfile {
-        id: i64::from(row.try_get::<i32, _>("id")?),
-        subject: row.try_get("subject")?,
-        account: row.try_get("account")?,
-    })
-}
-
-fn settings_from_row(row: &PgRow) -> Result<PartnerSettings, StoreError> {
-    let scopes: String = row.try_get("allowed_scopes")?;
-    Ok(PartnerSettings {
-        token_management_enabled: row.try_get("token_management_enabled")?,
-        allowed_scopes: scopes_from_text(&scopes),
-    })
-}
-
-fn profile_id(id: i64) -> Result<i32, StoreError> {
-    i32::try_from(id).map_err(|_| StoreError::Corrupt(format!("profile id {id} out of range")))
-}
-
-/// Whether a failed transaction may simply be run again.
+/// Whether a failed transaction may simply be run again: SQLSTATE `40001` (serialization
+/// failure) or `40P01` (deadlock detected).
 fn is_transient(error: &StoreError) -> bool {
     match error {
-        StoreError::Database(sqlx::Error::Database(db)) => {
-            matches!(db.code().as_deref(), Some("40001" | "40P01"))
+        StoreError::Database(error) => {
+            matches!(sqlstate(error).as_deref(), Some("40001" | "40P01"))
         }
         _ => false,
     }
 }
 
+/// The SQLSTATE the server answered with, if it answered with an error.
+fn sqlstate(error: &sqlx::Error) -> Option<Cow<'_, str>> {
+    match error {
+        sqlx::Error::Database(db) => db.code(),
+        _ => None,
+    }
+}
+
 impl PostgresStore {
+    /// One attempt at [`Backend::insert_token`], in one transaction that the retry may repeat.
     async fn try_insert_token(
         &self,
         token: &NewToken,
         max_active: Option<u32>,
     ) -> Result<(), StoreError> {
-        let profile = profile_id(token.profile_id)?;
-        let mut transaction = self.pool.begin().await?;
+        let profile = stored_profile_id::<Postgres>(token.profile_id)?;
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
         if let Some(max_active) = max_active {
             // Serialises derives of one partner across every instance.
             sqlx::query("SELECT id FROM profiles WHERE id = $1 FOR UPDATE")
                 .bind(profile)
                 .fetch_one(&mut *transaction)
-                .await?;
+                .await
+                .map_err(store_error)?;
             // Counting stops at the limit, so it costs at most that many rows.
             let active: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens
@@ -124,7 +126,8 @@ impl PostgresStore {
             .bind(profile)
             .bind(i64::from(max_active))
             .fetch_one(&mut *transaction)
-            .await?;
+            .await
+            .map_err(store_error)?;
             if active >= i64::from(max_active) {
                 return Err(StoreError::LimitReached { limit: max_active });
             }
@@ -142,106 +145,53 @@ impl PostgresStore {
         .bind(&token.sealed.key_id)
         .bind(&token.sealed.sealed)
         .execute(&mut *transaction)
-        .await?;
+        .await
+        .map_err(store_error)?;
         // Other instances drop their cached list of this partner's tokens.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(REVOCATION_CHANNEL)
-            .bind(format!("{profile}:"))
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
+        announce(&mut transaction, token.profile_id, None).await?;
+        transaction.commit().await.map_err(store_error)?;
         Ok(())
     }
 }
 
 #[async_trait]
-impl Store for PostgresStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+impl Backend for PostgresStore {
+    type Database = Postgres;
+
+    async fn fetch_optional(&self, read: Statement<Postgres>) -> Result<Option<PgRow>, StoreError> {
+        read.fetch_optional(&self.pool).await.map_err(store_error)
     }
 
-    async fn upsert_profile(
+    async fn fetch_all(&self, read: Statement<Postgres>) -> Result<Vec<PgRow>, StoreError> {
+        read.fetch_all(&self.pool).await.map_err(store_error)
+    }
+
+    async fn fetch_written(&self, write: Statement<Postgres>) -> Result<PgRow, StoreError> {
+        write.fetch_one(&self.pool).await.map_err(store_error)
+    }
+
+    async fn execute(&self, write: Statement<Postgres>) -> Result<u64, StoreError> {
+        let done = write.execute(&self.pool).await.map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn execute_revocation(
         &self,
-        subject: &str,
-        account: &str,
-        now: DateTime<Utc>,
-    ) -> Result<PartnerProfile, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO profiles (subject, account, created_at) VALUES ($1, $2, $3)
-             ON CONFLICT (subject) DO UPDATE SET account = EXCLUDED.account
-             RETURNING id, subject, account",
-        )
-        .bind(subject)
-        .bind(account)
-        .bind(millis(now))
-        .fetch_one(&self.pool)
-        .await?;
-        profile_from_row(&row)
-    }
-
-    async fn profile_by_account(
-        &self,
-        account: &str,
-    ) -> Result<Option<PartnerProfile>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, subject, account FROM profiles WHERE lower(account) = lower($1)
-             ORDER BY id LIMIT 1",
-        )
-        .bind(account)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(profile_from_row).transpose()
-    }
-
-    async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
-        let row = sqlx::query(
-            "SELECT token_management_enabled, allowed_scopes FROM partner_settings
-             WHERE account IN (lower($1), '*') ORDER BY account = '*' LIMIT 1",
-        )
-        .bind(account)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => settings_from_row(&row),
-            None => Ok(PartnerSettings::builtin_default()),
+        write: Statement<Postgres>,
+        profile_id: i64,
+        token_id: &str,
+    ) -> Result<u64, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        let revoked = write
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if revoked == 1 {
+            announce(&mut transaction, profile_id, Some(token_id)).await?;
         }
-    }
-
-    async fn stored_settings(
-        &self,
-        key: &SettingsKey,
-    ) -> Result<Option<PartnerSettings>, StoreError> {
-        let row = sqlx::query(
-            "SELECT token_management_enabled, allowed_scopes FROM partner_settings WHERE account = $1",
-        )
-        .bind(key.stored())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(settings_from_row).transpose()
-    }
-
-    async fn set_settings(
-        &self,
-        key: &SettingsKey,
-        settings: &PartnerSettings,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO partner_settings (account, token_management_enabled, allowed_scopes, updated_at)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (account) DO UPDATE SET
-                 token_management_enabled = EXCLUDED.token_management_enabled,
-                 allowed_scopes = EXCLUDED.allowed_scopes,
-                 updated_at = EXCLUDED.updated_at",
-        )
-        .bind(key.stored())
-        .bind(settings.token_management_enabled)
-        .bind(scopes_to_text(&settings.allowed_scopes))
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        transaction.commit().await.map_err(store_error)?;
+        Ok(revoked)
     }
 
     async fn insert_token(
@@ -258,114 +208,6 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn token_credentials(
-        &self,
-        token_id: &str,
-    ) -> Result<Option<TokenCredentials>, StoreError> {
-        let row = sqlx::query(
-            "SELECT t.token_id, t.scopes, t.revoked_at, t.key_id, t.sealed_secret,
-                    p.id, p.subject, p.account
-             FROM api_tokens t JOIN profiles p ON p.id = t.profile_id
-             WHERE t.token_id = $1",
-        )
-        .bind(token_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let scopes: String = row.try_get("scopes")?;
-        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-        Ok(Some(TokenCredentials {
-            token_id: TokenId::new(row.try_get::<String, _>("token_id")?),
-            profile: profile_from_row(&row)?,
-            scopes: scopes_from_text(&scopes),
-            revoked: revoked_at.is_some(),
-            sealed: SealedSecret {
-                key_id: row.try_get("key_id")?,
-                sealed: row.try_get("sealed_secret")?,
-            },
-        }))
-    }
-
-    async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT token_id, label, scopes, created_at, last_used_at FROM api_tokens
-             WHERE profile_id = $1 AND revoked_at IS NULL ORDER BY created_at, token_id",
-        )
-        .bind(self::profile_id(profile_id)?)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let scopes: String = row.try_get("scopes")?;
-                let last_used: Option<i64> = row.try_get("last_used_at")?;
-                Ok(TokenRecord {
-                    token_id: TokenId::new(row.try_get::<String, _>("token_id")?),
-                    label: row.try_get("label")?,
-                    scopes: scopes_from_text(&scopes),
-                    created_at: time_from_millis(row.try_get("created_at")?)?,
-                    last_used_at: last_used.map(time_from_millis).transpose()?,
-                })
-            })
-            .collect()
-    }
-
-    async fn revoke_token(
-        &self,
-        profile_id: i64,
-        token_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        let revoked = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $3
-             WHERE token_id = $1 AND profile_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(token_id)
-        .bind(self::profile_id(profile_id)?)
-        .bind(millis(now))
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        if revoked == 1 {
-            // Delivered to every listening instance when, and only if, the revoke commits.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(REVOCATION_CHANNEL)
-                .bind(format!("{profile_id}:{token_id}"))
-                .execute(&mut *transaction)
-                .await?;
-        }
-        transaction.commit().await?;
-        Ok(revoked == 1)
-    }
-
-    async fn record_signature(
-        &self,
-        token_id: &str,
-        signature: &[u8; 32],
-        expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO used_signatures (token_id, signature, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(token_id)
-        .bind(&signature[..])
-        .bind(millis(expires_at))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
-    }
-
-    async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let pruned = sqlx::query("DELETE FROM used_signatures WHERE expires_at < $1")
-            .bind(millis(now))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(pruned)
-    }
-
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
         let ids: Vec<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
         let times: Vec<i64> = uses.iter().map(|(_, at)| millis(*at)).collect();
@@ -377,7 +219,8 @@ impl Store for PostgresStore {
         .bind(&ids)
         .bind(&times)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(store_error)?;
         Ok(())
     }
 
@@ -387,8 +230,24 @@ impl Store for PostgresStore {
     }
 }
 
-/// Delivers one notification: `<profile id>:<token id>` for a revoke, `<profile id>:` for a
-/// derive. Anything else invalidates everything.
+/// Tells every listening instance that `profile_id`'s tokens changed: `revoked` names the token
+/// a revoke took; a derive names none. Delivered when, and only if, `transaction` commits.
+async fn announce(
+    transaction: &mut PgConnection,
+    profile_id: i64,
+    revoked: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(REVOCATION_CHANNEL)
+        .bind(format!("{profile_id}:{}", revoked.unwrap_or_default()))
+        .execute(transaction)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// Delivers one notification of [`announce`]: `<profile id>:<token id>` for a revoke,
+/// `<profile id>:` for a derive. Anything else invalidates everything.
 fn deliver(payload: &str, sink: &InvalidationSink) {
     let parsed = payload
         .split_once(':')
@@ -471,5 +330,62 @@ mod tests {
                 Invalidation::All,
             ]
         );
+    }
+
+    /// A server error with nothing but a SQLSTATE.
+    #[derive(Debug)]
+    struct Answered(&'static str);
+
+    impl std::fmt::Display for Answered {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "sqlstate {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Answered {}
+
+    impl sqlx::error::DatabaseError for Answered {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn answered(code: &'static str) -> StoreError {
+        store_error(sqlx::Error::Database(Box::new(Answered(code))))
+    }
+
+    #[test]
+    fn sqlstates_of_a_server_going_away_mean_unavailable_and_conflicts_are_retried() {
+        for code in ["08006", "08P01", "57P01", "57P03"] {
+            assert!(
+                matches!(answered(code), StoreError::Unavailable(_)),
+                "{code}"
+            );
+        }
+        for code in ["23505", "40001", "40P01", "57014"] {
+            assert!(matches!(answered(code), StoreError::Database(_)), "{code}");
+        }
+        assert!(is_transient(&answered("40001")));
+        assert!(is_transient(&answered("40P01")));
+        assert!(!is_transient(&answered("23505")));
+        assert!(matches!(
+            store_error(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
     }
 }

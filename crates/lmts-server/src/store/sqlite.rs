@@ -10,22 +10,21 @@ use sqlx::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
         SqliteSynchronous,
     },
-    Row,
+    Sqlite,
 };
 
 use super::{
-    group_commit::GroupCommitter, scopes_from_text, scopes_to_text, time_from_millis, NewToken,
-    PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
+    backend::{Backend, Statement},
+    group_commit::GroupCommitter,
+    millis, scopes_to_text, NewToken, StoreError,
 };
-use crate::{
-    crypto::SealedSecret,
-    files::{self, FileError},
-};
+use crate::files::{self, FileError};
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "lmts.db";
 
-/// The SQLite backend.
+/// The SQLite backend. It keeps the [`Store`](super::Store) contract, which is
+/// written once for both backends.
 ///
 /// Writes queue in the process for one writer connection, which commits them in groups (one
 /// synced commit carries every write that arrived while the previous one was syncing);
@@ -95,130 +94,31 @@ fn create_private_database(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
-fn profile_from_row(row: &SqliteRow) -> Result<PartnerProfile, StoreError> {
-    Ok(PartnerProfile {
-        id: row.try_get("id")?,
-        subject: row.try_get("subject")?,
-        account: row.try_get("account")?,
-    })
-}
-
-fn settings_from_row(row: &SqliteRow) -> Result<PartnerSettings, StoreError> {
-    let scopes: String = row.try_get("allowed_scopes")?;
-    Ok(PartnerSettings {
-        token_management_enabled: row.try_get("token_management_enabled")?,
-        allowed_scopes: scopes_from_text(&scopes),
-    })
-}
-
 #[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+impl Backend for SqliteStore {
+    type Database = Sqlite;
+
+    async fn fetch_optional(
+        &self,
+        read: Statement<Sqlite>,
+    ) -> Result<Option<SqliteRow>, StoreError> {
+        Ok(read.fetch_optional(&self.pool).await?)
     }
 
-    async fn upsert_profile(
-        &self,
-        subject: &str,
-        account: &str,
-        now: DateTime<Utc>,
-    ) -> Result<PartnerProfile, StoreError> {
-        // Most identity requests come from a known partner: answer those without a write.
-        let known = sqlx::query("SELECT id, subject, account FROM profiles WHERE subject = ?1")
-            .bind(subject)
-            .fetch_optional(&self.pool)
-            .await?;
-        if let Some(profile) = known.as_ref().map(profile_from_row).transpose()? {
-            if profile.account == account {
-                return Ok(profile);
-            }
-        }
-        let (subject, account) = (subject.to_owned(), account.to_owned());
+    async fn fetch_all(&self, read: Statement<Sqlite>) -> Result<Vec<SqliteRow>, StoreError> {
+        Ok(read.fetch_all(&self.pool).await?)
+    }
+
+    async fn fetch_written(&self, write: Statement<Sqlite>) -> Result<SqliteRow, StoreError> {
         self.writes
             .write(move |connection| {
-                Box::pin(async move {
-                    let row = sqlx::query(
-                        "INSERT INTO profiles (subject, account, created_at) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (subject) DO UPDATE SET account = excluded.account
-                         RETURNING id, subject, account",
-                    )
-                    .bind(subject)
-                    .bind(account)
-                    .bind(millis(now))
-                    .fetch_one(connection)
-                    .await?;
-                    profile_from_row(&row)
-                })
+                Box::pin(async move { Ok(write.fetch_one(connection).await?) })
             })
             .await
     }
 
-    async fn profile_by_account(
-        &self,
-        account: &str,
-    ) -> Result<Option<PartnerProfile>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, subject, account FROM profiles WHERE lower(account) = lower(?1)
-             ORDER BY id LIMIT 1",
-        )
-        .bind(account)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(profile_from_row).transpose()
-    }
-
-    async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
-        let row = sqlx::query(
-            "SELECT token_management_enabled, allowed_scopes FROM partner_settings
-             WHERE account IN (lower(?1), '*') ORDER BY account = '*' LIMIT 1",
-        )
-        .bind(account)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => settings_from_row(&row),
-            None => Ok(PartnerSettings::builtin_default()),
-        }
-    }
-
-    async fn stored_settings(
-        &self,
-        key: &SettingsKey,
-    ) -> Result<Option<PartnerSettings>, StoreError> {
-        let row = sqlx::query(
-            "SELECT token_management_enabled, allowed_scopes FROM partner_settings WHERE account = ?1",
-        )
-        .bind(key.stored())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(settings_from_row).transpose()
-    }
-
-    async fn set_settings(
-        &self,
-        key: &SettingsKey,
-        settings: &PartnerSettings,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let statement = sqlx::query(
-            "INSERT INTO partner_settings
-                 (account, token_management_enabled, allowed_scopes, updated_at)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (account) DO UPDATE SET
-                 token_management_enabled = excluded.token_management_enabled,
-                 allowed_scopes = excluded.allowed_scopes,
-                 updated_at = excluded.updated_at",
-        )
-        .bind(key.stored())
-        .bind(settings.token_management_enabled)
-        .bind(scopes_to_text(&settings.allowed_scopes))
-        .bind(millis(now));
-        self.writes.execute(statement).await.map(drop)
+    async fn execute(&self, write: Statement<Sqlite>) -> Result<u64, StoreError> {
+        self.writes.execute(write).await
     }
 
     async fn insert_token(
@@ -248,95 +148,6 @@ impl Store for SqliteStore {
             (0, Some(limit)) => Err(StoreError::LimitReached { limit }),
             _ => Ok(()),
         }
-    }
-
-    async fn token_credentials(
-        &self,
-        token_id: &str,
-    ) -> Result<Option<TokenCredentials>, StoreError> {
-        let row = sqlx::query(
-            "SELECT t.token_id, t.scopes, t.revoked_at, t.key_id, t.sealed_secret,
-                    p.id, p.subject, p.account
-             FROM api_tokens t JOIN profiles p ON p.id = t.profile_id
-             WHERE t.token_id = ?1",
-        )
-        .bind(token_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let scopes: String = row.try_get("scopes")?;
-        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-        Ok(Some(TokenCredentials {
-            token_id: TokenId::new(row.try_get::<String, _>("token_id")?),
-            profile: profile_from_row(&row)?,
-            scopes: scopes_from_text(&scopes),
-            revoked: revoked_at.is_some(),
-            sealed: SealedSecret {
-                key_id: row.try_get("key_id")?,
-                sealed: row.try_get("sealed_secret")?,
-            },
-        }))
-    }
-
-    async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT token_id, label, scopes, created_at, last_used_at FROM api_tokens
-             WHERE profile_id = ?1 AND revoked_at IS NULL ORDER BY created_at, token_id",
-        )
-        .bind(profile_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let scopes: String = row.try_get("scopes")?;
-                let last_used: Option<i64> = row.try_get("last_used_at")?;
-                Ok(TokenRecord {
-                    token_id: TokenId::new(row.try_get::<String, _>("token_id")?),
-                    label: row.try_get("label")?,
-                    scopes: scopes_from_text(&scopes),
-                    created_at: time_from_millis(row.try_get("created_at")?)?,
-                    last_used_at: last_used.map(time_from_millis).transpose()?,
-                })
-            })
-            .collect()
-    }
-
-    async fn revoke_token(
-        &self,
-        profile_id: i64,
-        token_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let statement = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ?3
-             WHERE token_id = ?1 AND profile_id = ?2 AND revoked_at IS NULL",
-        )
-        .bind(token_id.to_owned())
-        .bind(profile_id)
-        .bind(millis(now));
-        Ok(self.writes.execute(statement).await? == 1)
-    }
-
-    async fn record_signature(
-        &self,
-        token_id: &str,
-        signature: &[u8; 32],
-        expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let statement = sqlx::query(
-            "INSERT INTO used_signatures (token_id, signature, expires_at)
-             VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        )
-        .bind(token_id.to_owned())
-        .bind(signature.to_vec())
-        .bind(millis(expires_at));
-        Ok(self.writes.execute(statement).await? == 1)
-    }
-
-    async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let statement =
-            sqlx::query("DELETE FROM used_signatures WHERE expires_at < ?1").bind(millis(now));
-        self.writes.execute(statement).await
     }
 
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {

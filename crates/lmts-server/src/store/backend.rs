@@ -1,0 +1,266 @@
+//! The store, written once over what each backend does its own way.
+//!
+//! A backend runs statements: reads on its read pool, writes however it makes them durable
+//! (SQLite: group commit on its one writer; PostgreSQL: on its pool). It also answers the few
+//! operations whose SQL is its own dialect. Every other statement is the same text for both
+//! and is written here: both dialects take `$N` parameters (sqlx binds SQLite's `$N` by
+//! number, as it binds `?N`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lmts_core::TokenId;
+use sqlx::{query::Query, Database, Encode, Type};
+use tokio::task::JoinHandle;
+
+use super::{
+    millis,
+    rows::{stored_profile_id, StoreDatabase, StoredRow},
+    scopes_to_text, InvalidationSink, NewToken, PartnerProfile, PartnerSettings, SettingsKey,
+    Store, StoreError, TokenCredentials, TokenRecord,
+};
+
+/// A statement with its arguments bound, owning them so that a backend may queue it.
+pub(super) type Statement<DB> = Query<'static, DB, <DB as Database>::Arguments<'static>>;
+
+/// A row of a backend's database.
+type RowOf<B> = <<B as Backend>::Database as Database>::Row;
+
+/// What a backend does its own way; [`Store`] is implemented once on top of it.
+#[async_trait]
+pub(super) trait Backend: Send + Sync + 'static {
+    /// The database it runs on.
+    type Database: StoreDatabase;
+
+    /// Runs a read: its first row, if any.
+    async fn fetch_optional(
+        &self,
+        read: Statement<Self::Database>,
+    ) -> Result<Option<RowOf<Self>>, StoreError>;
+
+    /// Runs a read: all its rows.
+    async fn fetch_all(
+        &self,
+        read: Statement<Self::Database>,
+    ) -> Result<Vec<RowOf<Self>>, StoreError>;
+
+    /// Commits a write that answers with one row (`RETURNING`), and answers it.
+    async fn fetch_written(
+        &self,
+        write: Statement<Self::Database>,
+    ) -> Result<RowOf<Self>, StoreError>;
+
+    /// Commits a write; answers how many rows it changed.
+    async fn execute(&self, write: Statement<Self::Database>) -> Result<u64, StoreError>;
+
+    /// Commits the revocation `write` makes of `token_id`, a token of `profile_id`; a backend
+    /// several instances share announces it to them in the same transaction.
+    async fn execute_revocation(
+        &self,
+        write: Statement<Self::Database>,
+        profile_id: i64,
+        token_id: &str,
+    ) -> Result<u64, StoreError> {
+        let _ = (profile_id, token_id);
+        self.execute(write).await
+    }
+
+    /// [`Store::insert_token`]: how the limit check and the insert stay one atomic step is the
+    /// backend's own (one statement on SQLite's one writer; a row lock across PostgreSQL
+    /// instances).
+    async fn insert_token(
+        &self,
+        token: &NewToken,
+        max_active: Option<u32>,
+    ) -> Result<(), StoreError>;
+
+    /// [`Store::record_usage`]: moving many times forward at once is written in each dialect.
+    async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError>;
+
+    /// [`Store::watch_invalidations`].
+    fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {
+        let _ = sink;
+        None
+    }
+}
+
+/// The store contract, kept by every backend with the same statements. The bounds are the
+/// column types those statements bind.
+#[async_trait]
+impl<B> Store for B
+where
+    B: Backend,
+    RowOf<B>: StoredRow,
+    bool: Type<B::Database> + Encode<'static, B::Database>,
+    i64: Type<B::Database> + Encode<'static, B::Database>,
+    String: Type<B::Database> + Encode<'static, B::Database>,
+    Vec<u8>: Type<B::Database> + Encode<'static, B::Database>,
+{
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.fetch_optional(sqlx::query("SELECT 1")).await.map(drop)
+    }
+
+    async fn upsert_profile(
+        &self,
+        subject: &str,
+        account: &str,
+        now: DateTime<Utc>,
+    ) -> Result<PartnerProfile, StoreError> {
+        // Most identity requests come from a known partner: answer those without a write.
+        let read = sqlx::query("SELECT id, subject, account FROM profiles WHERE subject = $1")
+            .bind(subject.to_owned());
+        let known = self.fetch_optional(read).await?;
+        if let Some(profile) = known.as_ref().map(StoredRow::profile).transpose()? {
+            if profile.account == account {
+                return Ok(profile);
+            }
+        }
+        let upsert = sqlx::query(
+            "INSERT INTO profiles (subject, account, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (subject) DO UPDATE SET account = EXCLUDED.account
+             RETURNING id, subject, account",
+        )
+        .bind(subject.to_owned())
+        .bind(account.to_owned())
+        .bind(millis(now));
+        self.fetch_written(upsert).await?.profile()
+    }
+
+    async fn profile_by_account(
+        &self,
+        account: &str,
+    ) -> Result<Option<PartnerProfile>, StoreError> {
+        let read = sqlx::query(
+            "SELECT id, subject, account FROM profiles WHERE lower(account) = lower($1)
+             ORDER BY id LIMIT 1",
+        )
+        .bind(account.to_owned());
+        let row = self.fetch_optional(read).await?;
+        row.as_ref().map(StoredRow::profile).transpose()
+    }
+
+    async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
+        let read = sqlx::query(
+            "SELECT token_management_enabled, allowed_scopes FROM partner_settings
+             WHERE account IN (lower($1), '*') ORDER BY account = '*' LIMIT 1",
+        )
+        .bind(account.to_owned());
+        match self.fetch_optional(read).await? {
+            Some(row) => row.settings(),
+            None => Ok(PartnerSettings::builtin_default()),
+        }
+    }
+
+    async fn stored_settings(
+        &self,
+        key: &SettingsKey,
+    ) -> Result<Option<PartnerSettings>, StoreError> {
+        let read = sqlx::query(
+            "SELECT token_management_enabled, allowed_scopes FROM partner_settings
+             WHERE account = $1",
+        )
+        .bind(key.stored());
+        let row = self.fetch_optional(read).await?;
+        row.as_ref().map(StoredRow::settings).transpose()
+    }
+
+    async fn set_settings(
+        &self,
+        key: &SettingsKey,
+        settings: &PartnerSettings,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let write = sqlx::query(
+            "INSERT INTO partner_settings
+                 (account, token_management_enabled, allowed_scopes, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (account) DO UPDATE SET
+                 token_management_enabled = EXCLUDED.token_management_enabled,
+                 allowed_scopes = EXCLUDED.allowed_scopes,
+                 updated_at = EXCLUDED.updated_at",
+        )
+        .bind(key.stored())
+        .bind(settings.token_management_enabled)
+        .bind(scopes_to_text(&settings.allowed_scopes))
+        .bind(millis(now));
+        self.execute(write).await.map(drop)
+    }
+
+    async fn insert_token(
+        &self,
+        token: &NewToken,
+        max_active: Option<u32>,
+    ) -> Result<(), StoreError> {
+        Backend::insert_token(self, token, max_active).await
+    }
+
+    async fn token_credentials(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<TokenCredentials>, StoreError> {
+        let read = sqlx::query(
+            "SELECT t.token_id, t.scopes, t.revoked_at, t.key_id, t.sealed_secret,
+                    p.id, p.subject, p.account
+             FROM api_tokens t JOIN profiles p ON p.id = t.profile_id
+             WHERE t.token_id = $1",
+        )
+        .bind(token_id.to_owned());
+        let row = self.fetch_optional(read).await?;
+        row.as_ref().map(StoredRow::credentials).transpose()
+    }
+
+    async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError> {
+        let read = sqlx::query(
+            "SELECT token_id, label, scopes, created_at, last_used_at FROM api_tokens
+             WHERE profile_id = $1 AND revoked_at IS NULL ORDER BY created_at, token_id",
+        )
+        .bind(stored_profile_id::<B::Database>(profile_id)?);
+        let listed = self.fetch_all(read).await?;
+        listed.iter().map(StoredRow::token_record).collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        profile_id: i64,
+        token_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let write = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $3
+             WHERE token_id = $1 AND profile_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(token_id.to_owned())
+        .bind(stored_profile_id::<B::Database>(profile_id)?)
+        .bind(millis(now));
+        Ok(self.execute_revocation(write, profile_id, token_id).await? == 1)
+    }
+
+    async fn record_signature(
+        &self,
+        token_id: &str,
+        signature: &[u8; 32],
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let write = sqlx::query(
+            "INSERT INTO used_signatures (token_id, signature, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(token_id.to_owned())
+        .bind(signature.to_vec())
+        .bind(millis(expires_at));
+        Ok(self.execute(write).await? == 1)
+    }
+
+    async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let write =
+            sqlx::query("DELETE FROM used_signatures WHERE expires_at < $1").bind(millis(now));
+        self.execute(write).await
+    }
+
+    async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        Backend::record_usage(self, uses).await
+    }
+
+    fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {
+        Backend::watch_invalidations(self, sink)
+    }
+}

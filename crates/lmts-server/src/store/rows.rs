@@ -1,0 +1,124 @@
+//! Stored rows, decoded once for both backends.
+//!
+//! The decoders are generic over [`sqlx::Row`] the way sqlx's own `FromRow` derive is written:
+//! the column types they read are bounds on the row's database, stated once on the one
+//! implementation of [`StoredRow`]. The one column the backends store differently, the profile
+//! id, is [`StoreDatabase::ProfileId`].
+
+use chrono::{DateTime, Utc};
+use lmts_core::{Scope, TokenId};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Postgres, Row, Sqlite, Type};
+
+use super::{PartnerProfile, PartnerSettings, StoreError, TokenCredentials, TokenRecord};
+use crate::crypto::SealedSecret;
+
+/// A database the store runs on.
+pub(super) trait StoreDatabase: Database {
+    /// The column type of profile ids.
+    type ProfileId: Into<i64>
+        + TryFrom<i64>
+        + Send
+        + Type<Self>
+        + for<'r> Decode<'r, Self>
+        + Encode<'static, Self>;
+}
+
+impl StoreDatabase for Sqlite {
+    /// SQLite's `INTEGER PRIMARY KEY`: the 64-bit rowid.
+    type ProfileId = i64;
+}
+
+impl StoreDatabase for Postgres {
+    /// PostgreSQL's `SERIAL`: a 32-bit `INTEGER`.
+    type ProfileId = i32;
+}
+
+/// A profile id as `DB` stores it; an id that does not fit was never stored there.
+pub(super) fn stored_profile_id<DB: StoreDatabase>(id: i64) -> Result<DB::ProfileId, StoreError> {
+    DB::ProfileId::try_from(id)
+        .map_err(|_| StoreError::Corrupt(format!("profile id {id} out of range")))
+}
+
+/// A row of either backend, decoded into the store's types.
+pub(super) trait StoredRow {
+    /// A profile from the columns `id, subject, account`.
+    fn profile(&self) -> Result<PartnerProfile, StoreError>;
+
+    /// Settings from the columns `token_management_enabled, allowed_scopes`.
+    fn settings(&self) -> Result<PartnerSettings, StoreError>;
+
+    /// Credentials from the token's `token_id, scopes, revoked_at, key_id, sealed_secret` and
+    /// its profile's `id, subject, account`.
+    fn credentials(&self) -> Result<TokenCredentials, StoreError>;
+
+    /// A listed token from the columns `token_id, label, scopes, created_at, last_used_at`.
+    fn token_record(&self) -> Result<TokenRecord, StoreError>;
+}
+
+impl<R> StoredRow for R
+where
+    R: Row<Database: StoreDatabase>,
+    for<'c> &'c str: ColumnIndex<R>,
+    bool: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    Vec<u8>: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+{
+    fn profile(&self) -> Result<PartnerProfile, StoreError> {
+        let id: <R::Database as StoreDatabase>::ProfileId = self.try_get("id")?;
+        Ok(PartnerProfile {
+            id: id.into(),
+            subject: self.try_get("subject")?,
+            account: self.try_get("account")?,
+        })
+    }
+
+    fn settings(&self) -> Result<PartnerSettings, StoreError> {
+        let scopes: String = self.try_get("allowed_scopes")?;
+        Ok(PartnerSettings {
+            token_management_enabled: self.try_get("token_management_enabled")?,
+            allowed_scopes: scopes_from_text(&scopes),
+        })
+    }
+
+    fn credentials(&self) -> Result<TokenCredentials, StoreError> {
+        let scopes: String = self.try_get("scopes")?;
+        let revoked_at: Option<i64> = self.try_get("revoked_at")?;
+        Ok(TokenCredentials {
+            token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
+            profile: self.profile()?,
+            scopes: scopes_from_text(&scopes),
+            revoked: revoked_at.is_some(),
+            sealed: SealedSecret {
+                key_id: self.try_get("key_id")?,
+                sealed: self.try_get("sealed_secret")?,
+            },
+        })
+    }
+
+    fn token_record(&self) -> Result<TokenRecord, StoreError> {
+        let scopes: String = self.try_get("scopes")?;
+        let last_used: Option<i64> = self.try_get("last_used_at")?;
+        Ok(TokenRecord {
+            token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
+            label: self.try_get("label")?,
+            scopes: scopes_from_text(&scopes),
+            created_at: time_from_millis(self.try_get("created_at")?)?,
+            last_used_at: last_used.map(time_from_millis).transpose()?,
+        })
+    }
+}
+
+/// Scopes from their stored form.
+fn scopes_from_text(text: &str) -> Vec<Scope> {
+    text.split(',')
+        .filter(|part| !part.is_empty())
+        .map(Scope::from)
+        .collect()
+}
+
+/// A stored time from milliseconds since the epoch.
+fn time_from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| StoreError::Corrupt(format!("time {millis} out of range")))
+}
