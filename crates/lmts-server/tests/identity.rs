@@ -334,3 +334,37 @@ async fn an_unreachable_jwks_is_503_not_500() {
     assert!(response.headers().contains_key("retry-after"));
     assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
 }
+
+#[tokio::test]
+async fn extreme_times_neither_wrap_nor_panic() {
+    let key = TestKey::generate();
+    let server = pem_server(&key).await;
+    let claims = privy_claims(APP, ALICE);
+    let cases = [
+        ("exp = i64::MAX", "exp", json!(i64::MAX), None),
+        ("exp = i64::MIN", "exp", json!(i64::MIN), Some("expired")),
+        ("nbf = i64::MIN", "nbf", json!(i64::MIN), None),
+        (
+            "nbf = i64::MAX",
+            "nbf",
+            json!(i64::MAX),
+            Some("not valid yet"),
+        ),
+    ];
+    for (name, claim, value, refusal) in cases {
+        let token = key.sign(None, &with(claims.clone(), claim, value));
+        let (status, message) = status_of(&server, &token).await;
+        match refusal {
+            None => assert_eq!(status, StatusCode::OK, "{name}: {message}"),
+            Some(expected) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {message}");
+                assert!(message.contains(expected), "{name}: {message}");
+            }
+        }
+    }
+    let mut without_exp = claims;
+    without_exp.as_object_mut().unwrap().remove("exp");
+    let (status, message) = status_of(&server, &key.sign(None, &without_exp)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{message}");
+    assert!(message.contains("required claim"), "{message}");
+}

@@ -209,8 +209,10 @@ impl IdentityVerifier {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[app_id]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // Times are checked against the service's clock below, not the library's.
+        // `exp` is required by `Claims` itself: the library reads it as a `u64` and would call
+        // a negative `exp` missing rather than expired. Times are checked against the
+        // service's clock in `check_times`, not the library's.
+        validation.set_required_spec_claims(&["iss", "aud", "sub"]);
         validation.validate_exp = false;
         validation.validate_nbf = false;
         Self {
@@ -237,22 +239,30 @@ impl IdentityVerifier {
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map_err(map_jwt_error)?
             .claims;
-        let now = now.timestamp();
-        if claims.exp + self.leeway.num_seconds() < now {
-            return Err(IdentityError::Expired);
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf - self.leeway.num_seconds() > now)
-        {
-            return Err(IdentityError::NotYetValid);
-        }
+        self.check_times(&claims, now)?;
         let account =
             first_wallet(claims.linked_accounts.as_ref()).ok_or(IdentityError::NoWallet)?;
         Ok(VerifiedIdentity {
             subject: claims.sub,
             account,
         })
+    }
+
+    /// `exp` and `nbf` against `now`, with the leeway; saturating, so that no claim wraps
+    /// around (`exp = i64::MAX` never expires, `nbf = i64::MAX` is never valid yet).
+    fn check_times(&self, claims: &Claims, now: DateTime<Utc>) -> Result<(), IdentityError> {
+        let now = now.timestamp();
+        let leeway = self.leeway.num_seconds();
+        if claims.exp.saturating_add(leeway) < now {
+            return Err(IdentityError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf.saturating_sub(leeway) > now)
+        {
+            return Err(IdentityError::NotYetValid);
+        }
+        Ok(())
     }
 }
 
