@@ -519,6 +519,35 @@ async fn concurrent_unknown_kids_share_one_fetch() {
 }
 
 #[tokio::test]
+async fn a_fetch_outlives_the_request_that_started_it() {
+    let key = TestKey::generate();
+    let jwks = jwks_server(vec![key.jwk("k1")]).await;
+    jwks.set(Jwks::Hold);
+    // The rate limit forbids a second fetch: only the first one can bring k1.
+    let verifier = jwks_verifier(&jwks, Duration::from_secs(3600));
+    let token = key.sign(Some("k1"), &privy_claims(APP, ALICE));
+    {
+        let abandoned = verifier.verify(&token, now());
+        tokio::pin!(abandoned);
+        tokio::time::timeout(BOUND, async {
+            tokio::select! {
+                biased;
+                answer = &mut abandoned => panic!("answered before the JWKS host did: {answer:?}"),
+                () = jwks.fetched(1) => {}
+            }
+        })
+        .await
+        .unwrap();
+    } // The client went away while the fetch was in flight.
+    jwks.release();
+    let answer = tokio::time::timeout(BOUND, verifier.verify(&token, now()))
+        .await
+        .unwrap();
+    assert!(answer.is_ok(), "{answer:?}");
+    assert_eq!(jwks.fetches(), 1);
+}
+
+#[tokio::test]
 async fn a_failing_jwks_host_answers_401_for_an_unknown_kid_once_keys_are_known() {
     let key = TestKey::generate();
     let jwks = jwks_server(vec![key.jwk("k1")]).await;

@@ -87,7 +87,7 @@ pub enum JwksError {
     /// The request failed or timed out, or its answer was an error status or not a JWKS.
     #[error("the JWKS request failed")]
     Request(#[source] Arc<reqwest::Error>),
-    /// The fetch ended without an answer (the request that ran it went away).
+    /// The fetch ended without an answer (the runtime is shutting down).
     #[error("the JWKS fetch was interrupted")]
     Interrupted,
 }
@@ -98,8 +98,9 @@ pub enum JwksError {
 /// A request whose `kid` is in the last key set fetched reads it under a lock that is never
 /// held across an `.await`, so a slow or failing JWKS host delays none of them. A request whose
 /// `kid` is unknown waits for the one fetch in flight (single flight) or, when there is none
-/// and the rate limit allows, starts it. The fetch is bounded by [`JWKS_FETCH_TIMEOUT`]; the
-/// new key set is swapped in whole. A failed fetch keeps the keys known.
+/// and the rate limit allows, starts it. The fetch runs in a task of its own, bounded by
+/// [`JWKS_FETCH_TIMEOUT`], so a client that goes away cannot cancel it; the new key set is
+/// swapped in whole. A failed fetch keeps the keys known.
 ///
 /// An unknown `kid` is [`IdentityError::UnknownKey`] (401) as soon as any key set is known,
 /// even when the refetch that might have found it failed: 5xx never answers bad input, and
@@ -174,7 +175,7 @@ impl JwksSource {
     /// Waits until a fetch attempt has ended since `seen` attempts, starting one unless another
     /// ended meanwhile or the rate limit forbids it; answers the last attempt's error, if any.
     async fn refresh(&self, seen: u64) -> Option<JwksError> {
-        let mut state = Arc::clone(&self.shared.fetcher).lock_owned().await;
+        let state = Arc::clone(&self.shared.fetcher).lock_owned().await;
         let shared = &self.shared;
         let may_start = state
             .started_at
@@ -182,8 +183,15 @@ impl JwksSource {
         if shared.attempts.load(Ordering::Acquire) != seen || !may_start {
             return state.last_error.clone();
         }
-        shared.attempt(&mut state).await;
-        state.last_error.clone()
+        let shared = Arc::clone(shared);
+        // The task owns the lock until the attempt ends, even if this request is dropped.
+        tokio::spawn(async move {
+            let mut state = state;
+            shared.attempt(&mut state).await;
+            state.last_error.clone()
+        })
+        .await
+        .unwrap_or(Some(JwksError::Interrupted))
     }
 }
 
