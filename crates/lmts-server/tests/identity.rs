@@ -5,18 +5,25 @@
 mod common;
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
+    task::Poll,
     time::Duration,
 };
 
-use axum::{routing::get, Json, Router};
+use axum::{response::IntoResponse, routing::get, Json, Router};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use common::*;
+use lmts_server::identity::{
+    IdentityError, IdentityKeys, IdentityVerifier, JwksSource, VerifiedIdentity,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 const APP: &str = "app-under-test";
 
@@ -214,24 +221,76 @@ async fn a_server_needs_a_key_source_and_an_app_id() {
     assert!(error.to_string().contains("app id is required"), "{error}");
 }
 
-/// A JWKS endpoint on loopback whose key set the test can change, counting fetches.
+/// How the test JWKS endpoint answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Jwks {
+    /// Serves the key set at once.
+    Serve,
+    /// Answers 500.
+    Fail,
+    /// Accepts the request and never answers.
+    Hang,
+    /// Serves the key set once the test calls [`JwksServer::release`].
+    Hold,
+}
+
+/// A JWKS endpoint on loopback whose key set and behaviour the test can change, counting fetches.
 struct JwksServer {
     url: String,
     keys: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
+    behaviour: Arc<Mutex<Jwks>>,
+    gate: Arc<watch::Sender<bool>>,
+}
+
+impl JwksServer {
+    fn set(&self, behaviour: Jwks) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Lets held fetches answer.
+    fn release(&self) {
+        self.gate.send_replace(true);
+    }
+
+    /// Returns once `count` fetches have reached the endpoint.
+    async fn fetched(&self, count: usize) {
+        while self.fetches() < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 async fn jwks_server(initial: Vec<Value>) -> JwksServer {
     let keys = Arc::new(Mutex::new(initial));
     let fetches = Arc::new(AtomicUsize::new(0));
+    let behaviour = Arc::new(Mutex::new(Jwks::Serve));
+    let gate = Arc::new(watch::Sender::new(false));
     let router = Router::new().route(
         "/api/v1/apps/app-under-test/jwks.json",
         get({
-            let keys = keys.clone();
-            let fetches = fetches.clone();
+            let (keys, fetches, behaviour, gate) = (
+                keys.clone(),
+                fetches.clone(),
+                behaviour.clone(),
+                gate.clone(),
+            );
             move || async move {
                 fetches.fetch_add(1, Ordering::SeqCst);
-                Json(json!({ "keys": *keys.lock().unwrap() }))
+                let behaviour = *behaviour.lock().unwrap();
+                match behaviour {
+                    Jwks::Serve => {}
+                    Jwks::Fail => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    Jwks::Hang => std::future::pending::<()>().await,
+                    Jwks::Hold => {
+                        let _ = gate.subscribe().wait_for(|open| *open).await;
+                    }
+                }
+                Json(json!({ "keys": *keys.lock().unwrap() })).into_response()
             }
         }),
     );
@@ -241,7 +300,13 @@ async fn jwks_server(initial: Vec<Value>) -> JwksServer {
         listener.local_addr().unwrap()
     );
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    JwksServer { url, keys, fetches }
+    JwksServer {
+        url,
+        keys,
+        fetches,
+        behaviour,
+        gate,
+    }
 }
 
 async fn jwks_backed_server(jwks: &JwksServer, min_refetch: Duration) -> TestServer {
@@ -333,4 +398,223 @@ async fn an_unreachable_jwks_is_503_not_500() {
         .await;
     assert!(response.headers().contains_key("retry-after"));
     assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+}
+
+/// The longest any step of the tests below may take; only a bound against hanging forever.
+const BOUND: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_hanging_jwks_host_delays_no_request_whose_key_is_known() {
+    let key = TestKey::generate();
+    let jwks = jwks_server(vec![key.jwk("k1")]).await;
+    let server = jwks_backed_server(&jwks, Duration::ZERO).await;
+    let known = key.sign(Some("k1"), &privy_claims(APP, ALICE));
+    assert_eq!(status_of(&server, &known).await.0, StatusCode::OK);
+
+    jwks.set(Jwks::Hang);
+    let unknown = key.sign(Some("rotated"), &privy_claims(APP, ALICE));
+    let waiting = status_of(&server, &unknown);
+    tokio::pin!(waiting);
+    tokio::time::timeout(BOUND, async {
+        tokio::select! {
+            biased;
+            answer = &mut waiting => panic!("answered before the refetch started: {answer:?}"),
+            () = jwks.fetched(2) => {}
+        }
+    })
+    .await
+    .unwrap();
+
+    // The refetch hangs; a request whose kid is known is answered while it does.
+    let answered = tokio::time::timeout(BOUND, async {
+        tokio::select! {
+            biased;
+            answer = &mut waiting => panic!("the known-kid request waited for the fetch: {answer:?}"),
+            answer = status_of(&server, &known) => answer,
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered.0, StatusCode::OK, "{}", answered.1);
+
+    // The hanging fetch gives up; the unknown kid is bad input once keys are known: 401.
+    let (status, message) = tokio::time::timeout(BOUND, waiting).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{message}");
+    assert!(message.contains("unknown key"), "{message}");
+}
+
+/// A verifier backed by `jwks` alone, called directly so that the test decides what runs when.
+fn jwks_verifier(jwks: &JwksServer, min_refetch: Duration) -> IdentityVerifier {
+    let keys = IdentityKeys {
+        jwks: Some(JwksSource::new(jwks.url.clone(), min_refetch).unwrap()),
+        ..IdentityKeys::default()
+    };
+    IdentityVerifier::new(keys, "privy.io", APP, chrono::TimeDelta::seconds(30))
+}
+
+type Verification<'a> = Pin<Box<dyn Future<Output = Result<VerifiedIdentity, IdentityError>> + 'a>>;
+
+/// Drives all `futures` on this one task, each polled in turn, so that every one of them has
+/// started (and is waiting) before the first poll returns; answers their outputs in order.
+async fn join_all(futures: Vec<Verification<'_>>) -> Vec<Result<VerifiedIdentity, IdentityError>> {
+    let mut slots: Vec<_> = futures.into_iter().map(|future| (future, None)).collect();
+    std::future::poll_fn(move |cx| {
+        let mut pending = false;
+        for (future, output) in &mut slots {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(answer) => *output = Some(answer),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            return Poll::Pending;
+        }
+        Poll::Ready(
+            slots
+                .iter_mut()
+                .map(|(_, output)| output.take().unwrap())
+                .collect(),
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn concurrent_unknown_kids_share_one_fetch() {
+    let key = TestKey::generate();
+    let jwks = jwks_server(vec![key.jwk("k1")]).await;
+    jwks.set(Jwks::Hold);
+    // No rate limit: only the single flight keeps the fetches to one.
+    let verifier = jwks_verifier(&jwks, Duration::ZERO);
+    let tokens: Vec<String> = (0..8)
+        .map(|i| key.sign(Some(&format!("unknown-{i}")), &privy_claims(APP, ALICE)))
+        .collect();
+    let all = join_all(
+        tokens
+            .iter()
+            .map(|token| Box::pin(verifier.verify(token, now())) as Verification<'_>)
+            .collect(),
+    );
+    tokio::pin!(all);
+    tokio::time::timeout(BOUND, async {
+        tokio::select! {
+            biased;
+            answers = &mut all => panic!("answered before the JWKS host did: {answers:?}"),
+            () = jwks.fetched(1) => {}
+        }
+    })
+    .await
+    .unwrap();
+    jwks.release();
+    let answers = tokio::time::timeout(BOUND, all).await.unwrap();
+    for answer in answers {
+        assert!(
+            matches!(answer, Err(IdentityError::UnknownKey)),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(jwks.fetches(), 1, "one fetch for all of them");
+}
+
+#[tokio::test]
+async fn a_fetch_outlives_the_request_that_started_it() {
+    let key = TestKey::generate();
+    let jwks = jwks_server(vec![key.jwk("k1")]).await;
+    jwks.set(Jwks::Hold);
+    // The rate limit forbids a second fetch: only the first one can bring k1.
+    let verifier = jwks_verifier(&jwks, Duration::from_secs(3600));
+    let token = key.sign(Some("k1"), &privy_claims(APP, ALICE));
+    {
+        let abandoned = verifier.verify(&token, now());
+        tokio::pin!(abandoned);
+        tokio::time::timeout(BOUND, async {
+            tokio::select! {
+                biased;
+                answer = &mut abandoned => panic!("answered before the JWKS host did: {answer:?}"),
+                () = jwks.fetched(1) => {}
+            }
+        })
+        .await
+        .unwrap();
+    } // The client went away while the fetch was in flight.
+    jwks.release();
+    let answer = tokio::time::timeout(BOUND, verifier.verify(&token, now()))
+        .await
+        .unwrap();
+    assert!(answer.is_ok(), "{answer:?}");
+    assert_eq!(jwks.fetches(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_jwks_host_answers_401_for_an_unknown_kid_once_keys_are_known() {
+    let key = TestKey::generate();
+    let jwks = jwks_server(vec![key.jwk("k1")]).await;
+    let server = jwks_backed_server(&jwks, Duration::ZERO).await;
+    let known = key.sign(Some("k1"), &privy_claims(APP, ALICE));
+    assert_eq!(status_of(&server, &known).await.0, StatusCode::OK);
+
+    jwks.set(Jwks::Fail);
+    let unknown = key.sign(Some("garbage"), &privy_claims(APP, ALICE));
+    let (status, message) = status_of(&server, &unknown).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{message}");
+    assert!(message.contains("unknown key"), "{message}");
+    assert_eq!(jwks.fetches(), 2, "the refetch was tried");
+    assert_eq!(
+        status_of(&server, &known).await.0,
+        StatusCode::OK,
+        "the known keys are kept"
+    );
+}
+
+#[tokio::test]
+async fn without_any_key_set_every_request_is_503_and_refetches_stay_rate_limited() {
+    let key = TestKey::generate();
+    let jwks = jwks_server(vec![key.jwk("k1")]).await;
+    jwks.set(Jwks::Fail);
+    let server = jwks_backed_server(&jwks, Duration::from_secs(3600)).await;
+    for kid in ["k1", "garbage-1", "garbage-2", "k1"] {
+        let response = server
+            .capabilities(&key.sign(Some(kid), &privy_claims(APP, ALICE)))
+            .await;
+        assert!(response.headers().contains_key("retry-after"), "{kid}");
+        let message = assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert!(message.contains("unavailable"), "{kid}: {message}");
+    }
+    assert_eq!(jwks.fetches(), 1, "no refetch inside the interval");
+}
+
+#[tokio::test]
+async fn extreme_times_neither_wrap_nor_panic() {
+    let key = TestKey::generate();
+    let server = pem_server(&key).await;
+    let claims = privy_claims(APP, ALICE);
+    let cases = [
+        ("exp = i64::MAX", "exp", json!(i64::MAX), None),
+        ("exp = i64::MIN", "exp", json!(i64::MIN), Some("expired")),
+        ("nbf = i64::MIN", "nbf", json!(i64::MIN), None),
+        (
+            "nbf = i64::MAX",
+            "nbf",
+            json!(i64::MAX),
+            Some("not valid yet"),
+        ),
+    ];
+    for (name, claim, value, refusal) in cases {
+        let token = key.sign(None, &with(claims.clone(), claim, value));
+        let (status, message) = status_of(&server, &token).await;
+        match refusal {
+            None => assert_eq!(status, StatusCode::OK, "{name}: {message}"),
+            Some(expected) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {message}");
+                assert!(message.contains(expected), "{name}: {message}");
+            }
+        }
+    }
+    let mut without_exp = claims;
+    without_exp.as_object_mut().unwrap().remove("exp");
+    let (status, message) = status_of(&server, &key.sign(None, &without_exp)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{message}");
+    assert!(message.contains("required claim"), "{message}");
 }

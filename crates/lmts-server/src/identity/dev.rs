@@ -48,6 +48,9 @@ pub enum DevIssuerError {
     /// Signing failed.
     #[error("could not sign the dev identity token")]
     Sign(#[source] jsonwebtoken::errors::Error),
+    /// The ttl puts the token's expiry outside the dates the calendar can hold.
+    #[error("ttl puts the token's expiry outside the supported date range")]
+    TtlOutOfRange,
 }
 
 /// The dev issuer's key pair.
@@ -107,7 +110,9 @@ impl DevIssuer {
         self.decoding.clone()
     }
 
-    /// Mints an identity token for the wallet `account`, shaped as Privy's (SPEC A6).
+    /// Mints an identity token for the wallet `account`, shaped as Privy's (SPEC A6), valid
+    /// from `now` for `ttl` (negative for an already expired token); a `ttl` that puts the
+    /// expiry beyond the calendar is [`DevIssuerError::TtlOutOfRange`].
     pub fn issue(
         &self,
         account: &str,
@@ -118,6 +123,9 @@ impl DevIssuer {
     ) -> Result<String, DevIssuerError> {
         let account = checksum_address(account)
             .ok_or_else(|| DevIssuerError::BadAccount(account.to_owned()))?;
+        let expiry = now
+            .checked_add_signed(ttl)
+            .ok_or(DevIssuerError::TtlOutOfRange)?;
         let linked = json!([{
             "type": "wallet",
             "address": account,
@@ -129,12 +137,49 @@ impl DevIssuer {
             "aud": app_id,
             "sub": format!("did:privy:dev-{}", account.to_ascii_lowercase()),
             "iat": now.timestamp(),
-            "exp": (now + ttl).timestamp(),
+            "exp": expiry.timestamp(),
             "linked_accounts": linked.to_string(),
             "custom_metadata": "{}",
         });
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(DEV_KEY_ID.to_owned());
         jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(DevIssuerError::Sign)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use chrono::{DateTime, TimeDelta, Utc};
+
+    use super::DevIssuer;
+
+    const ACCOUNT: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+
+    #[test]
+    fn a_ttl_beyond_the_calendar_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = DevIssuer::load_or_create(dir.path()).unwrap();
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let issue = |now: DateTime<Utc>, ttl| issuer.issue(ACCOUNT, "privy.io", "app", now, ttl);
+        assert!(issue(now, TimeDelta::hours(1)).is_ok());
+        assert!(
+            issue(now, -TimeDelta::hours(1)).is_ok(),
+            "expired tokens for tests"
+        );
+        for (now, ttl) in [
+            (now, TimeDelta::MAX),
+            (now, TimeDelta::MIN),
+            (now, TimeDelta::days(100_000_000)),
+            (DateTime::<Utc>::MAX_UTC, TimeDelta::seconds(1)),
+            (DateTime::<Utc>::MIN_UTC, -TimeDelta::seconds(1)),
+        ] {
+            let error = issue(now, ttl).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                "ttl puts the token's expiry outside the supported date range"
+            );
+        }
     }
 }

@@ -4,15 +4,23 @@
 
 pub mod dev;
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, PoisonError,
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::{sync::RwLock, time::Instant};
+use tokio::{sync::Mutex, time::Instant};
 
-use crate::account::checksum_address;
+use crate::{account::checksum_address, service::error_chain};
 
 /// The issuer Privy writes into its identity tokens.
 pub const PRIVY_ISSUER: &str = "privy.io";
@@ -55,9 +63,9 @@ pub enum IdentityError {
     /// The identity has no EVM wallet to map to a partner profile.
     #[error("identity has no linked wallet to map to a partner profile")]
     NoWallet,
-    /// The verification keys could not be fetched.
+    /// No key set could be fetched yet, so no identity token can be verified.
     #[error("identity verification keys are unavailable")]
-    KeysUnavailable(#[source] reqwest::Error),
+    KeysUnavailable(#[source] JwksError),
 }
 
 /// A verified identity: who, and which wallet speaks for them.
@@ -69,68 +77,169 @@ pub struct VerifiedIdentity {
     pub account: String,
 }
 
-/// Where verification keys come from.
+/// The longest a JWKS fetch may take, from connecting to the last byte of the document.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the JWKS document could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// The request failed or timed out, or its answer was an error status or not a JWKS.
+    #[error("the JWKS request failed")]
+    Request(#[source] Arc<reqwest::Error>),
+    /// The fetch ended without an answer (the runtime is shutting down).
+    #[error("the JWKS fetch was interrupted")]
+    Interrupted,
+}
+
+/// Verification keys from a JWKS document, fetched on the first unknown `kid` and again on a
+/// later unknown `kid` at most once per `min_refetch`.
+///
+/// A request whose `kid` is in the last key set fetched reads it under a lock that is never
+/// held across an `.await`, so a slow or failing JWKS host delays none of them. A request whose
+/// `kid` is unknown waits for the one fetch in flight (single flight) or, when there is none
+/// and the rate limit allows, starts it. The fetch runs in a task of its own, bounded by
+/// [`JWKS_FETCH_TIMEOUT`], so a client that goes away cannot cancel it; the new key set is
+/// swapped in whole. A failed fetch keeps the keys known.
+///
+/// An unknown `kid` is [`IdentityError::UnknownKey`] (401) as soon as any key set is known,
+/// even when the refetch that might have found it failed: 5xx never answers bad input, and
+/// the known keys still verify everyone else. Only while no key set was ever fetched is the
+/// answer [`IdentityError::KeysUnavailable`] (503): the service then cannot verify anyone.
 pub struct JwksSource {
+    shared: Arc<JwksShared>,
+}
+
+struct JwksShared {
     url: String,
     client: reqwest::Client,
     min_refetch: Duration,
-    state: RwLock<JwksState>,
+    /// The last key set fetched, `None` until a fetch succeeds; never locked across an await.
+    keys: std::sync::RwLock<Option<HashMap<String, DecodingKey>>>,
+    /// Fetch attempts finished, so that a request that waited for another's fetch takes its
+    /// result instead of fetching again.
+    attempts: AtomicU64,
+    /// Held by the fetch in flight, and briefly by requests deciding whether to start one.
+    fetcher: Arc<Mutex<FetchState>>,
 }
 
+/// What the fetcher remembers between attempts.
 #[derive(Default)]
-struct JwksState {
-    keys: HashMap<String, DecodingKey>,
-    fetched_at: Option<Instant>,
+struct FetchState {
+    started_at: Option<Instant>,
+    last_error: Option<JwksError>,
+}
+
+/// What the key set knows of a `kid`.
+enum Lookup {
+    Found(DecodingKey),
+    Unknown,
+    NoKeySet,
 }
 
 impl JwksSource {
     /// A JWKS document at `url`, re-fetched on an unknown `kid` at most once per `min_refetch`.
     pub fn new(url: String, min_refetch: Duration) -> Result<Self, reqwest::Error> {
+        // A total deadline: from connecting to the end of the body.
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
+            .timeout(JWKS_FETCH_TIMEOUT)
             .build()?;
         Ok(Self {
-            url,
-            client,
-            min_refetch,
-            state: RwLock::new(JwksState::default()),
+            shared: Arc::new(JwksShared {
+                url,
+                client,
+                min_refetch,
+                keys: std::sync::RwLock::new(None),
+                attempts: AtomicU64::new(0),
+                fetcher: Arc::new(Mutex::new(FetchState::default())),
+            }),
         })
     }
 
     async fn key(&self, kid: &str) -> Result<DecodingKey, IdentityError> {
-        if let Some(key) = self.state.read().await.keys.get(kid) {
-            return Ok(key.clone());
+        // Read before the lookup: an attempt that ends after it shows as a changed count.
+        let seen = self.shared.attempts.load(Ordering::Acquire);
+        if let Lookup::Found(key) = self.shared.lookup(kid) {
+            return Ok(key);
         }
-        let mut state = self.state.write().await;
-        if let Some(key) = state.keys.get(kid) {
-            return Ok(key.clone());
+        let last_error = self.refresh(seen).await;
+        match self.shared.lookup(kid) {
+            Lookup::Found(key) => Ok(key),
+            Lookup::Unknown => Err(IdentityError::UnknownKey),
+            Lookup::NoKeySet => Err(IdentityError::KeysUnavailable(
+                last_error.unwrap_or(JwksError::Interrupted),
+            )),
         }
-        let may_fetch = state
-            .fetched_at
-            .is_none_or(|at| at.elapsed() >= self.min_refetch);
-        if may_fetch {
-            state.fetched_at = Some(Instant::now());
-            state.keys = self.fetch().await?;
-            tracing::info!(url = %self.url, keys = state.keys.len(), "fetched identity JWKS");
-        }
-        state
-            .keys
-            .get(kid)
-            .cloned()
-            .ok_or(IdentityError::UnknownKey)
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, IdentityError> {
+    /// Waits until a fetch attempt has ended since `seen` attempts, starting one unless another
+    /// ended meanwhile or the rate limit forbids it; answers the last attempt's error, if any.
+    async fn refresh(&self, seen: u64) -> Option<JwksError> {
+        let state = Arc::clone(&self.shared.fetcher).lock_owned().await;
+        let shared = &self.shared;
+        let may_start = state
+            .started_at
+            .is_none_or(|at| at.elapsed() >= shared.min_refetch);
+        if shared.attempts.load(Ordering::Acquire) != seen || !may_start {
+            return state.last_error.clone();
+        }
+        let shared = Arc::clone(shared);
+        // The task owns the lock until the attempt ends, even if this request is dropped.
+        tokio::spawn(async move {
+            let mut state = state;
+            shared.attempt(&mut state).await;
+            state.last_error.clone()
+        })
+        .await
+        .unwrap_or(Some(JwksError::Interrupted))
+    }
+}
+
+impl JwksShared {
+    fn lookup(&self, kid: &str) -> Lookup {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        match keys.as_ref() {
+            None => Lookup::NoKeySet,
+            Some(keys) => keys
+                .get(kid)
+                .cloned()
+                .map_or(Lookup::Unknown, Lookup::Found),
+        }
+    }
+
+    /// One fetch; on success the key set is replaced whole, on failure the old one stays.
+    async fn attempt(&self, state: &mut FetchState) {
+        state.started_at = Some(Instant::now());
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::info!(url = %self.url, keys = keys.len(), "fetched identity JWKS");
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Some(keys);
+                state.last_error = None;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    url = %self.url,
+                    error = %error_chain(&error),
+                    "could not fetch identity JWKS; the keys known so far stay"
+                );
+                state.last_error = Some(error);
+            }
+        }
+        self.attempts.fetch_add(1, Ordering::Release);
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, JwksError> {
+        let request_error = |error| JwksError::Request(Arc::new(error));
         let set: JwkSet = self
             .client
             .get(&self.url)
             .send()
             .await
             .and_then(|response| response.error_for_status())
-            .map_err(IdentityError::KeysUnavailable)?
+            .map_err(request_error)?
             .json()
             .await
-            .map_err(IdentityError::KeysUnavailable)?;
+            .map_err(request_error)?;
         Ok(set
             .keys
             .iter()
@@ -188,7 +297,7 @@ impl fmt::Debug for IdentityVerifier {
             .field("audience", &self.validation.aud)
             .field("dev_keys", &self.keys.by_kid.keys().collect::<Vec<_>>())
             .field("pem", &self.keys.pem.is_some())
-            .field("jwks", &self.keys.jwks.as_ref().map(|j| &j.url))
+            .field("jwks", &self.keys.jwks.as_ref().map(|j| &j.shared.url))
             .finish()
     }
 }
@@ -209,8 +318,10 @@ impl IdentityVerifier {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[app_id]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // Times are checked against the service's clock below, not the library's.
+        // `exp` is required by `Claims` itself: the library reads it as a `u64` and would call
+        // a negative `exp` missing rather than expired. Times are checked against the
+        // service's clock in `check_times`, not the library's.
+        validation.set_required_spec_claims(&["iss", "aud", "sub"]);
         validation.validate_exp = false;
         validation.validate_nbf = false;
         Self {
@@ -237,22 +348,30 @@ impl IdentityVerifier {
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map_err(map_jwt_error)?
             .claims;
-        let now = now.timestamp();
-        if claims.exp + self.leeway.num_seconds() < now {
-            return Err(IdentityError::Expired);
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf - self.leeway.num_seconds() > now)
-        {
-            return Err(IdentityError::NotYetValid);
-        }
+        self.check_times(&claims, now)?;
         let account =
             first_wallet(claims.linked_accounts.as_ref()).ok_or(IdentityError::NoWallet)?;
         Ok(VerifiedIdentity {
             subject: claims.sub,
             account,
         })
+    }
+
+    /// `exp` and `nbf` against `now`, with the leeway; saturating, so that no claim wraps
+    /// around (`exp = i64::MAX` never expires, `nbf = i64::MAX` is never valid yet).
+    fn check_times(&self, claims: &Claims, now: DateTime<Utc>) -> Result<(), IdentityError> {
+        let now = now.timestamp();
+        let leeway = self.leeway.num_seconds();
+        if claims.exp.saturating_add(leeway) < now {
+            return Err(IdentityError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf.saturating_sub(leeway) > now)
+        {
+            return Err(IdentityError::NotYetValid);
+        }
+        Ok(())
     }
 }
 
