@@ -67,7 +67,7 @@ fn rate_limit_check(c: &mut Criterion) {
     group.bench_function("lmts RateLimiter", |b| {
         b.iter(|| {
             next = (next + 1) % callers.len();
-            ours.check(black_box(callers[next].as_str())).unwrap()
+            ours.check(black_box(&callers[next])).unwrap()
         })
     });
     group.bench_function("governor keyed", |b| {

@@ -58,7 +58,9 @@ struct Core {
     identity: IdentityVerifier,
     caches: Arc<Caches>,
     usage: UsageLog,
-    rate_limiter: RateLimiter,
+    /// Request budgets per identity subject and per token.
+    identity_rates: RateLimiter<String>,
+    token_rates: RateLimiter<TokenId>,
     clock: Clock,
 }
 
@@ -69,9 +71,12 @@ impl std::fmt::Debug for dyn Store {
 }
 
 impl Core {
-    /// Spends one request of `caller`'s budget.
-    fn check_rate(&self, caller: &str) -> Result<(), ServiceError> {
-        self.rate_limiter
+    /// Spends one request of `caller`'s budget in `limiter`.
+    fn check_rate<K: std::hash::Hash + Eq + Clone>(
+        limiter: &RateLimiter<K>,
+        caller: &K,
+    ) -> Result<(), ServiceError> {
+        limiter
             .check(caller)
             .map_err(|wait| ServiceError::RateLimited {
                 retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
@@ -109,7 +114,8 @@ impl TokenService {
         let usage = UsageLog::new(settings.usage_retention());
         Self(Arc::new(Core {
             caches: Arc::new(Caches::new(&settings)),
-            rate_limiter: RateLimiter::new(settings.rate_limit),
+            identity_rates: RateLimiter::new(settings.rate_limit),
+            token_rates: RateLimiter::new(settings.rate_limit),
             settings,
             store,
             keyring,
@@ -146,7 +152,7 @@ impl TokenService {
         let core = &self.0;
         let now = core.clock.now();
         let identity = core.identity.verify(token, now).await?;
-        core.check_rate(&identity.subject)?;
+        Core::check_rate(&core.identity_rates, &identity.subject)?;
         Ok(core
             .store
             .upsert_profile(&identity.subject, &identity.account, now)
@@ -290,6 +296,8 @@ impl TokenService {
             }
         }
         core.usage.forget_old(core.clock.now());
+        core.identity_rates.forget_idle();
+        core.token_rates.forget_idle();
         if let Err(error) = core.store.prune_signatures(core.clock.now()).await {
             tracing::warn!(error = %error_chain(&error), "could not prune replay records");
         }

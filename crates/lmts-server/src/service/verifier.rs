@@ -76,7 +76,7 @@ impl Verifier {
             .signer
             .verify(&message, headers.signature, request.now, window)
             .map_err(refusal)?;
-        core.check_rate(token.token_id.as_str())?;
+        Core::check_rate(&core.token_rates, &token.token_id)?;
         if is_state_changing(request.method) {
             let expires_at = verified.signed_at() + window;
             let fresh = core
