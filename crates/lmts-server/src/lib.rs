@@ -21,6 +21,7 @@
 
 pub mod account;
 pub mod clock;
+pub mod connections;
 pub mod crypto;
 pub mod files;
 pub mod http;

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     clock::Clock,
+    connections::{self, ConnectionLimits},
     crypto::{CryptoError, Keyring},
     files::{self, FileError},
     http::app,
@@ -61,8 +62,10 @@ pub struct ServerConfig {
     pub dev: bool,
     /// Identity token verification.
     pub identity: IdentityConfig,
-    /// Limits.
+    /// Limits of the service.
     pub service: ServiceSettings,
+    /// Timeouts and limits of the connections.
+    pub connections: ConnectionLimits,
     /// The master key (base64 of 32 bytes); by default read from, or created in, the data directory.
     pub master_key: Option<Zeroizing<String>>,
     /// Earlier master keys, still used to open secrets sealed under them.
@@ -82,6 +85,7 @@ impl ServerConfig {
             dev: false,
             identity: IdentityConfig::default(),
             service: ServiceSettings::default(),
+            connections: ConnectionLimits::default(),
             master_key: None,
             retired_master_keys: Vec::new(),
             database_url: None,
@@ -196,6 +200,7 @@ fn identity_verifier(config: &ServerConfig) -> Result<IdentityVerifier, ServeErr
 pub struct Server {
     listener: TcpListener,
     service: TokenService,
+    connections: ConnectionLimits,
 }
 
 impl Server {
@@ -236,7 +241,11 @@ impl Server {
             "lmts service ready"
         );
         let service = TokenService::new(config.service, store, keyring, identity, Clock::system());
-        Ok(Self { listener, service })
+        Ok(Self {
+            listener,
+            service,
+            connections: config.connections,
+        })
     }
 
     /// The bound address (the port chosen when binding port 0).
@@ -258,17 +267,11 @@ impl Server {
         tracing::info!(%address, "listening");
         let background = self.service.start_background();
         let router = app(self.service.clone());
-        let result = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve);
+        connections::serve(self.listener, router, &self.connections, shutdown).await;
         background.stop();
         self.service.run_maintenance().await;
         tracing::info!("stopped");
-        result
+        Ok(())
     }
 }
 

@@ -1,0 +1,290 @@
+//! Serving HTTP/1.1 and HTTP/2 connections with a timeout on every phase and a bound on every
+//! buffer (DESIGN 15): a request head must arrive within the header timeout, a connection
+//! without a request in flight is closed after the same time, HTTP/2 peers must answer pings,
+//! and HTTP/2 streams, windows and header lists are bounded. The number of open connections is
+//! bounded too; on shutdown, in-flight requests get a grace period and then the connections
+//! are dropped, whatever the clients do.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{extract::ConnectInfo, Router};
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{watch, Semaphore},
+    time::Instant,
+};
+use tower::ServiceExt;
+
+/// Limits of the connections the service accepts.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// The longest a client may take to send a request head, and the longest a connection may
+    /// stay open without a request in flight (HTTP/1.1 keep-alive and HTTP/2 alike).
+    pub header_timeout: Duration,
+    /// HTTP/2: how often an idle peer is pinged; a ping unanswered for as long closes the
+    /// connection.
+    pub http2_keepalive: Duration,
+    /// HTTP/2: the most concurrent streams one connection may open.
+    pub http2_max_streams: u32,
+    /// The largest request head: HTTP/1.1 read buffer and HTTP/2 header list, in bytes.
+    pub max_header_bytes: usize,
+    /// The most connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long in-flight requests may run after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(30),
+            http2_keepalive: Duration::from_secs(30),
+            http2_max_streams: 64,
+            max_header_bytes: 32 * 1024,
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// HTTP/2 flow-control windows: a stream may hold one default body limit in flight, a
+/// connection four, so that unread request bodies cost at most this much per connection.
+const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
+const HTTP2_CONNECTION_WINDOW: u32 = 4 * HTTP2_STREAM_WINDOW;
+
+/// Descriptors kept free for the database, key files and logs.
+const RESERVED_DESCRIPTORS: usize = 64;
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests run
+/// for the grace period and drops whatever is left.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let builder = Arc::new(connection_builder(limits));
+    let max_connections = effective_max_connections(limits.max_connections);
+    let open = Arc::new(Semaphore::new(max_connections));
+    let (phase, phase_seen) = watch::channel(Phase::Serving);
+    tokio::pin!(shutdown);
+    loop {
+        let Ok(permit) = open.clone().acquire_owned().await else {
+            break;
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors, or a connection reset before it was accepted: wait a
+                // moment rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let connection = Connection {
+            builder: builder.clone(),
+            router: router.clone(),
+            idle_timeout: limits.header_timeout,
+            phase: phase_seen.clone(),
+        };
+        tokio::spawn(async move {
+            connection.run(stream, peer).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = phase.send(Phase::Draining);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.shutdown_grace, open.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = max_connections - open.available_permits(),
+            "shutdown grace period over; dropping the connections still open"
+        );
+        let _ = phase.send(Phase::Closed);
+        // Each connection task returns on `Closed`, dropping its connection; wait for that.
+        let _ = open.acquire_many(all).await;
+    }
+}
+
+/// Where the server is in its life, as every connection sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Accepting and serving.
+    Serving,
+    /// Shutting down: finish in-flight requests, take no new ones.
+    Draining,
+    /// The grace period is over: drop the connection now.
+    Closed,
+}
+
+/// The hyper connection settings of `limits`.
+fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .keep_alive_interval(limits.http2_keepalive)
+        .keep_alive_timeout(limits.http2_keepalive);
+    builder
+}
+
+/// `wanted`, or fewer when the process's descriptor limit would not allow that many.
+fn effective_max_connections(wanted: usize) -> usize {
+    let allowed = descriptor_limit()
+        .map_or(wanted, |limit| limit.saturating_sub(RESERVED_DESCRIPTORS))
+        .max(1);
+    if allowed < wanted {
+        tracing::warn!(
+            wanted,
+            allowed,
+            "the descriptor limit (ulimit -n) caps open connections; raise it to serve more"
+        );
+    }
+    wanted.min(allowed)
+}
+
+/// The soft limit on open descriptors, from `/proc/self/limits` (Linux); `None` elsewhere or
+/// when unlimited.
+fn descriptor_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// One accepted connection and what it needs.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    router: Router,
+    idle_timeout: Duration,
+    phase: watch::Receiver<Phase>,
+}
+
+impl Connection {
+    /// Serves the connection until the peer closes it, it stays idle too long, or shutdown
+    /// begins (then in-flight requests finish first).
+    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let (router, activity) = (self.router.clone(), activity.clone());
+            hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let in_flight = activity.begin();
+                let response = router.clone().oneshot(request);
+                async move {
+                    let response = response.await;
+                    drop(in_flight);
+                    response
+                }
+            })
+        };
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let mut check = tokio::time::interval(self.idle_timeout.max(Duration::from_secs(1)) / 4);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                changed = self.phase.changed() => {
+                    if changed.is_err() || *self.phase.borrow() == Phase::Closed {
+                        return;
+                    }
+                    if !closing {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+                _ = check.tick(), if !closing => {
+                    if activity.idle_for() >= self.idle_timeout {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `started` when the connection last had no request in flight.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks a request in flight until the guard drops.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// How long the connection has had no request in flight (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        self.started.elapsed().saturating_sub(since)
+    }
+}
+
+/// A request in flight.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now_ms = u64::try_from(activity.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.idle_since_ms.store(now_ms, Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
