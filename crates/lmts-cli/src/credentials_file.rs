@@ -7,8 +7,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use lmts_core::{
+    error_chain::error_chain,
+    files::{self, FileError},
+};
 use lmts_sdk::HmacCredentials;
-use lmts_server::files::{self, FileError};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -76,7 +79,7 @@ fn file_error(path: &Path, error: FileError) -> CommandError {
     ConfigError(format!(
         "credentials file {}: {}",
         path.display(),
-        crate::exit::chain(&error)
+        error_chain(&error)
     ))
     .into()
 }

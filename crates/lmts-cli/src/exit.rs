@@ -11,7 +11,7 @@
 
 use std::error::Error;
 
-pub use lmts_server::service::error_chain as chain;
+use lmts_core::error_chain::error_chain;
 
 /// The error type of every command.
 pub type CommandError = Box<dyn Error + Send + Sync>;
@@ -67,8 +67,8 @@ pub fn code(error: &(dyn Error + 'static)) -> u8 {
 /// The line printed for `error`: its cause chain, then the hint if there is one.
 pub fn message(error: &(dyn Error + 'static)) -> String {
     match error.downcast_ref::<Hinted>() {
-        Some(hinted) => format!("{}; hint: {}", chain(&*hinted.error), hinted.hint),
-        None => chain(error),
+        Some(hinted) => format!("{}; hint: {}", error_chain(&*hinted.error), hinted.hint),
+        None => error_chain(error).to_string(),
     }
 }
 

@@ -22,7 +22,6 @@
 pub mod account;
 pub mod clock;
 pub mod crypto;
-pub mod files;
 pub mod http;
 pub mod identity;
 pub mod server;

@@ -4,13 +4,13 @@ use std::{future::Future, io, net::SocketAddr, path::PathBuf, sync::Arc, time::D
 
 use chrono::TimeDelta;
 use jsonwebtoken::DecodingKey;
+use lmts_core::files::{self, FileError};
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use crate::{
     clock::Clock,
     crypto::{CryptoError, Keyring},
-    files::{self, FileError},
     http::app,
     identity::{
         dev::{DevIssuer, DevIssuerError, DEV_APP_ID, DEV_KEY_ID},

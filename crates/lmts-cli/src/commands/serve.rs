@@ -3,8 +3,8 @@
 use std::{io::IsTerminal, path::Path, time::Duration};
 
 use chrono::TimeDelta;
+use lmts_core::{error_chain::error_chain, files};
 use lmts_server::{
-    files,
     server::{shutdown_signal, IdentityConfig, Server, ServerConfig},
     service::RateLimit,
     store::PostgresOptions,
@@ -40,7 +40,7 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>, CommandError> {
         Err(error) => Err(ConfigError(format!(
             "master key file {}: {}",
             path.display(),
-            crate::exit::chain(&error)
+            error_chain(&error)
         ))
         .into()),
     }

@@ -21,13 +21,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use lmts_core::{
+    error_chain::error_chain,
     wire::{DeriveApiTokenResponse, PartnerCapabilities, ProfileRef, RevokeApiTokenResponse},
     Scope, TokenId,
 };
 use tokio::task::JoinHandle;
 
 pub use caches::{CachedToken, SETTINGS_TTL};
-pub use error::{error_chain, ServiceError};
+pub use error::ServiceError;
 pub use rate_limit::RateLimit;
 pub use scheme::{signed_headers, SignedHeaderValues};
 pub use settings::ServiceSettings;

@@ -4,7 +4,10 @@ use std::{io, path::Path, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use lmts_core::TokenId;
+use lmts_core::{
+    files::{self, FileError},
+    TokenId,
+};
 use sqlx::{
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -17,10 +20,7 @@ use super::{
     group_commit::GroupCommitter, scopes_from_text, scopes_to_text, time_from_millis, NewToken,
     PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
 };
-use crate::{
-    crypto::SealedSecret,
-    files::{self, FileError},
-};
+use crate::crypto::SealedSecret;
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "lmts.db";
