@@ -33,6 +33,7 @@ pub struct Hinted {
 }
 
 /// A failed step of `lmts demo`: exit code 1.
+#[cfg(feature = "server")]
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct StepFailed(pub String);
@@ -45,6 +46,7 @@ pub fn code(error: &(dyn Error + 'static)) -> u8 {
     if error.is::<ConfigError>() {
         return 3;
     }
+    #[cfg(feature = "server")]
     if let Some(serve) = error.downcast_ref::<lmts_server::server::ServeError>() {
         return if matches!(serve, lmts_server::server::ServeError::Identity(_)) {
             3

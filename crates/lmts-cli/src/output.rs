@@ -19,6 +19,7 @@ pub struct Output {
     color_err: bool,
 }
 
+#[cfg(feature = "server")]
 const GREEN: &str = "\x1b[32m";
 const YELLOW: &str = "\x1b[33m";
 const RED: &str = "\x1b[31m";
@@ -112,6 +113,7 @@ impl Output {
     }
 
     /// A step that held.
+    #[cfg(feature = "server")]
     pub fn step_ok(&self, text: &str) {
         if !self.quiet {
             println!("{} {text}", Self::paint(self.color_out, GREEN, "✓"));
@@ -119,6 +121,7 @@ impl Output {
     }
 
     /// A step that failed.
+    #[cfg(feature = "server")]
     pub fn step_failed(&self, text: &str) {
         println!("{} {text}", Self::paint(self.color_out, RED, "✗"));
     }

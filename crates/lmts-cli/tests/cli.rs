@@ -1,5 +1,6 @@
 //! Every `lmts` client subcommand against a real `lmts serve --dev`: table and JSON output,
 //! the credentials file, identity tokens from standard input, exit codes and hints.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
