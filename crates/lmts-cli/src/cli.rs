@@ -1,6 +1,6 @@
 //! The command line, declared with clap. The client commands (`tokens`, `sign`, `completions`)
 //! are always there; the server commands come with the `server` feature, their options in
-//! [`server`].
+//! `cli/server.rs`.
 
 use std::path::PathBuf;
 
