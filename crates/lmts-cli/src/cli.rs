@@ -1,13 +1,23 @@
-//! The command line, declared with clap.
+//! The command line, declared with clap. The client commands (`tokens`, `sign`, `completions`)
+//! are always there; the server commands come with the `server` feature, their options in
+//! `cli/server.rs`.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[cfg(feature = "server")]
+mod server;
+
+#[cfg(feature = "server")]
+pub use server::*;
 
 /// lmts: scoped API tokens for Limitless Exchange partners: the service, its administration,
 /// and a client to derive, list, revoke and sign.
 #[derive(Debug, Parser)]
-#[command(name = "lmts", version, about, long_about = None, after_help = AFTER_HELP)]
+#[command(name = "lmts", version, long_about = None, after_help = AFTER_HELP)]
+#[cfg_attr(feature = "server", command(about))]
+#[cfg_attr(not(feature = "server"), command(about = CLIENT_ABOUT))]
 pub struct Cli {
     /// Output format.
     #[arg(long, global = true, env = "LMTS_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
@@ -20,16 +30,35 @@ pub struct Cli {
     pub command: Command,
 }
 
-const AFTER_HELP: &str = "\
-Examples:
-  lmts demo                                   the whole token lifecycle, in one go
-  lmts serve --dev                            run the service locally
-  lmts tokens derive --label bot --save       derive a token and keep its credentials
+/// What the client-only build says it is (the full build says the crate's description).
+#[cfg(not(feature = "server"))]
+const CLIENT_ABOUT: &str =
+    "The lmts client: derive, list and revoke scoped API tokens, and sign requests with them.";
+
+/// The examples of the client commands, then what every build says about exit codes and colour
+/// (a macro, so that `concat!` can take it).
+macro_rules! client_help {
+    () => {
+        "  lmts tokens derive --label bot --save       derive a token and keep its credentials
   lmts sign --method GET --path /auth/api-tokens --explain
 
 Exit codes: 0 success, 1 failure, 2 bad command line, 3 bad configuration,
 4 the service refused the request (4xx), 5 the service could not be reached or failed.
-Colour only on a terminal, never with NO_COLOR set.";
+Colour only on a terminal, never with NO_COLOR set."
+    };
+}
+
+#[cfg(feature = "server")]
+const AFTER_HELP: &str = concat!(
+    "Examples:
+  lmts demo                                   the whole token lifecycle, in one go
+  lmts serve --dev                            run the service locally
+",
+    client_help!()
+);
+
+#[cfg(not(feature = "server"))]
+const AFTER_HELP: &str = concat!("Examples:\n", client_help!());
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,6 +73,7 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API-token service.
+    #[cfg(feature = "server")]
     #[command(
         after_help = "Examples:\n  lmts serve --dev\n  LMTS_PRIVY_APP_ID=app LMTS_JWKS_URL=https://auth.privy.io/api/v1/apps/app/jwks.json lmts serve"
     )]
@@ -57,16 +87,20 @@ pub enum Command {
     )]
     Sign(SignArgs),
     /// Start a throw-away service and walk the whole token lifecycle against it.
+    #[cfg(feature = "server")]
     Demo,
     /// Measure a fresh `lmts serve` under load: /health, list, derive and a revoke-heavy mix.
+    #[cfg(feature = "server")]
     #[command(
         after_help = "Examples:\n  lmts bench --duration-secs 10\n  lmts bench --database-url postgres://postgres@127.0.0.1/lmts --scenario list --scenario derive"
     )]
     Bench(BenchArgs),
     /// Administer partners: token management and allowed scopes.
+    #[cfg(feature = "server")]
     #[command(subcommand)]
     Partners(PartnersCommand),
     /// Development helpers for `lmts serve --dev`.
+    #[cfg(feature = "server")]
     #[command(subcommand)]
     Dev(DevCommand),
     /// Print a shell completion script.
@@ -77,104 +111,6 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-}
-
-/// The data directory option shared by every command that opens it.
-#[derive(Debug, Args)]
-pub struct DataDirArg {
-    /// Directory holding the database, the master key and the dev key.
-    #[arg(long, env = "LMTS_DATA_DIR", default_value = "./lmts-data")]
-    pub data_dir: PathBuf,
-}
-
-/// Where the service's state lives.
-#[derive(Debug, Args)]
-pub struct StoreArgs {
-    #[command(flatten)]
-    pub data_dir: DataDirArg,
-    /// PostgreSQL URL (postgres://user@host/db); without it, SQLite in the data directory.
-    #[arg(long, env = "LMTS_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Options of `lmts serve`.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "LMTS_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    #[command(flatten)]
-    pub store: StoreArgs,
-    /// Most PostgreSQL connections this instance holds.
-    #[arg(long, env = "LMTS_DATABASE_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..))]
-    pub database_max_connections: u32,
-    /// Longest a PostgreSQL statement may run, in milliseconds.
-    #[arg(long, env = "LMTS_DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
-    pub database_statement_timeout_ms: u64,
-    /// Seconds a token's verification state stays cached (the backstop for missed revocation notices).
-    #[arg(long, env = "LMTS_TOKEN_CACHE_TTL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-    pub token_cache_ttl_secs: u64,
-    /// Accept identity tokens minted by `lmts dev identity-token` (never in production).
-    #[arg(long, env = "LMTS_DEV")]
-    pub dev: bool,
-    /// The Privy app id: the audience identity tokens must carry (default with --dev: lmts-dev).
-    #[arg(long, env = "LMTS_PRIVY_APP_ID")]
-    pub privy_app_id: Option<String>,
-    /// The issuer identity tokens must carry.
-    #[arg(long, env = "LMTS_IDENTITY_ISSUER", default_value = "privy.io")]
-    pub identity_issuer: String,
-    /// URL of the Privy app's JWKS document.
-    #[arg(long, env = "LMTS_JWKS_URL")]
-    pub jwks_url: Option<String>,
-    /// PEM file of the Privy app's ES256 verification key.
-    #[arg(long, env = "LMTS_VERIFICATION_KEY_FILE")]
-    pub verification_key_file: Option<PathBuf>,
-    /// Least seconds between two JWKS fetches (an unknown key id triggers one).
-    #[arg(long, env = "LMTS_JWKS_MIN_REFETCH_SECS", default_value_t = 30)]
-    pub jwks_min_refetch_secs: u64,
-    /// Leeway in seconds on identity token expiry (at most 60).
-    #[arg(long, env = "LMTS_IDENTITY_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=60))]
-    pub identity_leeway_secs: u32,
-    /// Seconds a signed request's timestamp may differ from server time, either way.
-    #[arg(long, env = "LMTS_TIME_WINDOW_SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
-    pub time_window_secs: u32,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, env = "LMTS_MAX_BODY_BYTES", default_value_t = 65536)]
-    pub max_body_bytes: usize,
-    /// Most active tokens one partner may hold (0: no limit).
-    #[arg(long, env = "LMTS_MAX_ACTIVE_TOKENS", default_value_t = 100)]
-    pub max_active_tokens: u32,
-    /// Requests per minute allowed per identity and per token (0: no limit).
-    #[arg(long, env = "LMTS_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
-    pub rate_limit_per_minute: u32,
-    /// Requests a caller may send at once before the per-minute rate applies.
-    #[arg(long, env = "LMTS_RATE_LIMIT_BURST", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_limit_burst: u32,
-    /// Milliseconds between writes of lastUsedAt (the most it may trail the truth).
-    #[arg(long, env = "LMTS_USAGE_FLUSH_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
-    pub usage_flush_ms: u64,
-    /// File with the master key (base64 of 32 bytes, mode 0600); default: master.key in the data directory, created on first start.
-    #[arg(long, env = "LMTS_MASTER_KEY_FILE")]
-    pub master_key_file: Option<PathBuf>,
-    /// Files with earlier master keys, still needed to open secrets sealed under them.
-    #[arg(
-        long = "retired-master-key-file",
-        env = "LMTS_RETIRED_MASTER_KEY_FILES",
-        value_delimiter = ','
-    )]
-    pub retired_master_key_files: Vec<PathBuf>,
-    /// Log format.
-    #[arg(long, env = "LMTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
 }
 
 /// Where the service is.
@@ -271,36 +207,6 @@ pub struct DeriveArgs {
     pub credentials_file: PathBuf,
 }
 
-/// A load scenario of `lmts bench`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Scenario {
-    /// `GET /health`: the baseline of the HTTP stack.
-    Health,
-    /// `GET /auth/api-tokens`, every request HMAC-signed afresh.
-    List,
-    /// `POST /auth/api-tokens/derive` with an identity token: a durable write each.
-    Derive,
-    /// Derive, list, revoke, repeated: the revoke-heavy mix.
-    Mix,
-}
-
-/// Options of `lmts bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Concurrent connections.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub connections: u32,
-    /// Seconds each scenario runs.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub duration_secs: u64,
-    /// Scenarios to run, in order (default: all).
-    #[arg(long = "scenario", value_enum)]
-    pub scenarios: Vec<Scenario>,
-    /// Run the measured service on this PostgreSQL database instead of a temporary SQLite one.
-    #[arg(long, env = "LMTS_BENCH_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-}
-
 /// Options of `lmts sign`.
 #[derive(Debug, Args)]
 pub struct SignArgs {
@@ -326,93 +232,6 @@ pub struct SignArgs {
     pub credentials: CredentialArgs,
 }
 
-/// `lmts partners ...`.
-#[derive(Debug, Subcommand)]
-pub enum PartnersCommand {
-    /// Change a partner's settings (or the default); takes effect on a running server at once.
-    #[command(
-        after_help = "Example:\n  lmts partners set --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --token-management on --allowed-scopes trading,account_creation"
-    )]
-    Set(PartnersSetArgs),
-    /// Show the settings in force for a partner (or the default).
-    #[command(
-        after_help = "Example:\n  lmts partners show --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
-    )]
-    Show(PartnerSelector),
-}
-
-/// Which partner.
-#[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
-pub struct PartnerTarget {
-    /// The partner's wallet address.
-    #[arg(long)]
-    pub account: Option<String>,
-    /// The default for partners with no settings of their own.
-    #[arg(long)]
-    pub default: bool,
-}
-
-/// A partner and the data directory.
-#[derive(Debug, Args)]
-pub struct PartnerSelector {
-    #[command(flatten)]
-    pub target: PartnerTarget,
-    #[command(flatten)]
-    pub store: StoreArgs,
-}
-
-/// On or off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Switch {
-    /// Enabled.
-    On,
-    /// Disabled.
-    Off,
-}
-
-/// Options of `lmts partners set`.
-#[derive(Debug, Args)]
-pub struct PartnersSetArgs {
-    #[command(flatten)]
-    pub selector: PartnerSelector,
-    /// Whether the partner may derive, list and revoke tokens (unchanged when omitted).
-    #[arg(long, value_enum)]
-    pub token_management: Option<Switch>,
-    /// Comma-separated scopes the partner may request (unchanged when omitted).
-    #[arg(long, value_delimiter = ',')]
-    pub allowed_scopes: Option<Vec<String>>,
-}
-
-/// `lmts dev ...`.
-#[derive(Debug, Subcommand)]
-pub enum DevCommand {
-    /// Print an identity token that `lmts serve --dev` on the same data directory accepts.
-    #[command(
-        after_help = "Example:\n  lmts dev identity-token --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --ttl 1h"
-    )]
-    IdentityToken(IdentityTokenArgs),
-}
-
-/// Options of `lmts dev identity-token`.
-#[derive(Debug, Args)]
-pub struct IdentityTokenArgs {
-    /// The wallet address the token speaks for.
-    #[arg(long)]
-    pub account: String,
-    /// Lifetime, as a number with s, m, h or d.
-    #[arg(long, default_value = "1h")]
-    pub ttl: String,
-    /// The audience (Privy app id) to write.
-    #[arg(long, env = "LMTS_PRIVY_APP_ID", default_value = "lmts-dev")]
-    pub app_id: String,
-    /// The issuer to write.
-    #[arg(long, env = "LMTS_IDENTITY_ISSUER", default_value = "privy.io")]
-    pub issuer: String,
-    #[command(flatten)]
-    pub data_dir: DataDirArg,
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -428,42 +247,15 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn assert_accepted_or_refused(cases: &[(&[&str], bool)]) {
+        for (args, ok) in cases {
+            assert_eq!(parse(args).is_ok(), *ok, "{args:?}");
+        }
+    }
+
     #[test]
     fn table_of_accepted_and_refused_command_lines() {
-        let cases: &[(&[&str], bool)] = &[
-            (
-                &[
-                    "partners",
-                    "set",
-                    "--account",
-                    "0x1",
-                    "--token-management",
-                    "off",
-                ],
-                true,
-            ),
-            (
-                &[
-                    "partners",
-                    "set",
-                    "--default",
-                    "--allowed-scopes",
-                    "trading,withdrawal",
-                ],
-                true,
-            ),
-            (&["partners", "set", "--token-management", "off"], false),
-            (&["partners", "set", "--default", "--account", "0x1"], false),
-            (
-                &[
-                    "partners",
-                    "set",
-                    "--default",
-                    "--token-management",
-                    "maybe",
-                ],
-                false,
-            ),
+        assert_accepted_or_refused(&[
             (
                 &[
                     "tokens",
@@ -508,10 +300,65 @@ mod tests {
             ),
             (&["completions", "fish"], true),
             (&["completions", "cmd"], false),
+        ]);
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn table_of_accepted_and_refused_server_command_lines() {
+        assert_accepted_or_refused(&[
+            (
+                &[
+                    "partners",
+                    "set",
+                    "--account",
+                    "0x1",
+                    "--token-management",
+                    "off",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "partners",
+                    "set",
+                    "--default",
+                    "--allowed-scopes",
+                    "trading,withdrawal",
+                ],
+                true,
+            ),
+            (&["partners", "set", "--token-management", "off"], false),
+            (&["partners", "set", "--default", "--account", "0x1"], false),
+            (
+                &[
+                    "partners",
+                    "set",
+                    "--default",
+                    "--token-management",
+                    "maybe",
+                ],
+                false,
+            ),
             (&["demo", "--quiet"], true),
-        ];
-        for (args, ok) in cases {
-            assert_eq!(parse(args).is_ok(), *ok, "{args:?}");
+        ]);
+    }
+
+    #[cfg(not(feature = "server"))]
+    #[test]
+    fn the_client_only_build_knows_no_server_command() {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|command| command.get_name().to_owned())
+            .collect();
+        assert_eq!(names, ["tokens", "sign", "completions"]);
+        for server_command in ["serve", "partners", "dev", "demo", "bench"] {
+            let refused = parse(&[server_command]).unwrap_err();
+            assert_eq!(
+                refused.kind(),
+                clap::error::ErrorKind::InvalidSubcommand,
+                "{server_command}"
+            );
         }
     }
 

@@ -7,8 +7,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use lmts_core::{
+    error_chain::error_chain,
+    files::{self, FileError},
+};
 use lmts_sdk::HmacCredentials;
-use lmts_server::files::{self, FileError};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -76,7 +79,7 @@ fn file_error(path: &Path, error: FileError) -> CommandError {
     ConfigError(format!(
         "credentials file {}: {}",
         path.display(),
-        crate::exit::chain(&error)
+        error_chain(&error)
     ))
     .into()
 }
@@ -133,6 +136,116 @@ mod tests {
             b"super-secret-key"
         );
         assert!(!format!("{loaded:?}").contains("c3VwZXI"));
+    }
+
+    /// The message and exit code a command would end with.
+    fn refusal(error: CommandError) -> (String, u8) {
+        (crate::exit::message(&*error), crate::exit::code(&*error))
+    }
+
+    fn write_file(path: &Path, text: &str, mode: u32) {
+        std::fs::write(path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+    }
+
+    #[test]
+    fn a_saved_file_is_private_and_a_second_save_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config/lmts/credentials.toml");
+        let mut file = CredentialsFile::default();
+        file.profiles.insert(
+            DEFAULT_PROFILE.into(),
+            SavedProfile {
+                base_url: None,
+                token_id: "lmts_one".into(),
+                secret: "c2VjcmV0".into(),
+            },
+        );
+        file.save(&path).unwrap();
+        file.profiles.get_mut(DEFAULT_PROFILE).unwrap().token_id = "lmts_two".into();
+        file.save(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o600);
+            assert_eq!(mode(path.parent().unwrap()), 0o700);
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("lmts_two") && !text.contains("lmts_one"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("base_url"),
+            "no empty base URL written: {text}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_others_may_read_is_refused_with_exit_code_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.toml");
+        write_file(
+            &path,
+            "[profiles.default]\ntoken_id = \"lmts_x\"\nsecret = \"c2VjcmV0\"\n",
+            0o640,
+        );
+        let (message, code) = refusal(CredentialsFile::load(&path).unwrap_err());
+        assert_eq!(code, 3);
+        assert!(
+            message.contains("mode 640") && message.contains("chmod 600"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_broken_file_or_secret_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.toml");
+        write_file(&path, "[profiles.default\n", 0o600);
+        let (message, code) = refusal(CredentialsFile::load(&path).unwrap_err());
+        assert_eq!(code, 3);
+        assert!(message.contains("is not valid"), "{message}");
+
+        write_file(
+            &path,
+            "[profiles.bot]\ntoken_id = \"lmts_x\"\nsecret = \"not base64!\"\n",
+            0o600,
+        );
+        let (message, code) = refusal(resolve(Some("bot"), &path).unwrap_err());
+        assert_eq!(code, 3);
+        assert!(message.starts_with("profile \"bot\": "), "{message}");
+    }
+
+    #[test]
+    fn a_named_profile_comes_with_its_service_or_a_hint_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.toml");
+        write_file(
+            &path,
+            "[profiles.bot]\nbase_url = \"http://127.0.0.1:8080\"\ntoken_id = \"lmts_x\"\nsecret = \"c2VjcmV0\"\n",
+            0o600,
+        );
+        let resolved = resolve(Some("bot"), &path).unwrap();
+        assert_eq!(resolved.credentials.token_id.to_string(), "lmts_x");
+        assert_eq!(resolved.base_url.as_deref(), Some("http://127.0.0.1:8080"));
+        assert!(!format!("{resolved:?}").contains("c2VjcmV0"));
+
+        let (message, code) = refusal(resolve(Some("nope"), &path).unwrap_err());
+        assert_eq!(code, 3);
+        assert!(
+            message.contains("no profile \"nope\"")
+                && message.contains("lmts tokens derive --save nope"),
+            "{message}"
+        );
     }
 }
 

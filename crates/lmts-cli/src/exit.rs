@@ -11,7 +11,7 @@
 
 use std::error::Error;
 
-pub use lmts_server::service::error_chain as chain;
+use lmts_core::error_chain::error_chain;
 
 /// The error type of every command.
 pub type CommandError = Box<dyn Error + Send + Sync>;
@@ -33,6 +33,7 @@ pub struct Hinted {
 }
 
 /// A failed step of `lmts demo`: exit code 1.
+#[cfg(feature = "server")]
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct StepFailed(pub String);
@@ -45,6 +46,7 @@ pub fn code(error: &(dyn Error + 'static)) -> u8 {
     if error.is::<ConfigError>() {
         return 3;
     }
+    #[cfg(feature = "server")]
     if let Some(serve) = error.downcast_ref::<lmts_server::server::ServeError>() {
         return if matches!(serve, lmts_server::server::ServeError::Identity(_)) {
             3
@@ -67,8 +69,8 @@ pub fn code(error: &(dyn Error + 'static)) -> u8 {
 /// The line printed for `error`: its cause chain, then the hint if there is one.
 pub fn message(error: &(dyn Error + 'static)) -> String {
     match error.downcast_ref::<Hinted>() {
-        Some(hinted) => format!("{}; hint: {}", chain(&*hinted.error), hinted.hint),
-        None => chain(error),
+        Some(hinted) => format!("{}; hint: {}", error_chain(&*hinted.error), hinted.hint),
+        None => error_chain(error).to_string(),
     }
 }
 

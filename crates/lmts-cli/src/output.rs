@@ -19,6 +19,7 @@ pub struct Output {
     color_err: bool,
 }
 
+#[cfg(feature = "server")]
 const GREEN: &str = "\x1b[32m";
 const YELLOW: &str = "\x1b[33m";
 const RED: &str = "\x1b[31m";
@@ -63,15 +64,33 @@ impl Output {
 
     /// Prints aligned `name  value` lines.
     pub fn fields(&self, fields: &[(&str, String)]) {
-        let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
-        for (name, value) in fields {
-            let padded = format!("{name:width$}");
-            println!("{}  {value}", Self::paint(self.color_out, BOLD, &padded));
+        for line in self.field_lines(fields) {
+            println!("{line}");
         }
+    }
+
+    /// The lines [`Output::fields`] prints: names padded to the longest, in bold on a terminal.
+    fn field_lines(&self, fields: &[(&str, String)]) -> Vec<String> {
+        let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+        fields
+            .iter()
+            .map(|(name, value)| {
+                let padded = format!("{name:width$}");
+                format!("{}  {value}", Self::paint(self.color_out, BOLD, &padded))
+            })
+            .collect()
     }
 
     /// Prints a table with a header row.
     pub fn table(&self, header: &[&str], rows: &[Vec<String>]) {
+        for line in self.table_lines(header, rows) {
+            println!("{line}");
+        }
+    }
+
+    /// The lines [`Output::table`] prints: columns as wide as their widest cell (in characters),
+    /// two spaces apart, no trailing blanks, the header in bold on a terminal.
+    fn table_lines(&self, header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
         let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
         for row in rows {
             for (i, cell) in row.iter().enumerate() {
@@ -91,17 +110,13 @@ impl Output {
                 .trim_end()
                 .to_owned()
         };
-        println!(
-            "{}",
-            Self::paint(
-                self.color_out,
-                BOLD,
-                &line(header.iter().map(|h| h.to_string()).collect())
-            )
-        );
-        for row in rows {
-            println!("{}", line(row.clone()));
-        }
+        let mut lines = vec![Self::paint(
+            self.color_out,
+            BOLD,
+            &line(header.iter().map(|h| h.to_string()).collect()),
+        )];
+        lines.extend(rows.iter().map(|row| line(row.clone())));
+        lines
     }
 
     /// A progress line on standard error.
@@ -112,6 +127,7 @@ impl Output {
     }
 
     /// A step that held.
+    #[cfg(feature = "server")]
     pub fn step_ok(&self, text: &str) {
         if !self.quiet {
             println!("{} {text}", Self::paint(self.color_out, GREEN, "✓"));
@@ -119,6 +135,7 @@ impl Output {
     }
 
     /// A step that failed.
+    #[cfg(feature = "server")]
     pub fn step_failed(&self, text: &str) {
         println!("{} {text}", Self::paint(self.color_out, RED, "✗"));
     }
@@ -134,5 +151,80 @@ impl Output {
     pub fn error(text: &str) {
         let colour = colour_allowed() && std::io::stderr().is_terminal();
         eprintln!("{} {text}", Self::paint(colour, RED, "error:"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain() -> Output {
+        Output {
+            format: OutputFormat::Table,
+            quiet: false,
+            color_out: false,
+            color_err: false,
+        }
+    }
+
+    #[test]
+    fn table_columns_align_on_characters_and_lines_end_without_blanks() {
+        let rows = vec![
+            vec!["lmts_a".to_owned(), "bot".to_owned(), "trading".to_owned()],
+            vec!["lmts_bb".to_owned(), "größe".to_owned(), String::new()],
+        ];
+        assert_eq!(
+            plain().table_lines(&["ID", "LABEL", "SCOPES"], &rows),
+            [
+                "ID       LABEL  SCOPES",
+                "lmts_a   bot    trading",
+                "lmts_bb  größe",
+            ]
+        );
+        assert_eq!(plain().table_lines(&["ID"], &[]), ["ID"]);
+    }
+
+    #[test]
+    fn fields_pad_names_to_the_longest() {
+        let lines = plain().field_lines(&[
+            ("tokenId", "lmts_a".to_owned()),
+            ("secret", "c2VjcmV0".to_owned()),
+        ]);
+        assert_eq!(lines, ["tokenId  lmts_a", "secret   c2VjcmV0"]);
+    }
+
+    #[test]
+    fn colour_only_when_enabled() {
+        let coloured = Output {
+            color_out: true,
+            ..plain()
+        };
+        assert_eq!(
+            coloured.table_lines(&["ID"], &[vec!["x".to_owned()]]),
+            ["\x1b[1mID\x1b[0m", "x"]
+        );
+        assert_eq!(
+            coloured.field_lines(&[("a", "b".to_owned())]),
+            ["\x1b[1ma\x1b[0m  b"]
+        );
+        assert!(!plain().table_lines(&["ID"], &[]).concat().contains('\x1b'));
+        assert!(!Output {
+            format: OutputFormat::Json,
+            ..plain()
+        }
+        .table_lines(&["ID"], &[])
+        .concat()
+        .contains('\x1b'));
+    }
+
+    #[test]
+    fn json_is_asked_for_by_the_format_only() {
+        assert!(!plain().is_json());
+        assert!(Output {
+            format: OutputFormat::Json,
+            quiet: true,
+            ..plain()
+        }
+        .is_json());
     }
 }

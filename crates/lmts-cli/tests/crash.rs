@@ -1,6 +1,7 @@
 //! A derive/revoke storm against `lmts serve`, SIGKILLed at arbitrary moments 20 times and
 //! restarted on the same data directory: every acknowledged derive still authenticates,
 //! every acknowledged revoke still holds, and every stored secret still opens.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

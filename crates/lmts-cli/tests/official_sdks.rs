@@ -1,6 +1,7 @@
 //! The published SDKs, unmodified, against `lmts serve`: Python (`limitless-sdk` from PyPI)
 //! and TypeScript (`@limitless-exchange/sdk` from npm). The seed document's flow must work as
 //! it does against the real API. Each SDK is installed under the target directory on first run.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -1,5 +1,6 @@
 //! Two `lmts serve` processes on one PostgreSQL database, sharing a master key file, as the
 //! README's deployment section describes; `lmts partners` administers them both.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

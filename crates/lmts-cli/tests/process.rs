@@ -1,6 +1,7 @@
 //! The `lmts` binary as an operator runs it: `serve` survives SIGKILL without losing an
 //! acknowledged token, keeps secrets out of its files and logs, and picks up `partners set`
 //! from another process at once; configuration errors exit 3.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{fs, process::Command, time::Duration};

@@ -1,4 +1,5 @@
 //! The README's walkthrough, run as written against a real `lmts serve --dev`.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -2,6 +2,7 @@
 //! mutated requests never get a 5xx, and every answer conforms to the document (status,
 //! content type, headers, body schema); invalid input is refused. Fixed seed, so a failure
 //! replays.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

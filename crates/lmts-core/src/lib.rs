@@ -2,8 +2,10 @@
 //!
 //! `lmts-core` holds what both ends of the wire must agree on, and nothing else: the
 //! [`Scope`]s a token can carry, the JSON shapes of the API ([`wire`]), the secret newtypes
-//! ([`secret`]) and HMAC request signing ([`signing`]). It does no IO and never reads the
-//! clock: time is always an argument.
+//! ([`secret`]) and HMAC request signing ([`signing`]). It never reads the clock: time is always
+//! an argument. It does no IO either, unless the `files` feature (off by default) adds `files`,
+//! the private-file helpers the server and the command line share. [`error_chain`] prints an
+//! error with its causes, for both of them.
 //!
 //! Signing a request, as a client does:
 //!
@@ -18,6 +20,9 @@
 //! ```
 
 pub mod credentials;
+pub mod error_chain;
+#[cfg(feature = "files")]
+pub mod files;
 pub mod scope;
 pub mod secret;
 pub mod signing;

@@ -115,6 +115,48 @@ pub(crate) struct Call<'a> {
     pub effect: Effect,
 }
 
+/// A call ready for its attempts (built once by `Client::prepare`).
+struct PreparedCall<'c> {
+    method: Method,
+    url: Url,
+    /// Path and query exactly as sent: what is signed.
+    target: String,
+    body: Vec<u8>,
+    auth: PreparedAuth<'c>,
+    effect: Effect,
+}
+
+/// How a prepared call authenticates.
+enum PreparedAuth<'c> {
+    /// The `identity` header's value, built once and re-sent on every attempt.
+    Identity(HeaderValue),
+    /// The credentials that sign each attempt.
+    Hmac(&'c Credentials),
+}
+
+/// The error of a request that got no complete answer.
+fn transport_error(error: reqwest::Error) -> Error {
+    if error.is_timeout() {
+        Error::Timeout(error)
+    } else {
+        Error::Transport(error)
+    }
+}
+
+/// The body of a 2xx answer, decoded.
+fn decode<T: DeserializeOwned>(
+    status: u16,
+    headers: HeaderMap,
+    bytes: &[u8],
+) -> Result<ApiResponse<T>, Error> {
+    let body = serde_json::from_slice(bytes).map_err(|source| Error::Decode { status, source })?;
+    Ok(ApiResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
 /// A successful answer with its status and headers.
 #[derive(Debug, Clone)]
 pub struct ApiResponse<T> {
@@ -240,63 +282,13 @@ impl Client {
         &self,
         call: Call<'_>,
     ) -> Result<ApiResponse<T>, Error> {
-        let signer = match call.auth {
-            Auth::Hmac => Some(self.credentials.as_ref().ok_or(Error::MissingCredentials)?),
-            Auth::Identity(_) => None,
-        };
-        let url = self.url(&call.path);
-        let target = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
-        };
-        let body = call.body.unwrap_or_default();
-        // Built once per call, re-sent on every attempt; only HMAC headers change per attempt.
-        let identity = match call.auth {
-            Auth::Identity(token) => {
-                let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
-                    Error::InvalidInput("identity token is not a valid header value".into())
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            Auth::Hmac => None,
-        };
+        let call = self.prepare(call)?;
         let mut retries = 0;
         let mut learnt_offset = false;
         loop {
             let attempt = retries + u32::from(learnt_offset) + 1;
-            let span = tracing::debug_span!("lmts_sdk.request", method = %call.method, target = %target, attempt);
-            let mut request = self.shared.http.request(call.method.clone(), url.clone());
-            match call.auth {
-                Auth::Identity(_) => {
-                    if let Some(value) = &identity {
-                        request = request.header(HEADER_IDENTITY, value.clone());
-                    }
-                }
-                Auth::Hmac => {
-                    if let Some(credentials) = signer {
-                        let headers = credentials.signer.sign_request(
-                            credentials.credentials.token_id.as_str(),
-                            self.signing_time(),
-                            call.method.as_str(),
-                            &target,
-                            &body,
-                        );
-                        for (name, value) in headers.pairs() {
-                            let mut value = HeaderValue::try_from(value).map_err(|_| {
-                                Error::InvalidInput(format!("{name} is not a valid header value"))
-                            })?;
-                            value.set_sensitive(name == HEADER_SIGNATURE);
-                            request = request.header(name, value);
-                        }
-                    }
-                }
-            }
-            if !body.is_empty() {
-                request = request
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
+            let span = tracing::debug_span!("lmts_sdk.request", method = %call.method, target = %call.target, attempt);
+            let request = self.build_request(&call)?;
             let received = async {
                 let response = request.send().await?;
                 let status = response.status().as_u16();
@@ -308,41 +300,23 @@ impl Client {
             let (status, headers, bytes) = match received {
                 Ok(received) => received,
                 Err(error) => {
-                    // Only a refused connection proves the service never saw the request.
-                    let may_retry = call.effect == Effect::None || error.is_connect();
-                    if may_retry && retries < self.shared.retry.max_retries {
-                        if let Some(delay) = self.shared.retry.delay(retries, None) {
+                    match self.retry_after_transport_error(call.effect, retries, &error) {
+                        Some(delay) => {
                             span.in_scope(|| tracing::debug!(error = %error, ?delay, "retrying after a transport error"));
                             tokio::time::sleep(delay).await;
                             retries += 1;
                             continue;
                         }
+                        None => return Err(transport_error(error)),
                     }
-                    return Err(if error.is_timeout() {
-                        Error::Timeout(error)
-                    } else {
-                        Error::Transport(error)
-                    });
                 }
             };
             if (200..300).contains(&status) {
-                let body = serde_json::from_slice(&bytes)
-                    .map_err(|source| Error::Decode { status, source })?;
-                return Ok(ApiResponse {
-                    status,
-                    headers,
-                    body,
-                });
+                return decode(status, headers, &bytes);
             }
-            let wait = retry_after(&headers, SystemTime::from(self.shared.clock.now()));
-            let error = ApiError::from_parts(
-                status,
-                headers,
-                String::from_utf8_lossy(&bytes).into_owned(),
-                wait,
-            );
+            let error = self.api_error(status, headers, &bytes);
             if status == 401
-                && matches!(call.auth, Auth::Hmac)
+                && matches!(call.auth, PreparedAuth::Hmac(_))
                 && !learnt_offset
                 && self.learn_offset(&error.headers)
             {
@@ -355,20 +329,129 @@ impl Client {
                 });
                 continue;
             }
-            let retryable = match call.effect {
-                Effect::None => matches!(status, 429 | 502 | 503 | 504),
-                Effect::Changes => matches!(status, 429 | 503),
-            };
-            if retryable && retries < self.shared.retry.max_retries {
-                if let Some(delay) = self.shared.retry.delay(retries, error.retry_after) {
+            match self.retry_after_api_error(call.effect, retries, &error) {
+                Some(delay) => {
                     span.in_scope(|| tracing::debug!(status, ?delay, "retrying"));
                     tokio::time::sleep(delay).await;
                     retries += 1;
-                    continue;
+                }
+                None => return Err(Error::Api(Box::new(error))),
+            }
+        }
+    }
+
+    /// What stays the same across a call's attempts: the URL, the signed target, the body, and
+    /// the identity header or the credentials that sign each attempt afresh.
+    fn prepare<'c>(&'c self, call: Call<'c>) -> Result<PreparedCall<'c>, Error> {
+        let auth = match call.auth {
+            Auth::Hmac => PreparedAuth::Hmac(
+                self.credentials
+                    .as_deref()
+                    .ok_or(Error::MissingCredentials)?,
+            ),
+            Auth::Identity(token) => {
+                let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                    Error::InvalidInput("identity token is not a valid header value".into())
+                })?;
+                value.set_sensitive(true);
+                PreparedAuth::Identity(value)
+            }
+        };
+        let url = self.url(&call.path);
+        let target = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        Ok(PreparedCall {
+            method: call.method,
+            url,
+            target,
+            body: call.body.unwrap_or_default(),
+            auth,
+            effect: call.effect,
+        })
+    }
+
+    /// One attempt's request: HMAC calls are signed now, at the signing time.
+    fn build_request(&self, call: &PreparedCall<'_>) -> Result<reqwest::RequestBuilder, Error> {
+        let mut request = self
+            .shared
+            .http
+            .request(call.method.clone(), call.url.clone());
+        match &call.auth {
+            PreparedAuth::Identity(value) => {
+                request = request.header(HEADER_IDENTITY, value.clone());
+            }
+            PreparedAuth::Hmac(credentials) => {
+                let headers = credentials.signer.sign_request(
+                    credentials.credentials.token_id.as_str(),
+                    self.signing_time(),
+                    call.method.as_str(),
+                    &call.target,
+                    &call.body,
+                );
+                for (name, value) in headers.pairs() {
+                    let mut value = HeaderValue::try_from(value).map_err(|_| {
+                        Error::InvalidInput(format!("{name} is not a valid header value"))
+                    })?;
+                    value.set_sensitive(name == HEADER_SIGNATURE);
+                    request = request.header(name, value);
                 }
             }
-            return Err(Error::Api(Box::new(error)));
         }
+        if !call.body.is_empty() {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(call.body.clone());
+        }
+        Ok(request)
+    }
+
+    /// The wait before retrying after a transport error, or `None` to give up. Only a refused
+    /// connection proves the service never saw the request, so only then is a state-changing
+    /// call repeated.
+    fn retry_after_transport_error(
+        &self,
+        effect: Effect,
+        retries: u32,
+        error: &reqwest::Error,
+    ) -> Option<Duration> {
+        let may_retry = effect == Effect::None || error.is_connect();
+        if may_retry && retries < self.shared.retry.max_retries {
+            self.shared.retry.delay(retries, None)
+        } else {
+            None
+        }
+    }
+
+    /// The wait before retrying after an error answer, or `None` to give up. A
+    /// state-changing call is repeated only on answers that say it was not acted on (429, 503).
+    fn retry_after_api_error(
+        &self,
+        effect: Effect,
+        retries: u32,
+        error: &ApiError,
+    ) -> Option<Duration> {
+        let retryable = match effect {
+            Effect::None => matches!(error.status, 429 | 502 | 503 | 504),
+            Effect::Changes => matches!(error.status, 429 | 503),
+        };
+        if retryable && retries < self.shared.retry.max_retries {
+            self.shared.retry.delay(retries, error.retry_after)
+        } else {
+            None
+        }
+    }
+
+    /// The error of a non-2xx answer, with the wait its `Retry-After` asks for.
+    fn api_error(&self, status: u16, headers: HeaderMap, bytes: &[u8]) -> ApiError {
+        let wait = retry_after(&headers, SystemTime::from(self.shared.clock.now()));
+        ApiError::from_parts(
+            status,
+            headers,
+            String::from_utf8_lossy(bytes).into_owned(),
+            wait,
+        )
     }
 
     /// Sets the clock offset from a response's `Date` when it differs from the current one by

@@ -5,15 +5,13 @@
 use std::{collections::HashMap, fmt, io::Write, path::Path};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use lmts_core::TokenSecret;
+use lmts_core::{files, TokenSecret};
 use ring::{
     aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN},
     digest,
     rand::{SecureRandom, SystemRandom},
 };
 use zeroize::Zeroizing;
-
-use crate::files;
 
 /// File name of the generated master key inside the data directory.
 pub const MASTER_KEY_FILE: &str = "master.key";

@@ -23,7 +23,6 @@ pub mod account;
 pub mod clock;
 pub mod connections;
 pub mod crypto;
-pub mod files;
 pub mod http;
 pub mod identity;
 pub mod server;

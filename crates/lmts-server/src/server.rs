@@ -4,6 +4,7 @@ use std::{future::Future, io, net::SocketAddr, path::PathBuf, sync::Arc, time::D
 
 use chrono::TimeDelta;
 use jsonwebtoken::DecodingKey;
+use lmts_core::files::{self, FileError};
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
@@ -11,7 +12,6 @@ use crate::{
     clock::Clock,
     connections::{self, ConnectionLimits},
     crypto::{CryptoError, Keyring},
-    files::{self, FileError},
     http::app,
     identity::{
         dev::{DevIssuer, DevIssuerError, DEV_APP_ID, DEV_KEY_ID},

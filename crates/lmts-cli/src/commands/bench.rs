@@ -6,7 +6,6 @@
 use std::{
     net::TcpListener,
     process::{Child, Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,6 +16,7 @@ use lmts_server::{
     clock::Clock,
     identity::dev::{DevIssuer, DEV_APP_ID},
 };
+use reqwest::header::HeaderValue;
 use serde::Serialize;
 
 use crate::{
@@ -78,17 +78,41 @@ fn percentile(sorted: &[u64], fraction: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// What one connection does, once.
+/// A derived token's credentials with its signer prepared once.
+type SigningToken = (HmacCredentials, Signer);
+
+/// The requests the scenarios send, URLs parsed and the identity header built once.
 #[derive(Clone)]
 struct Work {
     http: reqwest::Client,
-    base: String,
-    identity: Arc<String>,
+    base: reqwest::Url,
+    health: reqwest::Url,
+    list: reqwest::Url,
+    derive: reqwest::Url,
+    identity: HeaderValue,
 }
 
+/// The request target of the list endpoint, as signed.
+const LIST_TARGET: &str = "/auth/api-tokens";
+
 impl Work {
+    /// Work against the service at `base`, deriving tokens with `identity`.
+    fn new(http: reqwest::Client, base: &str, identity: &str) -> Result<Self, CommandError> {
+        let base = reqwest::Url::parse(base)?;
+        let mut identity = HeaderValue::from_str(&format!("Bearer {identity}"))?;
+        identity.set_sensitive(true);
+        Ok(Self {
+            http,
+            health: base.join("/health")?,
+            list: base.join(LIST_TARGET)?,
+            derive: base.join("/auth/api-tokens/derive")?,
+            base,
+            identity,
+        })
+    }
+
     async fn health(&self) -> bool {
-        match self.http.get(format!("{}/health", self.base)).send().await {
+        match self.http.get(self.health.clone()).send().await {
             Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
             Err(_) => false,
         }
@@ -96,9 +120,10 @@ impl Work {
 
     async fn signed(
         &self,
-        credentials: &(HmacCredentials, Signer),
+        credentials: &SigningToken,
         method: reqwest::Method,
         target: &str,
+        url: reqwest::Url,
     ) -> bool {
         let headers = credentials.1.sign_request(
             credentials.0.token_id.as_str(),
@@ -107,7 +132,7 @@ impl Work {
             target,
             b"",
         );
-        let mut request = self.http.request(method, format!("{}{target}", self.base));
+        let mut request = self.http.request(method, url);
         for (name, value) in headers.pairs() {
             request = request.header(name, value);
         }
@@ -117,11 +142,32 @@ impl Work {
         }
     }
 
-    async fn derive(&self) -> Option<(HmacCredentials, Signer)> {
+    async fn list(&self, credentials: &SigningToken) -> bool {
+        self.signed(
+            credentials,
+            reqwest::Method::GET,
+            LIST_TARGET,
+            self.list.clone(),
+        )
+        .await
+    }
+
+    async fn revoke(&self, credentials: &SigningToken) -> bool {
+        let target = format!("{LIST_TARGET}/{}", credentials.0.token_id);
+        match self.base.join(&target) {
+            Ok(url) => {
+                self.signed(credentials, reqwest::Method::DELETE, &target, url)
+                    .await
+            }
+            Err(_) => false,
+        }
+    }
+
+    async fn derive(&self) -> Option<SigningToken> {
         let response = self
             .http
-            .post(format!("{}/auth/api-tokens/derive", self.base))
-            .header("identity", format!("Bearer {}", self.identity))
+            .post(self.derive.clone())
+            .header("identity", self.identity.clone())
             .body("{}")
             .send()
             .await
@@ -134,71 +180,104 @@ impl Work {
         let signer = credentials.signer();
         Some((credentials, signer))
     }
+
+    /// Derive, list and revoke: one request of the revoke-heavy mix.
+    async fn mix(&self) -> bool {
+        match self.derive().await {
+            Some(credentials) => {
+                let listed = self.list(&credentials).await;
+                let revoked = self.revoke(&credentials).await;
+                listed && revoked
+            }
+            None => false,
+        }
+    }
 }
 
+/// What a connection does over and over: `list` with the token it derived first, or the same
+/// request each time.
+enum Request {
+    Health,
+    List(Box<SigningToken>),
+    Derive,
+    Mix,
+}
+
+impl Request {
+    /// The request for `scenario`; `None` when the token a list connection needs could not
+    /// be derived.
+    async fn prepare(scenario: Scenario, work: &Work) -> Option<Self> {
+        Some(match scenario {
+            Scenario::Health => Self::Health,
+            Scenario::List => Self::List(Box::new(work.derive().await?)),
+            Scenario::Derive => Self::Derive,
+            Scenario::Mix => Self::Mix,
+        })
+    }
+
+    /// Sends it once; whether it succeeded.
+    async fn send(&self, work: &Work) -> bool {
+        match self {
+            Self::Health => work.health().await,
+            Self::List(credentials) => work.list(credentials).await,
+            Self::Derive => work.derive().await.is_some(),
+            Self::Mix => work.mix().await,
+        }
+    }
+
+    /// Leaves the partner's list as it was, so that repeated scenarios measure the same.
+    async fn clean_up(&self, work: &Work) {
+        if let Self::List(credentials) = self {
+            work.revoke(credentials).await;
+        }
+    }
+}
+
+/// One connection: the scenario's request, over and over until `duration` has passed. Its
+/// latencies in microseconds, and how many requests failed.
+async fn connection(scenario: Scenario, work: Work, duration: Duration) -> (Vec<u64>, u64) {
+    let Some(request) = Request::prepare(scenario, &work).await else {
+        // Without a token of its own this connection cannot list: one error, rather than a
+        // loop that never awaits and fills the latencies with zeros.
+        return (Vec::new(), 1);
+    };
+    let mut latencies = Vec::with_capacity(4096);
+    let mut errors = 0u64;
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let ok = request.send(&work).await;
+        latencies.push(started.elapsed().as_micros() as u64);
+        if !ok {
+            errors += 1;
+        }
+    }
+    request.clean_up(&work).await;
+    (latencies, errors)
+}
+
+/// How a scenario is named in the results.
+fn scenario_name(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::Health => "health",
+        Scenario::List => "list",
+        Scenario::Derive => "derive",
+        Scenario::Mix => "mix (derive+list+revoke)",
+    }
+}
+
+/// Runs `scenario` on `connections` connections at once for `duration`.
 async fn run_scenario(
     scenario: Scenario,
     work: &Work,
     connections: u32,
     duration: Duration,
 ) -> Measured {
+    let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
-        let work = work.clone();
-        tasks.spawn(async move {
-            let mut latencies = Vec::with_capacity(4096);
-            let mut errors = 0u64;
-            let own = match scenario {
-                Scenario::List => match work.derive().await {
-                    Some(credentials) => Some(credentials),
-                    // Without a token of its own this connection cannot list: one error, rather
-                    // than a loop that never awaits and fills the latencies with zeros.
-                    None => return (Vec::new(), 1),
-                },
-                _ => None,
-            };
-            let deadline = Instant::now() + duration;
-            while Instant::now() < deadline {
-                let started = Instant::now();
-                let ok = match scenario {
-                    Scenario::Health => work.health().await,
-                    Scenario::List => match &own {
-                        Some(credentials) => {
-                            work.signed(credentials, reqwest::Method::GET, "/auth/api-tokens")
-                                .await
-                        }
-                        None => unreachable!("a list connection without a token returned above"),
-                    },
-                    Scenario::Derive => work.derive().await.is_some(),
-                    Scenario::Mix => match work.derive().await {
-                        Some(credentials) => {
-                            let listed = work
-                                .signed(&credentials, reqwest::Method::GET, "/auth/api-tokens")
-                                .await;
-                            let target = format!("/auth/api-tokens/{}", credentials.0.token_id);
-                            let revoked = work
-                                .signed(&credentials, reqwest::Method::DELETE, &target)
-                                .await;
-                            listed && revoked
-                        }
-                        None => false,
-                    },
-                };
-                latencies.push(started.elapsed().as_micros() as u64);
-                if !ok {
-                    errors += 1;
-                }
-            }
-            // Leave the partner's list as it was, so that repeated scenarios measure the same.
-            if let Some(credentials) = &own {
-                let target = format!("/auth/api-tokens/{}", credentials.0.token_id);
-                work.signed(credentials, reqwest::Method::DELETE, &target)
-                    .await;
-            }
-            (latencies, errors)
-        });
+        tasks.spawn(connection(scenario, work.clone(), duration));
     }
-    let started = Instant::now();
     let mut latencies = Vec::new();
     let mut errors = 0;
     for (mut part, part_errors) in tasks.join_all().await {
@@ -207,14 +286,8 @@ async fn run_scenario(
     }
     let elapsed = started.elapsed().as_secs_f64().max(duration.as_secs_f64());
     latencies.sort_unstable();
-    let name = match scenario {
-        Scenario::Health => "health",
-        Scenario::List => "list",
-        Scenario::Derive => "derive",
-        Scenario::Mix => "mix (derive+list+revoke)",
-    };
     Measured {
-        scenario: name.to_owned(),
+        scenario: scenario_name(scenario).to_owned(),
         requests: latencies.len() as u64,
         errors,
         requests_per_second: latencies.len() as f64 / elapsed,
@@ -258,6 +331,34 @@ fn start_service(
     ))
 }
 
+/// Waits for the service at `base` to answer `/health` (10 seconds at most).
+async fn wait_until_up(http: &reqwest::Client, base: &str) -> Result<(), CommandError> {
+    let health = format!("{base}/health");
+    for _ in 0..400 {
+        if http.get(&health).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err("the measured service did not start".into())
+}
+
+/// Mints the identity tokens of the measured service's dev issuer.
+struct Identities(DevIssuer);
+
+impl Identities {
+    /// The identity of `scenario`'s partner, valid longer than any run.
+    fn for_scenario(&self, scenario: Scenario) -> Result<String, CommandError> {
+        Ok(self.0.issue(
+            account_for(scenario),
+            "privy.io",
+            DEV_APP_ID,
+            Clock::system().now(),
+            TimeDelta::hours(2),
+        )?)
+    }
+}
+
 /// Runs `lmts bench`.
 pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
     let scenarios = if args.scenarios.is_empty() {
@@ -272,35 +373,15 @@ pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
     };
     let data = tempfile::tempdir()?;
     let (service, base) = start_service(data.path(), args.database_url.as_deref())?;
-    let pid = service.child.id();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections as usize)
         .build()?;
-    let mut up = false;
-    for _ in 0..400 {
-        if http.get(format!("{base}/health")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    if !up {
-        return Err("the measured service did not start".into());
-    }
-    let issuer = DevIssuer::load_or_create(data.path())?;
-    let identity_for = |scenario| {
-        issuer.issue(
-            account_for(scenario),
-            "privy.io",
-            DEV_APP_ID,
-            Clock::system().now(),
-            TimeDelta::hours(2),
-        )
-    };
+    wait_until_up(&http, &base).await?;
+    let identities = Identities(DevIssuer::load_or_create(data.path())?);
     // Fail early, with the SDK's error, if the service does not accept the identity.
     Client::new(&base)?
         .api_tokens()
-        .get_capabilities(&identity_for(Scenario::Health)?)
+        .get_capabilities(&identities.for_scenario(Scenario::Health)?)
         .await?;
     output.note(&format!(
         "lmts bench: {} connections, {} s per scenario, service on {} at {base}",
@@ -314,11 +395,7 @@ pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
     ));
     let mut results = Vec::new();
     for scenario in scenarios {
-        let work = Work {
-            http: http.clone(),
-            base: base.clone(),
-            identity: Arc::new(identity_for(scenario)?),
-        };
+        let work = Work::new(http.clone(), &base, &identities.for_scenario(scenario)?)?;
         let mut measured = run_scenario(
             scenario,
             &work,
@@ -326,46 +403,28 @@ pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
             Duration::from_secs(args.duration_secs),
         )
         .await;
-        measured.service_rss_kib = resident_kib(pid);
+        measured.service_rss_kib = resident_kib(service.child.id());
         output.note(&format!(
             "  {}: {:.0} req/s",
             measured.scenario, measured.requests_per_second
         ));
         results.push(measured);
     }
-    let baseline = results
-        .iter()
-        .find(|m| m.scenario == "health")
-        .map(|m| (m.requests_per_second, m.p99_us));
     if output.is_json() {
         output.json(&results);
-        return Ok(());
+    } else {
+        print_table(&results, output);
     }
-    let rows: Vec<Vec<String>> = results
+    Ok(())
+}
+
+/// The results as a table, with each scenario's throughput and p99 against `/health`'s.
+fn print_table(results: &[Measured], output: &Output) {
+    let baseline = results
         .iter()
-        .map(|m| {
-            let (throughput_ratio, p99_ratio) = match baseline {
-                Some((rps, p99)) if rps > 0.0 && p99 > 0 => (
-                    format!("{:.2}", m.requests_per_second / rps),
-                    format!("{:.2}", m.p99_us as f64 / p99 as f64),
-                ),
-                _ => ("-".into(), "-".into()),
-            };
-            vec![
-                m.scenario.clone(),
-                m.requests.to_string(),
-                m.errors.to_string(),
-                format!("{:.0}", m.requests_per_second),
-                format!("{:.2}", m.p50_us as f64 / 1000.0),
-                format!("{:.2}", m.p99_us as f64 / 1000.0),
-                format!("{:.2}", m.p999_us as f64 / 1000.0),
-                throughput_ratio,
-                p99_ratio,
-                m.service_rss_kib
-                    .map_or_else(|| "-".into(), |kib| format!("{:.1}", kib as f64 / 1024.0)),
-            ]
-        })
-        .collect();
+        .find(|m| m.scenario == scenario_name(Scenario::Health))
+        .map(|m| (m.requests_per_second, m.p99_us));
+    let rows: Vec<Vec<String>> = results.iter().map(|m| table_row(m, baseline)).collect();
     output.table(
         &[
             "SCENARIO",
@@ -381,7 +440,30 @@ pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
         ],
         &rows,
     );
-    Ok(())
+}
+
+/// One scenario's row; `baseline` is `/health`'s requests per second and p99, if measured.
+fn table_row(m: &Measured, baseline: Option<(f64, u64)>) -> Vec<String> {
+    let (throughput_ratio, p99_ratio) = match baseline {
+        Some((rps, p99)) if rps > 0.0 && p99 > 0 => (
+            format!("{:.2}", m.requests_per_second / rps),
+            format!("{:.2}", m.p99_us as f64 / p99 as f64),
+        ),
+        _ => ("-".into(), "-".into()),
+    };
+    vec![
+        m.scenario.clone(),
+        m.requests.to_string(),
+        m.errors.to_string(),
+        format!("{:.0}", m.requests_per_second),
+        format!("{:.2}", m.p50_us as f64 / 1000.0),
+        format!("{:.2}", m.p99_us as f64 / 1000.0),
+        format!("{:.2}", m.p999_us as f64 / 1000.0),
+        throughput_ratio,
+        p99_ratio,
+        m.service_rss_kib
+            .map_or_else(|| "-".into(), |kib| format!("{:.1}", kib as f64 / 1024.0)),
+    ]
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! against it through the SDK, each step printed and checked.
 
 use chrono::TimeDelta;
-use lmts_sdk::{Client, DeriveApiTokenInput, Scope};
+use lmts_sdk::{Client, DeriveApiTokenInput, DeriveApiTokenResponse, Scope};
 use lmts_server::{
     clock::Clock,
     identity::dev::{DevIssuer, DEV_APP_ID},
@@ -51,11 +51,25 @@ pub async fn run(output: &Output) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// The lifecycle, step by step; stops at the first step that does not hold.
 async fn lifecycle(
     base: &str,
     data: &std::path::Path,
     output: &Output,
 ) -> Result<(), CommandError> {
+    let identity = mint_identity(data, output)?;
+    let client = Client::new(base)?;
+    show_capabilities(&client, &identity, output).await?;
+    let derived = derive_token(&client, &identity, output).await?;
+    let scoped = client.with_credentials(derived.credentials());
+    list_tokens(&scoped, &derived, output).await?;
+    sign_by_hand(base, &derived, output).await?;
+    revoke_token(&scoped, &derived, output).await?;
+    see_revoked_credentials_refused(&scoped, output).await
+}
+
+/// Step 1: an identity token from the throw-away service's dev issuer.
+fn mint_identity(data: &std::path::Path, output: &Output) -> Result<String, CommandError> {
     let identity = DevIssuer::load_or_create(data)?.issue(
         DEMO_ACCOUNT,
         "privy.io",
@@ -68,9 +82,16 @@ async fn lifecycle(
         true,
         format!("1. minted a dev identity token for {DEMO_ACCOUNT}"),
     )?;
+    Ok(identity)
+}
 
-    let client = Client::new(base)?;
-    let caps = client.api_tokens().get_capabilities(&identity).await?;
+/// Step 2: token management is on for the new partner, with the default scopes.
+async fn show_capabilities(
+    client: &Client,
+    identity: &str,
+    output: &Output,
+) -> Result<(), CommandError> {
+    let caps = client.api_tokens().get_capabilities(identity).await?;
     check(
         output,
         caps.token_management_enabled && caps.allowed_scopes == [Scope::Trading],
@@ -79,12 +100,19 @@ async fn lifecycle(
             caps.partner_profile_id,
             lmts_core::scope::join_scopes(&caps.allowed_scopes)
         ),
-    )?;
+    )
+}
 
+/// Step 3: a trading token, its secret kept in memory only.
+async fn derive_token(
+    client: &Client,
+    identity: &str,
+    output: &Output,
+) -> Result<DeriveApiTokenResponse, CommandError> {
     let derived = client
         .api_tokens()
         .derive_token(
-            &identity,
+            identity,
             DeriveApiTokenInput {
                 label: Some("demo".into()),
                 scopes: vec![Scope::Trading],
@@ -99,8 +127,15 @@ async fn lifecycle(
             derived.token_id
         ),
     )?;
+    Ok(derived)
+}
 
-    let scoped = client.with_credentials(derived.credentials());
+/// Step 4: the new token lists itself, signed with its own credentials.
+async fn list_tokens(
+    scoped: &Client,
+    derived: &DeriveApiTokenResponse,
+    output: &Output,
+) -> Result<(), CommandError> {
     let tokens = scoped.api_tokens().list_tokens().await?;
     check(
         output,
@@ -109,8 +144,15 @@ async fn lifecycle(
             "4. listed {} live token(s), the new one among them",
             tokens.len()
         ),
-    )?;
+    )
+}
 
+/// Step 5: the three `lmts-*` headers computed here and sent with a plain HTTP client.
+async fn sign_by_hand(
+    base: &str,
+    derived: &DeriveApiTokenResponse,
+    output: &Output,
+) -> Result<(), CommandError> {
     let target = "/auth/api-tokens";
     let headers = derived.credentials().signer().sign_request(
         derived.token_id.as_str(),
@@ -128,15 +170,28 @@ async fn lifecycle(
         output,
         status == reqwest::StatusCode::OK,
         format!("5. a request signed by hand (lmts-api-key, lmts-timestamp, lmts-signature) answered {status}"),
-    )?;
+    )
+}
 
+/// Step 6: the token revokes itself.
+async fn revoke_token(
+    scoped: &Client,
+    derived: &DeriveApiTokenResponse,
+    output: &Output,
+) -> Result<(), CommandError> {
     let message = scoped.api_tokens().revoke_token(&derived.token_id).await?;
     check(
         output,
         true,
         format!("6. revoked {}: {message}", derived.token_id),
-    )?;
+    )
+}
 
+/// Step 7: the very next request with the revoked credentials gets a 401.
+async fn see_revoked_credentials_refused(
+    scoped: &Client,
+    output: &Output,
+) -> Result<(), CommandError> {
     let refused = scoped.api_tokens().list_tokens().await;
     let refusal = refused
         .as_ref()

@@ -1,9 +1,14 @@
-//! One module per subcommand.
+//! One module per subcommand; the server commands' only with the `server` feature.
 
+#[cfg(feature = "server")]
 mod bench;
+#[cfg(feature = "server")]
 mod demo;
+#[cfg(feature = "server")]
 mod dev;
+#[cfg(feature = "server")]
 mod partners;
+#[cfg(feature = "server")]
 mod serve;
 mod sign;
 mod tokens;
@@ -28,12 +33,17 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            #[cfg(feature = "server")]
             Command::Serve(args) => serve::run(args).await,
             Command::Tokens(command) => tokens::run(command, &output).await,
             Command::Sign(args) => sign::run(args, &output),
+            #[cfg(feature = "server")]
             Command::Demo => demo::run(&output).await,
+            #[cfg(feature = "server")]
             Command::Bench(args) => bench::run(args, &output).await,
+            #[cfg(feature = "server")]
             Command::Partners(command) => partners::run(command, &output).await,
+            #[cfg(feature = "server")]
             Command::Dev(command) => dev::run(command, &output),
             Command::Completions { .. } => Ok(()),
         }

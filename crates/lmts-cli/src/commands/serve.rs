@@ -3,8 +3,9 @@
 use std::{io::IsTerminal, path::Path, time::Duration};
 
 use chrono::TimeDelta;
+use lmts_core::{error_chain::error_chain, files};
 use lmts_server::{
-    files,
+    connections::ConnectionLimits,
     server::{shutdown_signal, IdentityConfig, Server, ServerConfig},
     service::RateLimit,
     store::PostgresOptions,
@@ -14,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
 use crate::{
-    cli::{LogFormat, ServeArgs},
+    cli::{ConnectionArgs, LogFormat, ServeArgs},
     exit::{CommandError, ConfigError},
 };
 
@@ -40,7 +41,7 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>, CommandError> {
         Err(error) => Err(ConfigError(format!(
             "master key file {}: {}",
             path.display(),
-            crate::exit::chain(&error)
+            error_chain(&error)
         ))
         .into()),
     }
@@ -79,6 +80,7 @@ fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
             window: TimeDelta::seconds(i64::from(args.time_window_secs)),
             max_body_bytes: args.max_body_bytes,
             max_active_tokens: (args.max_active_tokens > 0).then_some(args.max_active_tokens),
+            body_timeout: Duration::from_secs(args.connections.body_timeout_secs),
             usage_flush_interval: Duration::from_millis(args.usage_flush_ms),
             token_cache_ttl: Duration::from_secs(args.token_cache_ttl_secs),
             rate_limit: (args.rate_limit_per_minute > 0).then_some(RateLimit {
@@ -87,9 +89,22 @@ fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
             }),
             ..ServiceSettings::default()
         },
+        connections: connection_limits(&args.connections),
         master_key,
         retired_master_keys,
     })
+}
+
+fn connection_limits(args: &ConnectionArgs) -> ConnectionLimits {
+    let size = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+    ConnectionLimits {
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        http2_keepalive: Duration::from_secs(args.http2_keepalive_secs),
+        http2_max_streams: args.http2_max_streams,
+        max_header_bytes: size(args.max_header_bytes),
+        max_connections: size(args.max_connections),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    }
 }
 
 /// Runs the service until SIGTERM or Ctrl-C.

@@ -8,7 +8,7 @@ use lmts_core::{
     },
     Signer,
 };
-use lmts_server::clock::Clock;
+use lmts_sdk::clock::Clock;
 
 use crate::{
     cli::SignArgs,

@@ -184,7 +184,7 @@ pub async fn signed_status(
     token_id: &str,
     secret: &lmts_core::TokenSecret,
 ) -> Option<u16> {
-    let now = lmts_server::clock::Clock::system().now();
+    let now = lmts_sdk::clock::Clock::system().now();
     let headers = lmts_core::Signer::new(secret).sign_request(token_id, now, method, target, b"");
     let mut request = reqwest::Client::new()
         .request(method.parse().unwrap(), format!("{base}{target}"))

@@ -35,6 +35,7 @@ impl ApiError {
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ServiceError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -68,6 +69,7 @@ impl ApiError {
             ServiceError::TooLarge { limit } => {
                 ErrorMessage::One(format!("request body is over the limit of {limit} bytes"))
             }
+            ServiceError::BodyTimeout => one("request body not received in time"),
             ServiceError::RateLimited { retry_after_secs } => ErrorMessage::One(format!(
                 "rate limit exceeded; retry after {retry_after_secs} s"
             )),

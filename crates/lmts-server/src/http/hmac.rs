@@ -25,7 +25,7 @@ pub async fn require_hmac(
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
     let headers = signed_headers(&parts.headers)?;
-    let body = read_body(&parts.headers, body, service.settings().max_body_bytes).await?;
+    let body = read_body(&service, &parts.headers, body).await?;
     let target = parts
         .uri
         .path_and_query()
@@ -34,13 +34,16 @@ pub async fn require_hmac(
         method: &parts.method,
         target,
         headers,
-        body: &body,
+        body: &body.bytes,
         client: client_address(&parts.extensions),
         now: service.now(),
     };
     let token: VerifiedToken = service.verifier().verify(&signed).await?;
     parts.extensions.insert(token);
-    Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
+    let request = Request::from_parts(parts, Body::from(body.bytes.clone()));
+    let response = next.run(request).await;
+    drop(body);
+    Ok(response)
 }
 
 /// The peer's address, when the server was started with connection info.

@@ -28,8 +28,8 @@ pub async fn derive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<DeriveApiTokenResponse>), ApiError> {
-    let body = read_body(&headers, body, service.settings().max_body_bytes).await?;
-    let derived = service.derive(&profile, &body).await?;
+    let body = read_body(&service, &headers, body).await?;
+    let derived = service.derive(&profile, &body.bytes).await?;
     Ok((StatusCode::CREATED, Json(derived)))
 }
 

@@ -7,6 +7,7 @@ use std::{fmt, io::Write, path::Path};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use chrono::{DateTime, TimeDelta, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use lmts_core::files::{self, FileError};
 use ring::{
     rand::SystemRandom,
     signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING},
@@ -14,10 +15,7 @@ use ring::{
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::{
-    account::checksum_address,
-    files::{self, FileError},
-};
+use crate::account::checksum_address;
 
 /// File name of the dev issuer's private key inside the data directory.
 pub const DEV_KEY_FILE: &str = "dev-identity.key";

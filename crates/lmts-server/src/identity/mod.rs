@@ -20,7 +20,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::{sync::Mutex, time::Instant};
 
-use crate::{account::checksum_address, service::error_chain};
+use lmts_core::error_chain::error_chain;
+
+use crate::account::checksum_address;
 
 /// The issuer Privy writes into its identity tokens.
 pub const PRIVY_ISSUER: &str = "privy.io";

@@ -1,6 +1,8 @@
 //! Why the service refused or could not answer, in the domain's words. The HTTP adapter maps
 //! each variant to its status in one place (`http::error`).
 
+use lmts_core::error_chain::error_chain;
+
 use crate::{crypto::CryptoError, identity::IdentityError, store::StoreError};
 
 /// A refusal or a failure of the service.
@@ -28,6 +30,9 @@ pub enum ServiceError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The client did not send its request body in time.
+    #[error("request body not received in time")]
+    BodyTimeout,
     /// The caller's request budget is spent.
     #[error("rate limited; retry after {retry_after_secs} s")]
     RateLimited {
@@ -89,16 +94,4 @@ impl From<IdentityError> for ServiceError {
             other => ServiceError::Unauthenticated(other.to_string()),
         }
     }
-}
-
-/// An error with its causes, `: `-separated, for the log.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -5,6 +5,7 @@
 //! Its caches and their invalidation live in one place (`caches`); the HTTP adapter
 //! (`crate::http`) only translates requests into these calls and errors into statuses.
 
+mod bodies;
 mod caches;
 mod derive;
 mod error;
@@ -21,13 +22,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use lmts_core::{
+    error_chain::error_chain,
     wire::{DeriveApiTokenResponse, PartnerCapabilities, ProfileRef, RevokeApiTokenResponse},
     Scope, TokenId,
 };
 use tokio::task::JoinHandle;
 
+pub use bodies::BodyAllowance;
 pub use caches::{CachedToken, SETTINGS_TTL};
-pub use error::{error_chain, ServiceError};
+pub use error::ServiceError;
 pub use rate_limit::{RateLimit, RateLimiter};
 pub use scheme::{signed_headers, SignedHeaderValues};
 pub use settings::ServiceSettings;
@@ -42,6 +45,7 @@ use crate::{
         Invalidation, NewToken, PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError,
     },
 };
+use bodies::BodyBudget;
 use caches::Caches;
 use usage::UsageLog;
 
@@ -57,6 +61,7 @@ struct Core {
     keyring: Keyring,
     identity: IdentityVerifier,
     caches: Arc<Caches>,
+    bodies: BodyBudget,
     usage: UsageLog,
     /// Request budgets per identity subject and per token.
     identity_rates: RateLimiter<String>,
@@ -114,6 +119,7 @@ impl TokenService {
         let usage = UsageLog::new(settings.usage_retention());
         Self(Arc::new(Core {
             caches: Arc::new(Caches::new(&settings)),
+            bodies: BodyBudget::new(settings.body_budget_bytes),
             identity_rates: RateLimiter::new(settings.rate_limit),
             token_rates: RateLimiter::new(settings.rate_limit),
             settings,
@@ -138,6 +144,11 @@ impl TokenService {
     /// The persistent state.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store
+    }
+
+    /// An allowance to hold a request body of `bytes` in memory, from the process's budget.
+    pub fn reserve_body(&self, bytes: usize) -> Result<BodyAllowance, ServiceError> {
+        self.0.bodies.reserve(bytes)
     }
 
     /// The service's time.

@@ -14,6 +14,10 @@ pub struct ServiceSettings {
     pub window: TimeDelta,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The longest a client may take to send a request body.
+    pub body_timeout: Duration,
+    /// The most request-body bytes held in memory at once, by all requests together.
+    pub body_budget_bytes: usize,
     /// The most active tokens one partner may hold (SPEC B2, 409); `None` for no limit.
     pub max_active_tokens: Option<u32>,
     /// How often pending `lastUsedAt` values are written (the most they may trail).
@@ -31,6 +35,8 @@ impl Default for ServiceSettings {
         Self {
             window: DEFAULT_WINDOW,
             max_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(30),
+            body_budget_bytes: 64 * 1024 * 1024,
             max_active_tokens: Some(100),
             usage_flush_interval: Duration::from_secs(1),
             token_cache_ttl: Duration::from_secs(5),

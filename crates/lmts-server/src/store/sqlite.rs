@@ -4,7 +4,10 @@ use std::{io, path::Path, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use lmts_core::TokenId;
+use lmts_core::{
+    files::{self, FileError},
+    TokenId,
+};
 use sqlx::{
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -18,7 +21,6 @@ use super::{
     group_commit::GroupCommitter,
     millis, scopes_to_text, NewToken, StoreError,
 };
-use crate::files::{self, FileError};
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "lmts.db";

@@ -1,5 +1,18 @@
-//! Private files of the data directory: created with mode 0600 (directories 0700), and
-//! refused when others may read them.
+//! Private files (the feature `files`): created with mode 0600 (directories 0700), and refused
+//! when others may read them. The server keeps its master key and dev issuer key this way, the
+//! command line its saved credentials.
+//!
+//! This is the one module of `lmts-core` that does IO, so it is opt-in: the SDK leaves it off.
+//!
+//! ```
+//! use lmts_core::files::{read_private, replace_private};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("config/credentials.toml");
+//! replace_private(&path, b"[profiles]")?; // the directory 0700, the file 0600
+//! assert_eq!(read_private(&path)?.as_deref().map(String::as_str), Some("[profiles]"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::{
     fs::{self, File, OpenOptions},
