@@ -113,6 +113,15 @@ pub struct ServeArgs {
     /// Requests a caller may send at once before the per-minute rate applies.
     #[arg(long, env = "LMTS_RATE_LIMIT_BURST", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
+    /// Authentication failures (401s) per minute allowed per client address before it gets 429 (0: no limit). Behind a proxy on the same host every client shares its address: set 0 there.
+    #[arg(long, env = "LMTS_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
+    pub auth_failures_per_minute: u32,
+    /// Authentication failures a client address may make at once before the per-minute rate applies.
+    #[arg(long, env = "LMTS_AUTH_FAILURE_BURST", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_failure_burst: u32,
+    /// Most request-body bytes held in memory at once by all requests together; past it, 503.
+    #[arg(long, env = "LMTS_BODY_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65_536..=4_294_967_295))]
+    pub body_budget_bytes: u64,
     /// Milliseconds between writes of lastUsedAt (the most it may trail the truth).
     #[arg(long, env = "LMTS_USAGE_FLUSH_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub usage_flush_ms: u64,

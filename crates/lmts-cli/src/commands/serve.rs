@@ -87,6 +87,11 @@ fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
                 per_minute: args.rate_limit_per_minute,
                 burst: args.rate_limit_burst,
             }),
+            auth_failure_limit: (args.auth_failures_per_minute > 0).then_some(RateLimit {
+                per_minute: args.auth_failures_per_minute,
+                burst: args.auth_failure_burst,
+            }),
+            body_budget_bytes: usize::try_from(args.body_budget_bytes).unwrap_or(usize::MAX),
             ..ServiceSettings::default()
         },
         connections: connection_limits(&args.connections),

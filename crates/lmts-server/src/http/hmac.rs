@@ -15,30 +15,31 @@ use http::Extensions;
 use std::net::{IpAddr, SocketAddr};
 
 use super::{body::read_body, error::ApiError};
-use crate::service::{signed_headers, SignedRequest, TokenService, VerifiedToken};
+use crate::service::{SignedHead, TokenService, VerifiedToken};
 
-/// The middleware: verifies the request or answers the refusal itself.
+/// The middleware: verifies the request or answers the refusal itself. The head is checked
+/// before a byte of body is read; the body only for a live token inside the window.
 pub async fn require_hmac(
     State(service): State<TokenService>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let headers = signed_headers(&parts.headers)?;
-    let body = read_body(&service, &parts.headers, body).await?;
     let target = parts
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |target| target.as_str());
-    let signed = SignedRequest {
+    let head = SignedHead {
         method: &parts.method,
         target,
-        headers,
-        body: &body.bytes,
+        headers: &parts.headers,
         client: client_address(&parts.extensions),
         now: service.now(),
     };
-    let token: VerifiedToken = service.verifier().verify(&signed).await?;
+    let verifier = service.verifier();
+    let admitted = verifier.admit(head).await?;
+    let body = read_body(&service, head.headers, body).await?;
+    let token: VerifiedToken = admitted.verify(&body.bytes).await?;
     parts.extensions.insert(token);
     let request = Request::from_parts(parts, Body::from(body.bytes.clone()));
     let response = next.run(request).await;
@@ -47,7 +48,7 @@ pub async fn require_hmac(
 }
 
 /// The peer's address, when the server was started with connection info.
-fn client_address(extensions: &Extensions) -> Option<IpAddr> {
+pub(super) fn client_address(extensions: &Extensions) -> Option<IpAddr> {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip())

@@ -17,6 +17,9 @@ impl FromRequestParts<TokenService> for CallerProfile {
         parts: &mut Parts,
         service: &TokenService,
     ) -> Result<Self, ApiError> {
-        Ok(CallerProfile(service.identify(&parts.headers).await?))
+        let client = super::hmac::client_address(&parts.extensions);
+        Ok(CallerProfile(
+            service.identify(&parts.headers, client).await?,
+        ))
     }
 }

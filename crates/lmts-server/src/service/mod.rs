@@ -9,6 +9,7 @@ mod bodies;
 mod caches;
 mod derive;
 mod error;
+mod failures;
 mod listing;
 mod rate_limit;
 mod scheme;
@@ -17,7 +18,7 @@ mod ttl_cache;
 mod usage;
 mod verifier;
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
@@ -32,10 +33,9 @@ pub use bodies::BodyAllowance;
 pub use caches::{CachedToken, SETTINGS_TTL};
 pub use error::ServiceError;
 pub use rate_limit::{RateLimit, RateLimiter};
-pub use scheme::{signed_headers, SignedHeaderValues};
 pub use settings::ServiceSettings;
 pub use ttl_cache::TtlCache;
-pub use verifier::{SignedRequest, VerifiedToken, Verifier};
+pub use verifier::{Admitted, SignedHead, SignedRequest, VerifiedToken, Verifier};
 
 use crate::{
     clock::Clock,
@@ -47,6 +47,7 @@ use crate::{
 };
 use bodies::BodyBudget;
 use caches::Caches;
+use failures::FailureBudget;
 use usage::UsageLog;
 
 /// The token service. Cheap to clone: every clone shares one state.
@@ -62,6 +63,7 @@ struct Core {
     identity: IdentityVerifier,
     caches: Arc<Caches>,
     bodies: BodyBudget,
+    failures: FailureBudget,
     usage: UsageLog,
     /// Request budgets per identity subject and per token.
     identity_rates: RateLimiter<String>,
@@ -120,6 +122,7 @@ impl TokenService {
         Self(Arc::new(Core {
             caches: Arc::new(Caches::new(&settings)),
             bodies: BodyBudget::new(settings.body_budget_bytes),
+            failures: FailureBudget::new(settings.auth_failure_limit),
             identity_rates: RateLimiter::new(settings.rate_limit),
             token_rates: RateLimiter::new(settings.rate_limit),
             settings,
@@ -157,12 +160,27 @@ impl TokenService {
     }
 
     /// The partner profile of the Privy identity token the request presents (created on first
-    /// sight), after the caller's rate limit.
-    pub async fn identify(&self, headers: &HeaderMap) -> Result<PartnerProfile, ServiceError> {
-        let token = scheme::identity_token(headers)?;
+    /// sight), after the client's failure budget and the caller's rate limit.
+    pub async fn identify(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+    ) -> Result<PartnerProfile, ServiceError> {
         let core = &self.0;
+        core.failures.admit(client)?;
         let now = core.clock.now();
-        let identity = core.identity.verify(token, now).await?;
+        let verified = match scheme::identity_token(headers) {
+            Ok(token) => core
+                .identity
+                .verify(token, now)
+                .await
+                .map_err(ServiceError::from),
+            Err(refusal) => Err(refusal),
+        };
+        let identity = verified.map_err(|error| match error {
+            ServiceError::Unauthenticated(_) => core.failures.charge(client, error),
+            other => other,
+        })?;
         Core::check_rate(&core.identity_rates, &identity.subject)?;
         Ok(core
             .store
@@ -309,6 +327,7 @@ impl TokenService {
         core.usage.forget_old(core.clock.now());
         core.identity_rates.forget_idle();
         core.token_rates.forget_idle();
+        core.failures.forget_idle();
         if let Err(error) = core.store.prune_signatures(core.clock.now()).await {
             tracing::warn!(error = %error_chain(&error), "could not prune replay records");
         }

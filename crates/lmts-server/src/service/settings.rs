@@ -28,6 +28,9 @@ pub struct ServiceSettings {
     pub token_cache_capacity: usize,
     /// Requests allowed per identity and per token; `None` for no limit.
     pub rate_limit: Option<RateLimit>,
+    /// Authentication failures allowed per client address before it gets 429; `None` for no
+    /// limit.
+    pub auth_failure_limit: Option<RateLimit>,
 }
 
 impl Default for ServiceSettings {
@@ -42,6 +45,10 @@ impl Default for ServiceSettings {
             token_cache_ttl: Duration::from_secs(5),
             token_cache_capacity: 1_000_000,
             rate_limit: Some(RateLimit::default()),
+            auth_failure_limit: Some(RateLimit {
+                per_minute: 60,
+                burst: 30,
+            }),
         }
     }
 }

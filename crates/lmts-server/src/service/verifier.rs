@@ -5,10 +5,14 @@
 use std::{net::IpAddr, sync::Arc};
 
 use chrono::{DateTime, Utc};
-use http::Method;
-use lmts_core::signing::{CanonicalMessage, VerifyError};
+use http::{HeaderMap, Method};
+use lmts_core::signing::{check_window, parse_timestamp, CanonicalMessage, VerifyError};
 
-use super::{caches::CachedToken, scheme::SignedHeaderValues, Core, ServiceError};
+use super::{
+    caches::CachedToken,
+    scheme::{signed_headers, SignedHeaderValues},
+    Core, ServiceError,
+};
 
 /// The token that signed a request: its cached verification state (id, profile, scopes),
 /// shared rather than copied per request.
@@ -23,61 +27,123 @@ impl std::ops::Deref for VerifiedToken {
     }
 }
 
-/// The parts of a signed request, exactly as received.
+/// The head of a signed request, exactly as received: everything but the body.
 #[derive(Debug, Clone, Copy)]
-pub struct SignedRequest<'a> {
+pub struct SignedHead<'a> {
     /// The method.
     pub method: &'a Method,
     /// The request target: path and query as sent on the wire, never decoded.
     pub target: &'a str,
-    /// The three `lmts-*` headers.
-    pub headers: SignedHeaderValues<'a>,
-    /// The raw body bytes.
-    pub body: &'a [u8],
+    /// The request's headers, of which the three `lmts-*` ones are read.
+    pub headers: &'a HeaderMap,
     /// The client's address, when known.
     pub client: Option<IpAddr>,
     /// The time of arrival.
     pub now: DateTime<Utc>,
 }
 
-/// Verifies signed requests: window, signature (constant time), revocation, rate limit and
-/// the replay record. Cheap to clone.
+/// A signed request whole: its head and its raw body bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRequest<'a> {
+    /// Everything but the body.
+    pub head: SignedHead<'a>,
+    /// The raw body bytes.
+    pub body: &'a [u8],
+}
+
+/// Verifies signed requests: the client's failure budget, window, live token, signature
+/// (constant time), rate limit and the replay record. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Verifier(pub(super) Arc<Core>);
 
-const UNKNOWN_TOKEN: &str = "unknown or revoked API token";
+/// The one answer for an id that names no live token and for a signature that does not match,
+/// so that no one learns which ids are live.
+const NOT_AUTHENTIC: &str =
+    "API token unknown or revoked, or lmts-signature does not match the request";
 
 impl Verifier {
-    /// The token that signed `request`, or why it is refused.
+    /// The token that signed `request`, or why it is refused: [`Verifier::admit`] and
+    /// [`Admitted::verify`] in one step.
     pub async fn verify(&self, request: &SignedRequest<'_>) -> Result<VerifiedToken, ServiceError> {
-        let result = self.check(request).await;
-        if let Err(error) = &result {
-            tracing::debug!(client = ?request.client, token_id = request.headers.api_key, %error, "signed request refused");
-        }
-        result
+        self.admit(request.head).await?.verify(request.body).await
     }
 
-    async fn check(&self, request: &SignedRequest<'_>) -> Result<VerifiedToken, ServiceError> {
+    /// The first half, before a byte of body is read: the client's failure budget, the window
+    /// and a live token. A request that cannot be valid is refused here, so its body need not
+    /// be read at all.
+    pub async fn admit<'a>(&self, head: SignedHead<'a>) -> Result<Admitted<'_, 'a>, ServiceError> {
+        self.0.failures.admit(head.client)?;
+        let values = signed_headers(head.headers).map_err(|error| self.refused(&head, error))?;
+        match self.find_token(&head, &values).await {
+            Ok(token) => Ok(Admitted {
+                verifier: self,
+                head,
+                values,
+                token,
+            }),
+            Err(error) => Err(self.refused(&head, error)),
+        }
+    }
+
+    async fn find_token(
+        &self,
+        head: &SignedHead<'_>,
+        values: &SignedHeaderValues<'_>,
+    ) -> Result<Arc<CachedToken>, ServiceError> {
         let core = &self.0;
-        let headers = &request.headers;
-        let token = core
-            .caches
-            .token(core.store.as_ref(), &core.keyring, headers.api_key)
+        let signed_at = parse_timestamp(values.timestamp).map_err(refusal)?;
+        check_window(signed_at, head.now, core.settings.window).map_err(refusal)?;
+        core.caches
+            .token(core.store.as_ref(), &core.keyring, values.api_key)
             .await?
-            .ok_or_else(|| ServiceError::unauthenticated(UNKNOWN_TOKEN))?;
+            .ok_or_else(|| ServiceError::unauthenticated(NOT_AUTHENTIC))
+    }
+
+    /// Logs a refusal and charges an authentication failure to the client's budget.
+    fn refused(&self, head: &SignedHead<'_>, error: ServiceError) -> ServiceError {
+        tracing::debug!(client = ?head.client, target = head.target, %error, "signed request refused");
+        match error {
+            ServiceError::Unauthenticated(_) => self.0.failures.charge(head.client, error),
+            other => other,
+        }
+    }
+}
+
+/// A signed request whose head passed [`Verifier::admit`]: its body may now be read.
+#[derive(Debug)]
+pub struct Admitted<'v, 'a> {
+    verifier: &'v Verifier,
+    head: SignedHead<'a>,
+    values: SignedHeaderValues<'a>,
+    token: Arc<CachedToken>,
+}
+
+impl Admitted<'_, '_> {
+    /// The second half: the signature over the head and `body`, the token's rate limit and,
+    /// for a state-changing request, the replay record.
+    pub async fn verify(self, body: &[u8]) -> Result<VerifiedToken, ServiceError> {
+        let verifier = self.verifier;
+        match self.check(body).await {
+            Ok(token) => Ok(token),
+            Err(error) => Err(verifier.refused(&self.head, error)),
+        }
+    }
+
+    async fn check(&self, body: &[u8]) -> Result<VerifiedToken, ServiceError> {
+        let (core, head, token) = (&self.verifier.0, &self.head, &self.token);
         let message = CanonicalMessage::new(
-            headers.timestamp,
-            request.method.as_str(),
-            request.target,
-            request.body,
+            self.values.timestamp,
+            head.method.as_str(),
+            head.target,
+            body,
         );
         let window = core.settings.window;
         let verified = token
             .signer
-            .verify(&message, headers.signature, request.now, window)
+            .verify(&message, self.values.signature, head.now, window)
             .map_err(refusal)?;
         Core::check_rate(&core.token_rates, &token.token_id)?;
-        if is_state_changing(request.method) {
+        if is_state_changing(head.method) {
             let expires_at = verified.signed_at() + window;
             let fresh = core
                 .store
@@ -93,8 +159,8 @@ impl Verifier {
                 ));
             }
         }
-        core.usage.record(&token.token_id, request.now);
-        Ok(VerifiedToken(token))
+        core.usage.record(&token.token_id, head.now);
+        Ok(VerifiedToken(Arc::clone(token)))
     }
 }
 
@@ -118,7 +184,7 @@ fn refusal(error: VerifyError) -> ServiceError {
         VerifyError::MalformedSignature => {
             "lmts-signature is not standard base64 (with padding) of an HMAC-SHA256".to_owned()
         }
-        _ => "lmts-signature does not match the request".to_owned(),
+        _ => NOT_AUTHENTIC.to_owned(),
     };
     ServiceError::Unauthenticated(message)
 }
