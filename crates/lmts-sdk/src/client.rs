@@ -29,6 +29,8 @@ use crate::{
     retry::RetryPolicy,
 };
 
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The base URL of the real Limitless API.
 pub const DEFAULT_BASE_URL: &str = "https://api.limitless.exchange";
 /// Environment variable for the base URL.
@@ -587,6 +589,10 @@ impl ClientBuilder {
             .default_headers(extra_headers)
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
+            // Below the 30 s a server (lmts's default, and most proxies') keeps an idle
+            // connection: a pooled connection is dropped here before the server closes it, so
+            // a request never races the close.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(self.user_agent)
             .build()
             .map_err(|error| Error::Config(format!("HTTP client: {error}")))?;
