@@ -1,0 +1,142 @@
+//! Issue #12, finding 1, through a real HTTP/2 client against a real `lmts serve`: many
+//! HTTP/2 connections, each with as many concurrent streams as the server allows, carrying
+//! made-up `lmts-*` headers and 65 000-byte bodies left unfinished. Before the fix the service
+//! read every body in full before looking the token up, and grew by hundreds of megabytes.
+//! Now each such request is refused from its head, the bodies cost at most the flow-control
+//! windows, and `/health` keeps answering.
+//!
+//! `LMTS_FLOOD_CONNECTIONS=100 cargo test --release -p lmts-cli --test flood -- --nocapture`
+//! prints the figures BENCHMARKS.md records.
+#![cfg(feature = "server")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Service;
+use tokio::net::TcpStream;
+
+const STREAMS_PER_CONNECTION: usize = 64;
+const BODY_BYTES: usize = 65_000;
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .unwrap()
+}
+
+/// One flooding connection: opens its streams, sends each a head and most of a body, and
+/// keeps them unfinished. Answers the statuses it got back.
+async fn flood(address: String) -> Vec<u16> {
+    let stream = TcpStream::connect(&address).await.unwrap();
+    let (sender, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut responses = Vec::new();
+    let mut held = Vec::new();
+    for i in 0..STREAMS_PER_CONNECTION {
+        let Ok(mut sender) = sender.clone().ready().await else {
+            break;
+        };
+        let request = http::Request::get(format!("http://{address}/auth/api-tokens"))
+            .header("lmts-api-key", format!("lmts_made_up_{i}"))
+            .header(
+                "lmts-timestamp",
+                lmts_core::signing::format_timestamp(chrono::Utc::now()),
+            )
+            .header("lmts-signature", "A".repeat(43) + "=")
+            .header("content-length", BODY_BYTES.to_string())
+            .body(())
+            .unwrap();
+        let Ok((response, mut body)) = sender.send_request(request, false) else {
+            break;
+        };
+        body.reserve_capacity(BODY_BYTES - 1);
+        let _ = body.send_data(Bytes::from(vec![b'x'; BODY_BYTES - 1]), false);
+        held.push(body);
+        responses.push(response);
+    }
+    let mut statuses = Vec::new();
+    for response in responses {
+        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(20), response).await {
+            statuses.push(response.status().as_u16());
+        }
+    }
+    drop(held);
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_flood_of_unauthenticated_bodies_costs_bounded_memory() {
+    let connections: usize = std::env::var("LMTS_FLOOD_CONNECTIONS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(
+        &dir.path().join("data"),
+        &dir.path().join("log"),
+        &[
+            "--auth-failures-per-minute",
+            "0",
+            "--max-connections",
+            "4096",
+        ],
+    )
+    .await;
+    let pid = service.child.id();
+    let client = reqwest::Client::new();
+    let health = format!("{}/health", service.base);
+    for _ in 0..20 {
+        client.get(&health).send().await.unwrap();
+    }
+    let before = resident_kib(pid);
+
+    let address = service.base.trim_start_matches("http://").to_owned();
+    let floods: Vec<_> = (0..connections)
+        .map(|_| tokio::spawn(flood(address.clone())))
+        .collect();
+    let mut latencies = Vec::new();
+    let mut peak = before;
+    while !floods.iter().all(|flood| flood.is_finished()) {
+        let started = Instant::now();
+        let response = tokio::time::timeout(Duration::from_secs(10), client.get(&health).send())
+            .await
+            .expect("/health answers during the flood")
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        latencies.push(started.elapsed());
+        peak = peak.max(resident_kib(pid));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut statuses = Vec::new();
+    for flood in floods {
+        statuses.extend(flood.await.unwrap());
+    }
+    let after = resident_kib(pid);
+    latencies.sort();
+    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    println!(
+        "{connections} connections x {STREAMS_PER_CONNECTION} streams: {} answered, resident {before} KiB before, {peak} KiB at peak, {after} KiB after; /health p99 {:.1} ms over {} requests",
+        statuses.len(),
+        p99.as_secs_f64() * 1000.0,
+        latencies.len()
+    );
+    assert!(!statuses.is_empty(), "the flood's requests were answered");
+    assert!(
+        statuses.iter().all(|status| *status == 401),
+        "every made-up request is refused: {statuses:?}"
+    );
+    assert!(
+        peak - before < 64 * 1024,
+        "resident memory grew by {} KiB",
+        peak - before
+    );
+}
