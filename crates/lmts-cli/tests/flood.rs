@@ -49,7 +49,7 @@ async fn flood(address: String) -> Vec<u16> {
             .header("lmts-api-key", format!("lmts_made_up_{i}"))
             .header(
                 "lmts-timestamp",
-                lmts_core::signing::format_timestamp(chrono::Utc::now()),
+                lmts_core::signing::format_timestamp(lmts_sdk::clock::Clock::system().now()),
             )
             .header("lmts-signature", "A".repeat(43) + "=")
             .header("content-length", BODY_BYTES.to_string())
