@@ -48,10 +48,12 @@ pub fn code(error: &(dyn Error + 'static)) -> u8 {
     }
     #[cfg(feature = "server")]
     if let Some(serve) = error.downcast_ref::<lmts_server::server::ServeError>() {
-        return if matches!(serve, lmts_server::server::ServeError::Identity(_)) {
-            3
-        } else {
-            1
+        use lmts_server::server::ServeError;
+        return match serve {
+            ServeError::Identity(_)
+            | ServeError::MissingMasterKey { .. }
+            | ServeError::DataDir { .. } => 3,
+            _ => 1,
         };
     }
     match error.downcast_ref::<lmts_sdk::Error>() {

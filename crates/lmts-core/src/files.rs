@@ -35,15 +35,30 @@ pub enum FileError {
         /// The file's permission bits.
         mode: u32,
     },
+    /// Group or others may write into the directory: anyone could replace what it holds.
+    #[error("its mode {mode:o} lets others write into it; run chmod go-w on it")]
+    WritableByOthers {
+        /// The directory's permission bits.
+        mode: u32,
+    },
 }
 
-/// Creates `dir` (and its parents) if missing, mode 0700 for what it creates.
+/// Creates `dir` (and its parents) if missing, mode 0700 for what it creates; refuses a
+/// directory that group or others may write into.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), FileError> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(FileError::WritableByOthers { mode });
+        }
+    }
     Ok(())
 }
 
@@ -135,6 +150,19 @@ mod tests {
             Err(FileError::TooOpen { mode: 0o644 })
         ));
         assert!(read_private(&dir.path().join("missing")).unwrap().is_none());
+
+        let open = dir.path().join("open");
+        ensure_private_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            ensure_private_dir(&open),
+            Err(FileError::WritableByOthers { mode: 0o777 })
+        ));
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(
+            ensure_private_dir(&open).is_ok(),
+            "readable by the group is allowed"
+        );
 
         let nested = dir.path().join("a/b/creds.toml");
         replace_private(&nested, b"one").unwrap();

@@ -110,6 +110,13 @@ impl fmt::Debug for Keyring {
     }
 }
 
+fn file_error(path: &Path, source: files::FileError) -> CryptoError {
+    CryptoError::File {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 impl Keyring {
     /// A keyring sealing with `current` (base64 of 32 bytes) and still opening with `retired`.
     pub fn from_base64(current: &str, retired: &[String]) -> Result<Self, CryptoError> {
@@ -125,28 +132,32 @@ impl Keyring {
         })
     }
 
-    /// Reads the master key file of `data_dir`, creating it (mode 0600) on first start.
-    pub fn load_or_create(data_dir: &Path, retired: &[String]) -> Result<Self, CryptoError> {
+    /// Reads the master key file of `data_dir`; `None` when there is none.
+    pub fn load(data_dir: &Path, retired: &[String]) -> Result<Option<Self>, CryptoError> {
         let path = data_dir.join(MASTER_KEY_FILE);
-        let file_error = |source| CryptoError::File {
-            path: path.display().to_string(),
-            source,
-        };
-        let encoded = match files::read_private(&path).map_err(file_error)? {
-            Some(text) => text,
-            None => {
-                let mut key = Zeroizing::new([0u8; 32]);
-                SystemRandom::new()
-                    .fill(key.as_mut())
-                    .map_err(|_| CryptoError::Random)?;
-                let encoded = Zeroizing::new(STANDARD.encode(key.as_ref()));
-                files::create_private(&path, |file| file.write_all(encoded.as_bytes()))
-                    .map_err(file_error)?;
-                tracing::info!(path = %path.display(), "generated a new master key");
-                encoded
-            }
-        };
+        match files::read_private(&path).map_err(|source| file_error(&path, source))? {
+            Some(encoded) => Self::from_base64(&encoded, retired).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Generates a master key and writes it to `data_dir` (mode 0600, never overwriting).
+    pub fn create(data_dir: &Path, retired: &[String]) -> Result<Self, CryptoError> {
+        let path = data_dir.join(MASTER_KEY_FILE);
+        let mut key = Zeroizing::new([0u8; 32]);
+        SystemRandom::new()
+            .fill(key.as_mut())
+            .map_err(|_| CryptoError::Random)?;
+        let encoded = Zeroizing::new(STANDARD.encode(key.as_ref()));
+        files::create_private(&path, |file| file.write_all(encoded.as_bytes()))
+            .map_err(|source| file_error(&path, source))?;
+        tracing::info!(path = %path.display(), "generated a new master key");
         Self::from_base64(&encoded, retired)
+    }
+
+    /// Whether this keyring has the key `key_id` (current or retired).
+    pub fn has_key(&self, key_id: &str) -> bool {
+        self.current.id == key_id || self.retired.contains_key(key_id)
     }
 
     /// Id of the key that seals new secrets.
@@ -258,8 +269,13 @@ mod tests {
     #[test]
     fn master_key_file_is_created_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Keyring::load_or_create(dir.path(), &[]).unwrap();
-        let second = Keyring::load_or_create(dir.path(), &[]).unwrap();
+        assert!(Keyring::load(dir.path(), &[]).unwrap().is_none());
+        let first = Keyring::create(dir.path(), &[]).unwrap();
+        let second = Keyring::load(dir.path(), &[]).unwrap().unwrap();
+        assert!(
+            Keyring::create(dir.path(), &[]).is_err(),
+            "never overwrites a key"
+        );
         assert_eq!(first.current_key_id(), second.current_key_id());
         #[cfg(unix)]
         {

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::{
     clock::Clock,
     connections::{self, ConnectionLimits},
-    crypto::{CryptoError, Keyring},
+    crypto::{CryptoError, Keyring, MASTER_KEY_FILE},
     http::app,
     identity::{
         dev::{DevIssuer, DevIssuerError, DEV_APP_ID, DEV_KEY_ID},
@@ -110,6 +110,16 @@ pub enum ServeError {
     /// The master key could not be loaded.
     #[error("master key")]
     MasterKey(#[from] CryptoError),
+    /// The database holds live secrets sealed under a master key this service was not given.
+    #[error("the database holds {sealed} live token secret(s) sealed under master key {key_id}, which this service does not have: {hint}")]
+    MissingMasterKey {
+        /// The key id the secrets name.
+        key_id: String,
+        /// How many live secrets it seals.
+        sealed: u64,
+        /// What to do about it.
+        hint: String,
+    },
     /// The database could not be opened.
     #[error("database")]
     Store(#[from] StoreError),
@@ -195,6 +205,39 @@ fn identity_verifier(config: &ServerConfig) -> Result<IdentityVerifier, ServeErr
     ))
 }
 
+/// The master keys of `config`, checked against the secrets `store` holds: every key id that
+/// seals a live token must be there, and a new master key is generated only while no live
+/// token is sealed at all (a lost key file is never silently replaced).
+async fn keyring_for(config: &ServerConfig, store: &dyn Store) -> Result<Keyring, ServeError> {
+    let retired = &config.retired_master_keys;
+    let sealed = store.sealed_key_counts().await?;
+    let keyring = match &config.master_key {
+        Some(key) => Keyring::from_base64(key, retired)?,
+        None => match Keyring::load(&config.data_dir, retired)? {
+            Some(keyring) => keyring,
+            None if sealed.is_empty() => Keyring::create(&config.data_dir, retired)?,
+            None => {
+                return Err(ServeError::MissingMasterKey {
+                    key_id: sealed[0].0.clone(),
+                    sealed: sealed[0].1,
+                    hint: format!(
+                        "{} is missing; restore it, or give --master-key-file",
+                        config.data_dir.join(MASTER_KEY_FILE).display()
+                    ),
+                })
+            }
+        },
+    };
+    match sealed.iter().find(|(key_id, _)| !keyring.has_key(key_id)) {
+        Some((key_id, count)) => Err(ServeError::MissingMasterKey {
+            key_id: key_id.clone(),
+            sealed: *count,
+            hint: "give that key as --master-key-file or --retired-master-key-file".into(),
+        }),
+        None => Ok(keyring),
+    }
+}
+
 /// A bound, ready service.
 #[derive(Debug)]
 pub struct Server {
@@ -216,10 +259,7 @@ impl Server {
             &config.postgres,
         )
         .await?;
-        let keyring = match &config.master_key {
-            Some(key) => Keyring::from_base64(key, &config.retired_master_keys)?,
-            None => Keyring::load_or_create(&config.data_dir, &config.retired_master_keys)?,
-        };
+        let keyring = keyring_for(&config, store.as_ref()).await?;
         let identity = identity_verifier(&config)?;
         if config.dev {
             tracing::warn!(

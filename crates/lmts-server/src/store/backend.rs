@@ -208,6 +208,15 @@ where
         row.as_ref().map(StoredRow::credentials).transpose()
     }
 
+    async fn sealed_key_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let read = sqlx::query(
+            "SELECT key_id, COUNT(*) AS sealed FROM api_tokens WHERE revoked_at IS NULL
+             GROUP BY key_id ORDER BY key_id",
+        );
+        let counted = self.fetch_all(read).await?;
+        counted.iter().map(StoredRow::key_count).collect()
+    }
+
     async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError> {
         let read = sqlx::query(
             "SELECT token_id, label, scopes, created_at, last_used_at FROM api_tokens

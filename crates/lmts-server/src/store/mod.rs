@@ -249,6 +249,9 @@ pub trait Store: Send + Sync + 'static {
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Each master key id that seals the secret of a live token, with how many it seals.
+    async fn sealed_key_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// Forgets signatures that expired before `now`; returns how many.
     async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 

@@ -53,6 +53,9 @@ pub(super) trait StoredRow {
 
     /// A listed token from the columns `token_id, label, scopes, created_at, last_used_at`.
     fn token_record(&self) -> Result<TokenRecord, StoreError>;
+
+    /// A master key id and how many live secrets it seals, from `key_id, sealed`.
+    fn key_count(&self) -> Result<(String, u64), StoreError>;
 }
 
 impl<R> StoredRow for R
@@ -106,6 +109,11 @@ where
             created_at: time_from_millis(self.try_get("created_at")?)?,
             last_used_at: last_used.map(time_from_millis).transpose()?,
         })
+    }
+
+    fn key_count(&self) -> Result<(String, u64), StoreError> {
+        let sealed: i64 = self.try_get("sealed")?;
+        Ok((self.try_get("key_id")?, sealed.unsigned_abs()))
     }
 }
 
