@@ -81,6 +81,11 @@ pub(super) trait Backend: Send + Sync + 'static {
         let _ = sink;
         None
     }
+
+    /// [`Store::caches_may_answer`].
+    fn caches_may_answer(&self) -> bool {
+        true
+    }
 }
 
 /// The store contract, kept by every backend with the same statements. The bounds are the
@@ -262,5 +267,9 @@ where
 
     fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {
         Backend::watch_invalidations(self, sink)
+    }
+
+    fn caches_may_answer(&self) -> bool {
+        Backend::caches_may_answer(self)
     }
 }

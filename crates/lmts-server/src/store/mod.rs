@@ -261,6 +261,13 @@ pub trait Store: Send + Sync + 'static {
         let _ = sink;
         None
     }
+
+    /// Whether caches kept by [`Store::watch_invalidations`] may answer now. Always, for a
+    /// backend only one instance uses; for one several instances share, only while the backend
+    /// can prove that its listener hears their changes. While not, read the store.
+    fn caches_may_answer(&self) -> bool {
+        true
+    }
 }
 
 /// A time in its stored form: milliseconds since the epoch.
