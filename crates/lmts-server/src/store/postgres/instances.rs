@@ -43,8 +43,8 @@ macro_rules! pg_now_millis {
     };
 }
 
-/// The first pause of a revoker polling for acknowledgements; it doubles up to
-/// [`LONGEST_POLL_PAUSE`].
+/// The first pause of a revoker polling for acknowledgements; each next one is a quarter
+/// longer, up to [`LONGEST_POLL_PAUSE`]: most acknowledgements land within a few milliseconds.
 const FIRST_POLL_PAUSE: Duration = Duration::from_millis(1);
 
 /// The longest pause of a revoker polling for acknowledgements.
