@@ -313,3 +313,68 @@ async fn postgres_store_keeps_the_contract() {
         .unwrap();
     assert!(reopened.token_credentials("r2").await.unwrap().is_some());
 }
+
+/// Revocations racing each other on PostgreSQL are numbered without gaps, each token records
+/// its number, and their notices are delivered in number order: PostgreSQL delivers notices in
+/// commit order, so "applied up to N" means every revocation numbered N or less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_revocations_are_numbered_in_commit_order() {
+    use lmts_server::store::REVOCATION_CHANNEL;
+
+    const TOKENS: i64 = 40;
+    let url = lmts_testkit::PgServer::shared().database().await;
+    let store = Arc::new(
+        PostgresStore::connect(&url, &PostgresOptions::default())
+            .await
+            .unwrap(),
+    );
+    let profile = store
+        .upsert_profile("did:privy:numbers", "0x05", t(0))
+        .await
+        .unwrap();
+    for n in 0..TOKENS {
+        store
+            .insert_token(&token(&format!("n{n}"), profile.id, t(n)), None)
+            .await
+            .unwrap();
+    }
+    let mut listener = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    listener.listen(REVOCATION_CHANNEL).await.unwrap();
+
+    let mut racing = tokio::task::JoinSet::new();
+    for n in 0..TOKENS {
+        let store = Arc::clone(&store);
+        racing.spawn(async move {
+            store
+                .revoke_token(profile.id, &format!("n{n}"), t(99))
+                .await
+        });
+    }
+    while let Some(revoked) = racing.join_next().await {
+        assert!(revoked.unwrap().unwrap());
+    }
+
+    let mut heard = Vec::new();
+    while heard.len() < TOKENS as usize {
+        let notice = listener.recv().await.unwrap();
+        let (number, rest) = notice.payload().split_once('/').unwrap();
+        let token_id = rest.split_once(':').unwrap().1.to_owned();
+        heard.push((number.parse::<i64>().unwrap(), token_id));
+    }
+    let numbers: Vec<i64> = heard.iter().map(|(number, _)| *number).collect();
+    assert_eq!(
+        numbers,
+        (1..=TOKENS).collect::<Vec<_>>(),
+        "in commit order, no gaps"
+    );
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    for (number, token_id) in heard {
+        let recorded: Option<i64> =
+            sqlx::query_scalar("SELECT revoked_seq FROM api_tokens WHERE token_id = $1")
+                .bind(&token_id)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert_eq!(recorded, Some(number), "{token_id}");
+    }
+}

@@ -1,6 +1,10 @@
 //! The service's caches in front of the store, and the one place that knows what each
 //! invalidation forgets: this instance's own derives and revokes, and other instances' notices
 //! delivered by the store (PostgreSQL `NOTIFY`), go through [`Caches::forget`] alike.
+//!
+//! Token and list caches answer only while the store says they may
+//! ([`Store::caches_may_answer`]): on PostgreSQL, while this instance can prove it hears other
+//! instances' revocations. Otherwise every lookup reads the store, and caches nothing.
 
 use std::{sync::Arc, time::Duration};
 
@@ -80,7 +84,12 @@ impl Caches {
             }))
         };
         let owned_key = |entry: &Arc<CachedToken>| entry.token_id.clone();
-        match self.tokens.get_or_load(token_id, load, owned_key).await {
+        let found = if store.caches_may_answer() {
+            self.tokens.get_or_load(token_id, load, owned_key).await
+        } else {
+            load().await
+        };
+        match found {
             Ok(entry) => Ok(Some(entry)),
             Err(None) => Ok(None),
             Err(Some(error)) => Err(error),
@@ -101,9 +110,13 @@ impl Caches {
             })?;
             Ok(Arc::new(listing))
         };
-        self.lists
-            .get_or_load(&profile_id, load, |_| profile_id)
-            .await
+        if store.caches_may_answer() {
+            self.lists
+                .get_or_load(&profile_id, load, |_| profile_id)
+                .await
+        } else {
+            load().await
+        }
     }
 
     /// The settings in force for `account`. Keyed by the account as given: profiles always

@@ -53,7 +53,8 @@ pub(super) trait Backend: Send + Sync + 'static {
     async fn execute(&self, write: Statement<Self::Database>) -> Result<u64, StoreError>;
 
     /// Commits the revocation `write` makes of `token_id`, a token of `profile_id`; a backend
-    /// several instances share announces it to them in the same transaction.
+    /// several instances share announces it to them in the same transaction, and answers once
+    /// it is final on all of them ([`Store::revoke_token`]).
     async fn execute_revocation(
         &self,
         write: Statement<Self::Database>,
@@ -80,6 +81,11 @@ pub(super) trait Backend: Send + Sync + 'static {
     fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {
         let _ = sink;
         None
+    }
+
+    /// [`Store::caches_may_answer`].
+    fn caches_may_answer(&self) -> bool {
+        true
     }
 }
 
@@ -271,5 +277,9 @@ where
 
     fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {
         Backend::watch_invalidations(self, sink)
+    }
+
+    fn caches_may_answer(&self) -> bool {
+        Backend::caches_may_answer(self)
     }
 }

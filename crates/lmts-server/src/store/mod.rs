@@ -234,6 +234,11 @@ pub trait Store: Send + Sync + 'static {
     async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError>;
 
     /// Revokes a live token of `profile_id`; false when there is no such live token.
+    ///
+    /// Answers only once the revocation is final on every other instance sharing the store
+    /// (SPEC C1): each has forgotten the token, or can no longer answer from its caches. A
+    /// token of `profile_id` revoked earlier answers false once that revocation is final. The
+    /// caller forgets the token in its own caches before it answers anyone.
     async fn revoke_token(
         &self,
         profile_id: i64,
@@ -263,6 +268,13 @@ pub trait Store: Send + Sync + 'static {
     fn watch_invalidations(&self, sink: InvalidationSink) -> Option<tokio::task::JoinHandle<()>> {
         let _ = sink;
         None
+    }
+
+    /// Whether caches kept by [`Store::watch_invalidations`] may answer now. Always, for a
+    /// backend only one instance uses; for one several instances share, only while the backend
+    /// can prove that its listener hears their changes. While not, read the store.
+    fn caches_may_answer(&self) -> bool {
+        true
     }
 }
 

@@ -1,25 +1,33 @@
 //! PostgreSQL: the one source of truth for many service instances behind a load balancer.
 //!
 //! Revocations are announced with `NOTIFY` in the revoking transaction, so every instance's
-//! listener drops the token from its cache as soon as the revoke commits. The active-token
-//! limit holds across instances because a derive locks its profile row before it counts.
+//! listener drops the token from its cache as soon as the revoke commits, and a revoke answers
+//! only once it is final on every instance (`instances.rs`). The active-token limit holds
+//! across instances because a derive locks its profile row before it counts.
 
-use std::{borrow::Cow, time::Duration};
+mod instances;
+mod notices;
+
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lmts_core::TokenId;
 use sqlx::{
-    postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
     Postgres,
 };
 use tokio::task::JoinHandle;
 
+use self::{
+    instances::Instance,
+    notices::{announce, Change},
+};
 use super::{
     backend::{Backend, Statement},
     millis,
     rows::stored_profile_id,
-    scopes_to_text, Invalidation, InvalidationSink, NewToken, StoreError,
+    scopes_to_text, InvalidationSink, NewToken, StoreError,
 };
 
 /// The channel derives and revocations are announced on.
@@ -34,6 +42,11 @@ pub struct PostgresOptions {
     pub acquire_timeout: Duration,
     /// The longest a statement may run.
     pub statement_timeout: Duration,
+    /// How long an instance's caches may answer after it last proved that its listener hears
+    /// other instances' revocations, and so the longest a revoke waits for an instance that
+    /// does not acknowledge it (docs/ARCHITECTURE.md, "Revocation across instances"). Zero:
+    /// caches never answer and revokes never wait.
+    pub revocation_lease: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -42,6 +55,7 @@ impl Default for PostgresOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
+            revocation_lease: Duration::from_secs(2),
         }
     }
 }
@@ -51,6 +65,8 @@ impl Default for PostgresOptions {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// This process among the instances sharing the database.
+    instance: Arc<Instance>,
 }
 
 impl PostgresStore {
@@ -64,11 +80,17 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(store_error)?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        let instance = Instance::new(&pool, &connect, options.revocation_lease)
+            .await
+            .map_err(store_error)?;
+        Ok(Self {
+            pool,
+            instance: Arc::new(instance),
+        })
     }
 }
 
@@ -103,6 +125,63 @@ fn sqlstate(error: &sqlx::Error) -> Option<Cow<'_, str>> {
 }
 
 impl PostgresStore {
+    /// Revokes in one transaction: `write` (the shared statement), then the revocation's
+    /// number, the token's record of it and the notice to every instance. The number is taken
+    /// last: its row stays locked until the commit, so numbers commit in order. Answers the
+    /// number, or `None` when there was no live token to revoke.
+    async fn commit_revocation(
+        &self,
+        write: Statement<Postgres>,
+        profile_id: i64,
+        token_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        let revoked = write
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if revoked != 1 {
+            transaction.rollback().await.map_err(store_error)?;
+            return Ok(None);
+        }
+        let number: i64 = sqlx::query_scalar(
+            "WITH numbered AS (
+                 UPDATE lmts_revocation_counter SET last_seq = last_seq + 1 RETURNING last_seq
+             )
+             UPDATE api_tokens SET revoked_seq = numbered.last_seq FROM numbered
+             WHERE token_id = $1 RETURNING revoked_seq",
+        )
+        .bind(token_id)
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(store_error)?;
+        let change = Change::Revoked { number, token_id };
+        announce(&mut transaction, profile_id, change)
+            .await
+            .map_err(store_error)?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(Some(number))
+    }
+
+    /// The number of the revocation that already revoked `token_id` of `profile_id`, so that
+    /// a repeated revoke answers only once that one is final too.
+    async fn earlier_revocation(
+        &self,
+        profile_id: i64,
+        token_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT revoked_seq FROM api_tokens
+             WHERE token_id = $1 AND profile_id = $2 AND revoked_seq IS NOT NULL",
+        )
+        .bind(token_id)
+        .bind(stored_profile_id::<Postgres>(profile_id)?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)
+    }
+
     /// One attempt at [`Backend::insert_token`], in one transaction that the retry may repeat.
     async fn try_insert_token(
         &self,
@@ -148,7 +227,9 @@ impl PostgresStore {
         .await
         .map_err(store_error)?;
         // Other instances drop their cached list of this partner's tokens.
-        announce(&mut transaction, token.profile_id, None).await?;
+        announce(&mut transaction, token.profile_id, Change::Derived)
+            .await
+            .map_err(store_error)?;
         transaction.commit().await.map_err(store_error)?;
         Ok(())
     }
@@ -181,17 +262,15 @@ impl Backend for PostgresStore {
         profile_id: i64,
         token_id: &str,
     ) -> Result<u64, StoreError> {
-        let mut transaction = self.pool.begin().await.map_err(store_error)?;
-        let revoked = write
-            .execute(&mut *transaction)
-            .await
-            .map_err(store_error)?
-            .rows_affected();
-        if revoked == 1 {
-            announce(&mut transaction, profile_id, Some(token_id)).await?;
+        let revoked = self.commit_revocation(write, profile_id, token_id).await?;
+        let number = match revoked {
+            Some(number) => Some(number),
+            None => self.earlier_revocation(profile_id, token_id).await?,
+        };
+        if let Some(number) = number {
+            self.instance.await_applied(&self.pool, number).await;
         }
-        transaction.commit().await.map_err(store_error)?;
-        Ok(revoked)
+        Ok(u64::from(revoked.is_some()))
     }
 
     async fn insert_token(
@@ -225,112 +304,18 @@ impl Backend for PostgresStore {
     }
 
     fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {
-        let pool = self.pool.clone();
-        Some(tokio::spawn(listen_for_revocations(pool, sink)))
+        let instance = Arc::clone(&self.instance);
+        Some(tokio::spawn(instance.serve(sink)))
     }
-}
 
-/// Tells every listening instance that `profile_id`'s tokens changed: `revoked` names the token
-/// a revoke took; a derive names none. Delivered when, and only if, `transaction` commits.
-async fn announce(
-    transaction: &mut PgConnection,
-    profile_id: i64,
-    revoked: Option<&str>,
-) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(REVOCATION_CHANNEL)
-        .bind(format!("{profile_id}:{}", revoked.unwrap_or_default()))
-        .execute(transaction)
-        .await
-        .map_err(store_error)?;
-    Ok(())
-}
-
-/// Delivers one notification of [`announce`]: `<profile id>:<token id>` for a revoke,
-/// `<profile id>:` for a derive. Anything else invalidates everything.
-fn deliver(payload: &str, sink: &InvalidationSink) {
-    let parsed = payload
-        .split_once(':')
-        .and_then(|(profile, token)| Some((profile.parse::<i64>().ok()?, token)));
-    match parsed {
-        Some((profile_id, token_id)) => {
-            if !token_id.is_empty() {
-                sink(Invalidation::Token(TokenId::new(token_id)));
-            }
-            sink(Invalidation::Profile(profile_id));
-        }
-        None => sink(Invalidation::All),
-    }
-}
-
-/// Forwards revocations from every instance to `sink`, forever. Whenever the listening
-/// connection is (re)established or lost, everything is invalidated: notifications sent while
-/// no one listened are gone, and the cache must not outlive them.
-async fn listen_for_revocations(pool: PgPool, sink: InvalidationSink) {
-    loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(error = %error, "revocation listener cannot connect; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Err(error) = listener.listen(REVOCATION_CHANNEL).await {
-            tracing::warn!(error = %error, "revocation listener cannot LISTEN; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        sink(Invalidation::All);
-        tracing::info!(
-            channel = REVOCATION_CHANNEL,
-            "listening for derives and revocations"
-        );
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(notification)) => deliver(notification.payload(), &sink),
-                Ok(None) => {
-                    tracing::warn!("revocation listener lost its connection; resynchronising");
-                    sink(Invalidation::All);
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "revocation listener failed; reconnecting");
-                    sink(Invalidation::All);
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    fn caches_may_answer(&self) -> bool {
+        self.instance.caches_may_answer()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    #[test]
-    fn notifications_name_the_profile_and_the_revoked_token() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink: InvalidationSink = {
-            let seen = seen.clone();
-            Arc::new(move |invalidation| seen.lock().unwrap().push(invalidation))
-        };
-        deliver("7:lmts_abc", &sink);
-        deliver("7:", &sink);
-        deliver("garbage", &sink);
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![
-                Invalidation::Token(TokenId::new("lmts_abc")),
-                Invalidation::Profile(7),
-                Invalidation::Profile(7),
-                Invalidation::All,
-            ]
-        );
-    }
 
     /// A server error with nothing but a SQLSTATE.
     #[derive(Debug)]

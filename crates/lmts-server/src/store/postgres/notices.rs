@@ -1,0 +1,219 @@
+//! What instances tell each other through `NOTIFY`, and the one connection that hears it.
+//!
+//! Changes are announced on [`REVOCATION_CHANNEL`] in the transaction that makes them, so a
+//! notice is delivered when, and only if, the change commits; PostgreSQL delivers notices in
+//! commit order. Payloads:
+//!
+//! - a derive: `<profile id>:`;
+//! - a revoke: `<revocation number>/<profile id>:<token id>` (instances of earlier versions sent
+//!   `<profile id>:<token id>`, still understood; they read the new form as unreadable and
+//!   forget everything, which is safe).
+//!
+//! Each instance also hears its own heartbeats on a channel of its own (`instances.rs`), on the
+//! same connection, so that a heartbeat heard back proves every notice committed before it was
+//! applied.
+
+use std::time::Duration;
+
+use lmts_core::TokenId;
+use sqlx::postgres::{PgConnection, PgListener, PgPool};
+
+use super::{instances::Instance, REVOCATION_CHANNEL};
+use crate::store::{Invalidation, InvalidationSink};
+
+/// How long the listener waits before connecting again after it lost its connection.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+
+/// How long the listener waits before trying again after it could not connect.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A change other instances must hear of.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Change<'a> {
+    /// A token was derived: the profile's list changed.
+    Derived,
+    /// A token was revoked, by the revocation of this number.
+    Revoked {
+        /// The revocation's number, in commit order.
+        number: i64,
+        /// The revoked token.
+        token_id: &'a str,
+    },
+}
+
+/// The payload announcing `change` to `profile_id`'s tokens.
+fn payload(profile_id: i64, change: Change<'_>) -> String {
+    match change {
+        Change::Derived => format!("{profile_id}:"),
+        Change::Revoked { number, token_id } => format!("{number}/{profile_id}:{token_id}"),
+    }
+}
+
+/// Tells every listening instance of `change` to `profile_id`'s tokens. Delivered when, and
+/// only if, the transaction `connection` is in commits.
+pub(super) async fn announce(
+    connection: &mut PgConnection,
+    profile_id: i64,
+    change: Change<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(REVOCATION_CHANNEL)
+        .bind(payload(profile_id, change))
+        .execute(connection)
+        .await
+        .map(drop)
+}
+
+/// Delivers one notice of [`announce`] to `sink`: the revoked token (if any), then the
+/// profile's list. Anything unreadable invalidates everything. Answers the revocation's
+/// number, once `sink` has applied it.
+fn deliver(payload: &str, sink: &InvalidationSink) -> Option<i64> {
+    let Some((number, profile_id, token_id)) = parse(payload) else {
+        sink(Invalidation::All);
+        return None;
+    };
+    if !token_id.is_empty() {
+        sink(Invalidation::Token(TokenId::new(token_id)));
+    }
+    sink(Invalidation::Profile(profile_id));
+    number
+}
+
+/// The revocation number (absent for a derive, or a notice of an earlier version), profile id
+/// and token id (empty for a derive) of a payload.
+fn parse(payload: &str) -> Option<(Option<i64>, i64, &str)> {
+    let (head, token_id) = payload.split_once(':')?;
+    let (number, profile_id) = match head.split_once('/') {
+        Some((number, profile_id)) => (Some(number.parse().ok()?), profile_id),
+        None => (None, head),
+    };
+    Some((number, profile_id.parse().ok()?, token_id))
+}
+
+/// Hears other instances' changes and this instance's heartbeats, forever, on one connection.
+/// Whenever that connection is (re)established or lost, everything is invalidated: notices sent
+/// while no one listened are gone, and no cache may outlive them; while it is lost, the
+/// instance's caches stop answering at once.
+pub(super) async fn listen(pool: &PgPool, instance: &Instance, sink: &InvalidationSink) {
+    loop {
+        match open(pool, instance).await {
+            Ok((mut listener, committed)) => {
+                sink(Invalidation::All);
+                // Every revocation committed before LISTEN is covered by forgetting everything.
+                instance.applied(committed);
+                instance.ask_for_beat();
+                tracing::info!(
+                    channel = REVOCATION_CHANNEL,
+                    instance = instance.id(),
+                    "listening for derives and revocations"
+                );
+                hear(&mut listener, instance, sink).await;
+                instance.went_deaf();
+                sink(Invalidation::All);
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "revocation listener cannot listen; retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// A listening connection, named after the instance (`application_name`, for operators), and
+/// the last revocation number committed before it listened.
+async fn open(pool: &PgPool, instance: &Instance) -> Result<(PgListener, i64), sqlx::Error> {
+    let committed: i64 = sqlx::query_scalar("SELECT last_seq FROM lmts_revocation_counter")
+        .fetch_one(pool)
+        .await?;
+    let mut listener = PgListener::connect_with(pool).await?;
+    // A lost connection is re-established here, after everything is forgotten, not inside.
+    listener.eager_reconnect(false);
+    sqlx::query("SELECT set_config('application_name', $1, false)")
+        .bind(instance.listener_name())
+        .execute(&mut listener)
+        .await?;
+    listener
+        .listen_all([REVOCATION_CHANNEL, instance.channel().as_str()])
+        .await?;
+    Ok((listener, committed))
+}
+
+/// Applies what `listener` hears until its connection is lost.
+async fn hear(listener: &mut PgListener, instance: &Instance, sink: &InvalidationSink) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(notice)) if notice.channel() == REVOCATION_CHANNEL => {
+                if let Some(number) = deliver(notice.payload(), sink) {
+                    instance.applied(number);
+                }
+            }
+            Ok(Some(notice)) => instance.heard_beat(notice.payload()),
+            Ok(None) => {
+                tracing::warn!("revocation listener lost its connection; resynchronising");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "revocation listener failed; reconnecting");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn notices_name_the_revocation_the_profile_and_the_revoked_token() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink: InvalidationSink = {
+            let seen = seen.clone();
+            Arc::new(move |invalidation| seen.lock().unwrap().push(invalidation))
+        };
+        let revoked = Change::Revoked {
+            number: 42,
+            token_id: "lmts_abc",
+        };
+        assert_eq!(deliver(&payload(7, revoked), &sink), Some(42));
+        assert_eq!(deliver(&payload(7, Change::Derived), &sink), None);
+        assert_eq!(deliver("7:lmts_old", &sink), None, "an earlier version's");
+        assert_eq!(deliver("garbage", &sink), None);
+        assert_eq!(deliver("x/7:lmts_abc", &sink), None);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Invalidation::Token(TokenId::new("lmts_abc")),
+                Invalidation::Profile(7),
+                Invalidation::Profile(7),
+                Invalidation::Token(TokenId::new("lmts_old")),
+                Invalidation::Profile(7),
+                Invalidation::All,
+                Invalidation::All,
+            ]
+        );
+    }
+
+    #[test]
+    fn an_earlier_version_reads_a_numbered_revocation_as_unreadable() {
+        // What the payload parser before revocation numbers did with it.
+        let before = |payload: &str| {
+            payload
+                .split_once(':')
+                .and_then(|(profile, _)| profile.parse::<i64>().ok())
+        };
+        let revoked = Change::Revoked {
+            number: 42,
+            token_id: "lmts_abc",
+        };
+        assert_eq!(
+            before(&payload(7, revoked)),
+            None,
+            "so it forgets everything"
+        );
+        assert_eq!(before(&payload(7, Change::Derived)), Some(7));
+    }
+}
