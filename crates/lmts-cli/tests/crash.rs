@@ -122,7 +122,9 @@ async fn acknowledged_work_survives_twenty_sigkills() {
 
     // Every stored row is whole: each live token's secret opens under the master key.
     let store = SqliteStore::open_in(&data).await.unwrap();
-    let keyring = Keyring::load(&data, &[]).unwrap().expect("the master key file");
+    let keyring = Keyring::load(&data, &[])
+        .unwrap()
+        .expect("the master key file");
     let some_id = derived
         .keys()
         .find(|id| !attempted_revokes.contains(*id))

@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// Longest a PostgreSQL statement may run, in milliseconds.
     #[arg(long, env = "LMTS_DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
     pub database_statement_timeout_ms: u64,
+    /// PostgreSQL: milliseconds an instance may answer from its caches after it last proved it hears revocations; a revoke waits at most this long for an instance that does not acknowledge it (0: revokes do not wait).
+    #[arg(long, env = "LMTS_REVOCATION_LEASE_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub revocation_lease_ms: u64,
     /// Seconds a token's verification state stays cached (the backstop for missed revocation notices).
     #[arg(long, env = "LMTS_TOKEN_CACHE_TTL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub token_cache_ttl_secs: u64,

@@ -65,6 +65,7 @@ fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
         postgres: PostgresOptions {
             max_connections: args.database_max_connections,
             statement_timeout: Duration::from_millis(args.database_statement_timeout_ms),
+            revocation_lease: Duration::from_millis(args.revocation_lease_ms),
             ..PostgresOptions::default()
         },
         dev: args.dev,
