@@ -19,6 +19,8 @@
 //! # Ok::<(), lmts_core::secret::SecretError>(())
 //! ```
 
+#[cfg(feature = "clock")]
+pub mod clock;
 pub mod credentials;
 pub mod error_chain;
 #[cfg(feature = "files")]

@@ -51,32 +51,26 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     received
 }
 
+/// Sends `bytes` on a fresh connection and answers what came back before the server closed it.
+async fn answer_before_close(server: &TestServer, bytes: &[u8]) -> String {
+    let mut stream = connect(server).await;
+    let _ = stream.write_all(bytes).await;
+    String::from_utf8_lossy(&read_until_closed(&mut stream).await).into_owned()
+}
+
 #[tokio::test]
 async fn a_half_sent_request_head_is_closed() {
     let server = short_timeouts().await;
-    let mut stream = connect(&server).await;
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut stream).await;
-    assert!(
-        !String::from_utf8_lossy(&answer).contains("200 OK"),
-        "no request was completed"
-    );
+    let answer = answer_before_close(&server, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+    assert!(!answer.contains("200 OK"), "no request was completed");
 }
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     let server = short_timeouts().await;
-    let mut stream = connect(&server).await;
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut stream).await;
+    let answer = answer_before_close(&server, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(
-        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"),
+        answer.starts_with("HTTP/1.1 200 OK"),
         "the request was answered before the connection closed"
     );
 }
@@ -84,12 +78,9 @@ async fn an_idle_keep_alive_connection_is_closed() {
 #[tokio::test]
 async fn an_oversized_request_head_is_refused() {
     let server = short_timeouts().await;
-    let mut stream = connect(&server).await;
     let big = "a".repeat(64 * 1024);
     let request = format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
-    let _ = stream.write_all(request.as_bytes()).await;
-    let answer = read_until_closed(&mut stream).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = answer_before_close(&server, request.as_bytes()).await;
     assert!(
         answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
         "refused, not served: {answer:.80}"

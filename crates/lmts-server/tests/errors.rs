@@ -114,8 +114,7 @@ async fn scopes_outside_the_allowed_ones_are_403_and_name_what_is_allowed() {
 
 #[tokio::test]
 async fn token_management_disabled_is_403_on_derive_list_and_revoke() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     configure(&server, ALICE, false, &[Scope::Trading]).await;
 
     let identity = server.identity_token(ALICE);
@@ -201,17 +200,7 @@ async fn the_active_token_limit_is_409_and_frees_up_on_revoke() {
 #[tokio::test]
 async fn concurrent_derives_never_exceed_the_limit() {
     let server = TestServer::start_with(|config| config.service.max_active_tokens = Some(5)).await;
-    let identity = format!("Bearer {}", server.identity_token(ALICE));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..20 {
-        let request = server
-            .client
-            .post(server.url("/auth/api-tokens/derive"))
-            .header("identity", identity.clone())
-            .body("{}");
-        tasks.spawn(async move { request.send().await.unwrap().status() });
-    }
-    let statuses = tasks.join_all().await;
+    let statuses = derive_at_once(&[&server], ALICE, 20).await;
     assert_eq!(
         statuses
             .iter()
@@ -228,8 +217,8 @@ async fn concurrent_derives_never_exceed_the_limit() {
 
 #[tokio::test]
 async fn oversized_bodies_are_413_on_both_schemes() {
-    let server = TestServer::start_with(|config| config.service.max_body_bytes = 1024).await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) =
+        TestServer::with_token(|config| config.service.max_body_bytes = 1024).await;
     let big = format!(r#"{{"label":"{}"}}"#, "x".repeat(2000));
     let identity = server.identity_token(ALICE);
     assert_error(
@@ -256,8 +245,7 @@ async fn oversized_bodies_are_413_on_both_schemes() {
 
 #[tokio::test]
 async fn hmac_refusals_are_401_with_a_cause() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     let target = "/auth/api-tokens";
     let good = sign(&creds, now(), "GET", target, "");
     let without = |name: &str| {
@@ -337,8 +325,7 @@ async fn hmac_refusals_are_401_with_a_cause() {
 
 #[tokio::test]
 async fn a_repeated_header_is_refused() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     let mut headers = sign(&creds, now(), "GET", "/auth/api-tokens", "");
     headers.push(("lmts-api-key", creds.token_id.clone()));
     let response = server
@@ -350,8 +337,7 @@ async fn a_repeated_header_is_refused() {
 
 #[tokio::test]
 async fn any_rfc3339_timestamp_inside_the_window_is_accepted() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     let at = now();
     for timestamp in [
         at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -377,8 +363,7 @@ async fn any_rfc3339_timestamp_inside_the_window_is_accepted() {
 
 #[tokio::test]
 async fn identity_endpoints_refuse_the_other_schemes() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     let hmac = sign(&creds, now(), "GET", "/auth/api-tokens/capabilities", "");
     let response = server
         .send_with(Method::GET, "/auth/api-tokens/capabilities", "", &hmac)
@@ -412,8 +397,7 @@ async fn identity_endpoints_refuse_the_other_schemes() {
 
 #[tokio::test]
 async fn replayed_deletes_are_refused_and_repeated_gets_are_not() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     let (other, _) = server.derive(ALICE, "{}").await;
 
     let list = sign(&creds, now(), "GET", "/auth/api-tokens", "");
@@ -464,14 +448,13 @@ async fn unknown_paths_and_methods_answer_in_the_error_shape() {
 
 #[tokio::test]
 async fn callers_over_their_budget_get_429_with_retry_after() {
-    let server = TestServer::start_with(|config| {
+    let (server, creds) = TestServer::with_token(|config| {
         config.service.rate_limit = Some(lmts_server::service::RateLimit {
             per_minute: 6,
             burst: 3,
         });
     })
     .await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
     let identity = server.identity_token(ALICE);
     for _ in 0..2 {
         assert_eq!(

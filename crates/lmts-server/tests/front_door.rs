@@ -50,11 +50,10 @@ async fn status_without_body(server: &TestServer, head: &str) -> String {
 
 #[tokio::test]
 async fn a_request_that_cannot_be_valid_is_refused_before_its_body() {
-    let server = TestServer::start_with(|config| {
+    let (server, creds) = TestServer::with_token(|config| {
         config.service.body_timeout = Duration::from_secs(120);
     })
     .await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
     let unknown = Creds {
         token_id: "lmts_made_up".into(),
         secret: creds.secret.clone(),
@@ -76,11 +75,10 @@ async fn a_request_that_cannot_be_valid_is_refused_before_its_body() {
 
 #[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_gets_408() {
-    let server = TestServer::start_with(|config| {
+    let (server, creds) = TestServer::with_token(|config| {
         config.service.body_timeout = Duration::from_secs(1);
     })
     .await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
     let headers = sign(&creds, now(), "GET", "/auth/api-tokens", "{}");
     let status = status_without_body(&server, &head_announcing(&headers, 2)).await;
     assert!(status.contains(" 408 "), "{status}");
@@ -88,12 +86,11 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
 
 #[tokio::test]
 async fn bodies_in_flight_are_bounded_for_the_whole_process() {
-    let server = TestServer::start_with(|config| {
+    let (server, creds) = TestServer::with_token(|config| {
         config.service.body_budget_bytes = 1000;
         config.service.body_timeout = Duration::from_secs(120);
     })
     .await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
     // One request holds 800 bytes of the budget with a body it never finishes.
     let holder = sign(&creds, now(), "GET", "/auth/api-tokens", "");
     let mut held = TcpStream::connect(server.base.trim_start_matches("http://"))
@@ -129,8 +126,7 @@ async fn bodies_in_flight_are_bounded_for_the_whole_process() {
 
 #[tokio::test]
 async fn an_unknown_id_and_a_bad_signature_get_one_answer() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     let unknown = Creds {
         token_id: "lmts_AAAAAAAAAAAAAAAAAAAAAAAA".into(),
         secret: creds.secret.clone(),
@@ -146,14 +142,13 @@ async fn an_unknown_id_and_a_bad_signature_get_one_answer() {
 
 #[tokio::test]
 async fn guessing_costs_the_guesser() {
-    let server = TestServer::start_with(|config| {
+    let (server, creds) = TestServer::with_token(|config| {
         config.service.auth_failure_limit = Some(lmts_server::service::RateLimit {
             per_minute: 1,
             burst: 3,
         });
     })
     .await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
     let guess = Creds {
         token_id: "lmts_guess".into(),
         secret: creds.secret.clone(),
@@ -179,8 +174,7 @@ async fn guessing_costs_the_guesser() {
 
 #[tokio::test]
 async fn far_timestamps_are_judged_without_overflow() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     for (timestamp, direction) in [
         ("1000-01-01T00:00:00.000Z", "behind"),
         ("0000-01-01T00:00:00.000Z", "behind"),

@@ -180,8 +180,7 @@ async fn list_shows_only_the_callers_live_tokens_with_exact_fields() {
 
 #[tokio::test]
 async fn last_used_at_is_written_to_the_store_off_the_request_path() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     assert_eq!(server.list(&creds).await.status(), StatusCode::OK);
     server.flush().await;
     let profile = server
@@ -228,8 +227,7 @@ async fn revoked_credentials_fail_on_the_very_next_request() {
 
 #[tokio::test]
 async fn a_token_revokes_itself() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     assert_eq!(
         server.revoke(&creds, &creds.token_id).await.status(),
         StatusCode::OK
@@ -274,8 +272,7 @@ async fn unknown_foreign_and_revoked_ids_get_byte_identical_404s() {
 
 #[tokio::test]
 async fn a_percent_encoded_token_id_is_verified_on_the_raw_target() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     // Signed over the raw, encoded target: authenticates, then 404 for the decoded id.
     let response = server
         .signed(
@@ -317,8 +314,7 @@ async fn health_and_ready() {
 
 #[tokio::test]
 async fn tokens_survive_a_graceful_restart() {
-    let server = TestServer::start().await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
+    let (server, creds) = TestServer::with_token(|_| {}).await;
     assert_eq!(server.list(&creds).await.status(), StatusCode::OK);
     let dir = server.stop().await;
     let server = TestServer::start_in(dir, |_| {}).await;

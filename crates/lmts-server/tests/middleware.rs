@@ -126,6 +126,24 @@ impl Harness {
         builder.body(Body::from(body.to_owned())).unwrap()
     }
 
+    /// The status of a request signed at `at`.
+    async fn status(
+        &self,
+        method: &str,
+        target: &str,
+        body: &str,
+        at: DateTime<Utc>,
+    ) -> StatusCode {
+        self.send(self.request(method, target, body, at)).await.0
+    }
+
+    /// The body of a 401 to a request signed at `at`.
+    async fn refusal(&self, method: &str, target: &str, body: &str, at: DateTime<Utc>) -> String {
+        let (status, body) = self.send(self.request(method, target, body, at)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        body
+    }
+
     async fn send(&self, request: Request<Body>) -> (StatusCode, String) {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
@@ -177,10 +195,7 @@ async fn gets_are_not_tracked_and_old_signatures_age_out_of_the_window() {
     let at = harness.now();
     for _ in 0..3 {
         assert_eq!(
-            harness
-                .send(harness.request("GET", "/orders", "", at))
-                .await
-                .0,
+            harness.status("GET", "/orders", "", at).await,
             StatusCode::OK
         );
     }
@@ -189,10 +204,7 @@ async fn gets_are_not_tracked_and_old_signatures_age_out_of_the_window() {
         .await;
     assert_eq!(status, StatusCode::OK);
     harness.advance(TimeDelta::seconds(31));
-    let (status, body) = harness
-        .send(harness.request("POST", "/orders", "{}", at))
-        .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let body = harness.refusal("POST", "/orders", "{}", at).await;
     assert!(body.contains("outside the window"), "{body}");
 }
 
@@ -201,16 +213,10 @@ async fn the_window_is_measured_on_the_service_clock() {
     let harness = Harness::new().await;
     let at = harness.now() - TimeDelta::seconds(29);
     assert_eq!(
-        harness
-            .send(harness.request("GET", "/orders", "", at))
-            .await
-            .0,
+        harness.status("GET", "/orders", "", at).await,
         StatusCode::OK
     );
     harness.advance(TimeDelta::seconds(2));
-    let (status, body) = harness
-        .send(harness.request("GET", "/orders", "", at))
-        .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let body = harness.refusal("GET", "/orders", "", at).await;
     assert!(body.contains("31.0 s behind server time"), "{body}");
 }

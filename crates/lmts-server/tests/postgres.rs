@@ -45,6 +45,33 @@ async fn two_instances(
     (first, second)
 }
 
+/// A change of a list's answer: from the first status to the second.
+const REVOKED: [StatusCode; 2] = [StatusCode::OK, StatusCode::UNAUTHORIZED];
+const HEALED: [StatusCode; 2] = [StatusCode::SERVICE_UNAVAILABLE, StatusCode::OK];
+
+/// Lists with `creds` on `server` until the answer has made the change `[meanwhile, wanted]`,
+/// for at most `limit`; answers how long it took and how many requests.
+async fn list_until(
+    server: &TestServer,
+    creds: &Creds,
+    [meanwhile, wanted]: [StatusCode; 2],
+    limit: Duration,
+) -> (Duration, u32) {
+    let pause = limit / 300;
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let status = server.list(creds).await.status();
+        if status == wanted {
+            return (started.elapsed(), attempts);
+        }
+        assert_eq!(status, meanwhile);
+        assert!(started.elapsed() < limit, "no {wanted} within {limit:?}");
+        tokio::time::sleep(pause).await;
+    }
+}
+
 #[tokio::test]
 async fn a_token_derived_on_one_instance_works_on_the_other_until_revoked_there() {
     let url = PgServer::shared().database().await;
@@ -61,25 +88,8 @@ async fn a_token_derived_on_one_instance_works_on_the_other_until_revoked_there(
         a.revoke(&admin, &creds.token_id).await.status(),
         StatusCode::OK
     );
-    let revoked_at = Instant::now();
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let status = b.list(&creds).await.status();
-        if status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert_eq!(status, StatusCode::OK);
-        assert!(
-            revoked_at.elapsed() < Duration::from_secs(1),
-            "revocation did not reach B within 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    eprintln!(
-        "revocation reached instance B after {:?} ({attempts} request(s) to B)",
-        revoked_at.elapsed()
-    );
+    let (after, attempts) = list_until(&b, &creds, REVOKED, Duration::from_secs(1)).await;
+    eprintln!("revocation reached instance B after {after:?} ({attempts} request(s) to B)");
     assert_eq!(
         listed_ids(b.list(&admin).await).await,
         std::slice::from_ref(&admin.token_id)
@@ -94,18 +104,7 @@ async fn concurrent_derives_on_both_instances_respect_the_limit() {
         config.service.rate_limit = None;
     })
     .await;
-    let identity = format!("Bearer {}", a.identity_token(ALICE));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..24 {
-        let server = if i % 2 == 0 { &a } else { &b };
-        let request = server
-            .client
-            .post(server.url("/auth/api-tokens/derive"))
-            .header("identity", identity.clone())
-            .body("{}");
-        tasks.spawn(async move { request.send().await.unwrap().status() });
-    }
-    let statuses = tasks.join_all().await;
+    let statuses = derive_at_once(&[&a, &b], ALICE, 24).await;
     let created = statuses
         .iter()
         .filter(|s| **s == StatusCode::CREATED)
@@ -142,12 +141,11 @@ async fn a_delete_replayed_to_the_other_instance_is_refused() {
 async fn a_database_outage_answers_503_promptly_and_heals() {
     let pg = PgServer::start_private();
     let url = pg.database().await;
-    let server = TestServer::start_with(|config| {
+    let (server, creds) = TestServer::with_token(|config| {
         config.database_url = Some(url.clone());
         config.postgres.acquire_timeout = Duration::from_millis(500);
     })
     .await;
-    let (creds, _) = server.derive(ALICE, "{}").await;
     let identity = server.identity_token(ALICE);
 
     pg.stop();
@@ -175,23 +173,8 @@ async fn a_database_outage_answers_503_promptly_and_heals() {
     }
 
     pg.restart();
-    let healed = Instant::now();
-    loop {
-        let status = server.list(&creds).await.status();
-        if status == StatusCode::OK {
-            break;
-        }
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(
-            healed.elapsed() < Duration::from_secs(30),
-            "the service did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!(
-        "served again {:?} after the database came back",
-        healed.elapsed()
-    );
+    let (healed, _) = list_until(&server, &creds, HEALED, Duration::from_secs(30)).await;
+    eprintln!("served again {healed:?} after the database came back");
     let (after, _) = server.derive(ALICE, "{}").await;
     let ids = listed_ids(server.list(&after).await).await;
     assert!(
@@ -357,6 +340,50 @@ async fn two_listening_instances(
     (a, b, b_listener)
 }
 
+/// Revokes `token` on `a` by `sibling` while `silent` cannot acknowledge: the revoke waits out
+/// the lease, no more, and then `b` refuses the token.
+async fn revoke_waiting_out_the_lease(
+    a: &TestServer,
+    b: &TestServer,
+    sibling: &Creds,
+    token: &Creds,
+    silent: &str,
+) {
+    let (status, waited) = timed_revoke(a, sibling, token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_error(b.list(token).await, StatusCode::UNAUTHORIZED).await;
+    assert!(
+        waited >= LEASE && waited < LEASE + Duration::from_secs(1),
+        "A waited {waited:?} for {silent}; the lease is {LEASE:?}"
+    );
+}
+
+/// Two listening instances, a sibling token of ALICE's on A, and a token cached on B.
+struct Listening {
+    db: sqlx::PgPool,
+    a: TestServer,
+    b: TestServer,
+    b_listener: ListenerBackend,
+    sibling: Creds,
+    token: Creds,
+}
+
+async fn listening_scene() -> Listening {
+    let url = PgServer::shared().database().await;
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let (a, b, b_listener) = two_listening_instances(&url, &db).await;
+    let (sibling, _) = a.derive(ALICE, "{}").await;
+    let token = token_cached_on(&a, &b).await;
+    Listening {
+        db,
+        a,
+        b,
+        b_listener,
+        sibling,
+        token,
+    }
+}
+
 /// A process stopped with SIGSTOP, continued when dropped (also when a test fails).
 struct Frozen(i32);
 
@@ -395,21 +422,18 @@ async fn token_cached_on(a: &TestServer, b: &TestServer) -> Creds {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_cannot_hear_stops_answering_from_its_caches_within_the_lease() {
-    let url = PgServer::shared().database().await;
-    let db = sqlx::PgPool::connect(&url).await.unwrap();
-    let (a, b, b_listener) = two_listening_instances(&url, &db).await;
-    let (sibling, _) = a.derive(ALICE, "{}").await;
-    let token = token_cached_on(&a, &b).await;
+    let Listening {
+        a,
+        b,
+        b_listener,
+        sibling,
+        token,
+        ..
+    } = listening_scene().await;
 
     // B's listening backend stops: B hears nothing, and nothing tells it so.
     let frozen = Frozen::stop(b_listener.pid);
-    let (status, waited) = timed_revoke(&a, &sibling, &token).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_error(b.list(&token).await, StatusCode::UNAUTHORIZED).await;
-    assert!(
-        waited >= LEASE && waited < LEASE + Duration::from_secs(1),
-        "A waited {waited:?} for B, which could not acknowledge; the lease is {LEASE:?}"
-    );
+    revoke_waiting_out_the_lease(&a, &b, &sibling, &token, "B, which could not acknowledge").await;
     let listed = listed_ids(b.list(&sibling).await).await;
     assert_eq!(
         listed,
@@ -419,25 +443,20 @@ async fn an_instance_that_cannot_hear_stops_answering_from_its_caches_within_the
 
     // Heard again: B acknowledges, and revokes no longer wait for the lease.
     drop(frozen);
-    tokio::time::sleep(LEASE / 2).await;
-    let token = token_cached_on(&a, &b).await;
-    let (status, waited) = timed_revoke(&a, &sibling, &token).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_error(b.list(&token).await, StatusCode::UNAUTHORIZED).await;
-    assert!(
-        waited < LEASE / 2,
-        "A waited {waited:?} for B, which hears again"
-    );
+    let waited = revoke_acknowledged(&a, &b, &sibling).await;
     eprintln!("a revoke acknowledged by B took {waited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_whose_listener_is_cut_off_forgets_its_caches_and_listens_again() {
-    let url = PgServer::shared().database().await;
-    let db = sqlx::PgPool::connect(&url).await.unwrap();
-    let (a, b, b_listener) = two_listening_instances(&url, &db).await;
-    let (sibling, _) = a.derive(ALICE, "{}").await;
-    let token = token_cached_on(&a, &b).await;
+    let Listening {
+        db,
+        a,
+        b,
+        b_listener,
+        sibling,
+        token,
+    } = listening_scene().await;
 
     let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(b_listener.pid)
@@ -463,15 +482,22 @@ async fn an_instance_whose_listener_is_cut_off_forgets_its_caches_and_listens_ag
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    revoke_acknowledged(&a, &b, &sibling).await;
+}
+
+/// Once B hears again: a token cached on B, revoked on A by `sibling`, is refused by B, and the
+/// revoke did not wait for the lease (B acknowledged it). Answers how long the revoke took.
+async fn revoke_acknowledged(a: &TestServer, b: &TestServer, sibling: &Creds) -> Duration {
     tokio::time::sleep(LEASE / 2).await;
-    let token = token_cached_on(&a, &b).await;
-    let (status, waited) = timed_revoke(&a, &sibling, &token).await;
+    let token = token_cached_on(a, b).await;
+    let (status, waited) = timed_revoke(a, sibling, &token).await;
     assert_eq!(status, StatusCode::OK);
     assert_error(b.list(&token).await, StatusCode::UNAUTHORIZED).await;
     assert!(
         waited < LEASE / 2,
-        "A waited {waited:?} for B, which listens again"
+        "A waited {waited:?} for B, which hears again"
     );
+    waited
 }
 
 /// Registers an instance that will never acknowledge anything, as one that crashed just now
@@ -489,20 +515,18 @@ async fn register_crashed_instance(db: &sqlx::PgPool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_waits_for_a_dead_instance_no_longer_than_the_lease() {
-    let url = PgServer::shared().database().await;
-    let db = sqlx::PgPool::connect(&url).await.unwrap();
-    let (a, b, _) = two_listening_instances(&url, &db).await;
-    let (sibling, _) = a.derive(ALICE, "{}").await;
-    let token = token_cached_on(&a, &b).await;
+    let Listening {
+        db,
+        a,
+        b,
+        sibling,
+        token,
+        ..
+    } = listening_scene().await;
 
     register_crashed_instance(&db).await;
-    let (status, waited) = timed_revoke(&a, &sibling, &token).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_error(b.list(&token).await, StatusCode::UNAUTHORIZED).await;
-    assert!(
-        waited >= LEASE && waited < LEASE + Duration::from_secs(1),
-        "A waited {waited:?} for an instance that will never answer; the lease is {LEASE:?}"
-    );
+    let silent = "an instance that will never answer";
+    revoke_waiting_out_the_lease(&a, &b, &sibling, &token, silent).await;
 
     // Revoking it again answers 404 (SPEC B2), and only once the first revoke is final too.
     register_crashed_instance(&db).await;

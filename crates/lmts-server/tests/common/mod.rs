@@ -72,6 +72,13 @@ impl TestServer {
         }
     }
 
+    /// A server configured by `configure`, and a token of `ALICE`'s derived on it.
+    pub async fn with_token(configure: impl FnOnce(&mut ServerConfig)) -> (Self, Creds) {
+        let server = Self::start_with(configure).await;
+        let (creds, _) = server.derive(ALICE, "{}").await;
+        (server, creds)
+    }
+
     /// Stops gracefully and hands back the data directory.
     pub async fn stop(mut self) -> TempDir {
         self.shutdown.take().unwrap().send(()).unwrap();
@@ -204,6 +211,27 @@ pub fn sign(
         .iter()
         .map(|(name, value)| (*name, (*value).to_owned()))
         .collect()
+}
+
+/// Sends `count` derives for `account` at once, in turn to each of `servers`; answers their
+/// statuses.
+pub async fn derive_at_once(
+    servers: &[&TestServer],
+    account: &str,
+    count: usize,
+) -> Vec<StatusCode> {
+    let identity = format!("Bearer {}", servers[0].identity_token(account));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let server = servers[i % servers.len()];
+        let request = server
+            .client
+            .post(server.url("/auth/api-tokens/derive"))
+            .header("identity", identity.clone())
+            .body("{}");
+        tasks.spawn(async move { request.send().await.unwrap().status() });
+    }
+    tasks.join_all().await
 }
 
 /// Asserts a NestJS-shaped error body with `status`, and returns its messages joined.
