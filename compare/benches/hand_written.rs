@@ -1,12 +1,13 @@
-//! lmts's token cache and rate limiter beside the well-kept crates that do the same job, on
-//! the request path's operation: a hit by borrowed key, and one rate-limit check of a known
-//! caller. `cd compare && cargo bench --bench hand_written` (figures in BENCHMARKS.md).
+//! lmts's token cache beside the well-kept crates that do the same job, on the request
+//! path's operation: a hit by borrowed key. `cd compare && cargo bench --bench hand_written`
+//! (figures in BENCHMARKS.md). The rate limiter was compared here too until governor replaced
+//! it (commit ab205c0).
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::{hint::black_box, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{hint::black_box, sync::Arc, time::Duration};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lmts_server::service::{RateLimit, RateLimiter, TtlCache};
+use lmts_server::service::TtlCache;
 
 const ENTRIES: usize = 100_000;
 const TTL: Duration = Duration::from_secs(3600);
@@ -48,36 +49,5 @@ fn cache_hit(c: &mut Criterion) {
     group.finish();
 }
 
-fn rate_limit_check(c: &mut Criterion) {
-    // Generous enough that no check is ever refused: the cost of the bookkeeping itself.
-    let ours = RateLimiter::new(Some(RateLimit {
-        per_minute: 1_000_000_000,
-        burst: 1_000_000_000,
-    }));
-    let quota = governor::Quota::per_minute(NonZeroU32::new(1_000_000_000).unwrap())
-        .allow_burst(NonZeroU32::new(1_000_000_000).unwrap());
-    let theirs = governor::RateLimiter::keyed(quota);
-    let callers: Vec<String> = (0..10_000).map(key).collect();
-    for caller in &callers {
-        ours.check(caller).unwrap();
-        theirs.check_key(caller).unwrap();
-    }
-    let mut group = c.benchmark_group("rate_limit_check");
-    let mut next = 0;
-    group.bench_function("lmts RateLimiter", |b| {
-        b.iter(|| {
-            next = (next + 1) % callers.len();
-            ours.check(black_box(&callers[next])).unwrap()
-        })
-    });
-    group.bench_function("governor keyed", |b| {
-        b.iter(|| {
-            next = (next + 1) % callers.len();
-            theirs.check_key(black_box(&callers[next])).unwrap()
-        })
-    });
-    group.finish();
-}
-
-criterion_group!(benches, cache_hit, rate_limit_check);
+criterion_group!(benches, cache_hit);
 criterion_main!(benches);
