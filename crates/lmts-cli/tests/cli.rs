@@ -377,3 +377,30 @@ fn a_bounded_soak_of_mixed_traffic_has_no_errors_and_flat_memory() {
         );
     }
 }
+
+/// Issue #12, finding 8: a ttl beyond the calendar was a panic; it is a clear error now, and
+/// so is every other ttl that does not make sense.
+#[test]
+fn a_ttl_beyond_the_calendar_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    for ttl in ["100000000d", "9223372036854775807s", "0s", "-5m", "1y", ""] {
+        let output = lmts(&[
+            "dev",
+            "identity-token",
+            "--account",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            &format!("--ttl={ttl}"),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ]);
+        let code = output.status.code();
+        assert!(
+            matches!(code, Some(1..=3)),
+            "--ttl {ttl:?}: exit {code:?}: {}",
+            stderr(&output)
+        );
+        assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+        assert!(stderr(&output).contains("ttl"), "{}", stderr(&output));
+    }
+}
