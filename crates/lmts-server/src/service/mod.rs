@@ -36,7 +36,7 @@ pub use rate_limit::RateLimit;
 use rate_limit::RateLimiter;
 pub use settings::ServiceSettings;
 pub use ttl_cache::TtlCache;
-pub use verifier::{Admitted, SignedHead, SignedRequest, VerifiedToken, Verifier};
+pub use verifier::{Admitted, SignedHead, VerifiedToken, Verifier};
 
 use crate::{
     clock::Clock,

@@ -42,17 +42,9 @@ pub struct SignedHead<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// A signed request whole: its head and its raw body bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct SignedRequest<'a> {
-    /// Everything but the body.
-    pub head: SignedHead<'a>,
-    /// The raw body bytes.
-    pub body: &'a [u8],
-}
-
-/// Verifies signed requests: the client's failure budget, window, live token, signature
-/// (constant time), rate limit and the replay record. Cheap to clone.
+/// Verifies signed requests in two steps, [`Verifier::admit`] on the head and
+/// [`Admitted::verify`] on the body: the client's failure budget, window, live token,
+/// signature (constant time), rate limit and the replay record. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Verifier(pub(super) Arc<Core>);
 
@@ -62,12 +54,6 @@ const NOT_AUTHENTIC: &str =
     "API token unknown or revoked, or lmts-signature does not match the request";
 
 impl Verifier {
-    /// The token that signed `request`, or why it is refused: [`Verifier::admit`] and
-    /// [`Admitted::verify`] in one step.
-    pub async fn verify(&self, request: &SignedRequest<'_>) -> Result<VerifiedToken, ServiceError> {
-        self.admit(request.head).await?.verify(request.body).await
-    }
-
     /// The first half, before a byte of body is read: the client's failure budget, the window
     /// and a live token. A request that cannot be valid is refused here, so its body need not
     /// be read at all.
