@@ -99,6 +99,8 @@ pub async fn serve(
                 continue;
             }
         };
+        // Answers are written whole; do not hold their last segment back for an ACK.
+        let _ = stream.set_nodelay(true);
         let connection = Connection {
             builder: builder.clone(),
             router: router.clone(),
