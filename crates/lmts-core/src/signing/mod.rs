@@ -7,12 +7,17 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, SecondsFormat, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::secret::{TokenSecret, REDACTED};
+
+mod timestamp;
+
+use timestamp::{check_skew, parse_sdk_millis, TimestampText};
+pub use timestamp::{check_window, format_timestamp, format_timestamp_into, parse_timestamp};
 
 /// Header carrying the token id.
 pub const HEADER_API_KEY: &str = "lmts-api-key";
@@ -389,164 +394,9 @@ impl fmt::Debug for Signer {
     }
 }
 
-/// Formats a signing time as the SDKs send it: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn format_timestamp(at: DateTime<Utc>) -> String {
-    TimestampText::new(at).as_str().to_owned()
-}
-
-/// [`format_timestamp`], appended to `text`.
-pub fn format_timestamp_into(at: DateTime<Utc>, text: &mut String) {
-    text.push_str(TimestampText::new(at).as_str());
-}
-
-/// A formatted signing time held inline. Years 0 to 9999 take a fast path (digits written by
-/// table into a fixed form); others, and leap seconds, are formatted by chrono, whose longest
-/// form (`+262143-…`) is 27 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TimestampText {
-    bytes: [u8; 32],
-    len: usize,
-}
-
-impl TimestampText {
-    fn new(at: DateTime<Utc>) -> Self {
-        let mut bytes = [0u8; 32];
-        if let Some(form) = sdk_timestamp(at) {
-            bytes[..24].copy_from_slice(&form);
-            return Self { bytes, len: 24 };
-        }
-        let text = at.to_rfc3339_opts(SecondsFormat::Millis, true);
-        let len = text.len().min(bytes.len());
-        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
-        Self { bytes, len }
-    }
-
-    fn as_str(&self) -> &str {
-        ascii_text(&self.bytes[..self.len])
-    }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for years 0 to 9999, without leap seconds; else `None`.
-fn sdk_timestamp(at: DateTime<Utc>) -> Option<[u8; 24]> {
-    const PAIRS: [[u8; 2]; 100] = {
-        let mut pairs = [[0u8; 2]; 100];
-        let mut n = 0;
-        while n < 100 {
-            pairs[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
-            n += 1;
-        }
-        pairs
-    };
-    let (date, time) = (at.date_naive(), at.time());
-    let year = usize::try_from(date.year())
-        .ok()
-        .filter(|year| *year <= 9999)?;
-    let millis = time.nanosecond() / 1_000_000;
-    if millis > 999 {
-        return None;
-    }
-    let pair = |value: u32| PAIRS[value as usize % 100];
-    let of_day = time.num_seconds_from_midnight();
-    let [y0, y1] = PAIRS[year / 100];
-    let [y2, y3] = PAIRS[year % 100];
-    let [m0, m1] = pair(date.month());
-    let [d0, d1] = pair(date.day());
-    let [h0, h1] = pair(of_day / 3_600);
-    let [n0, n1] = pair(of_day / 60 % 60);
-    let [s0, s1] = pair(of_day % 60);
-    let [f1, f2] = pair(millis % 100);
-    let f0 = b'0' + (millis / 100) as u8;
-    Some([
-        y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', n0, n1, b':', s0, s1, b'.',
-        f0, f1, f2, b'Z',
-    ])
-}
-
 /// Bytes this module wrote from ASCII tables and digits, as text (always valid UTF-8).
 fn ascii_text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
-}
-
-/// Parses any RFC 3339 date-time (any fractional digits, `Z` or an offset). The form the SDKs
-/// send, `YYYY-MM-DDTHH:MM:SS.mmmZ`, takes a fast path.
-pub fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, VerifyError> {
-    if let Some(at) = parse_sdk_millis(value.as_bytes()).and_then(DateTime::from_timestamp_millis) {
-        return Ok(at);
-    }
-    DateTime::parse_from_rfc3339(value)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|_| VerifyError::MalformedTimestamp)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` exactly, as milliseconds since the epoch, or `None` (the caller
-/// falls back to the full parser, which also takes leap seconds). Computed arithmetically,
-/// without chrono's calendar types.
-fn parse_sdk_millis(bytes: &[u8]) -> Option<i64> {
-    const DIGITS: [usize; 17] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22];
-    let bytes: &[u8; 24] = bytes.try_into().ok()?;
-    if [
-        bytes[4], bytes[7], bytes[10], bytes[13], bytes[16], bytes[19], bytes[23],
-    ] != *b"--T::.Z"
-        || DIGITS.iter().any(|&at| !bytes[at].is_ascii_digit())
-    {
-        return None;
-    }
-    let digit = |at: usize| i64::from(bytes[at] - b'0');
-    let pair = |at: usize| digit(at) * 10 + digit(at + 1);
-    let (year, month, day) = (pair(0) * 100 + pair(2), pair(5), pair(8));
-    let (hour, minute, second) = (pair(11), pair(14), pair(17));
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return None;
-    }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(seconds * 1_000 + pair(20) * 10 + digit(22))
-}
-
-/// Days in `month` (1 to 12) of `year`, proleptic Gregorian.
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to a valid proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// Checks that `signed_at` lies within `window` of `now`, on either side.
-pub fn check_window(
-    signed_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-    window: TimeDelta,
-) -> Result<(), VerifyError> {
-    check_skew(signed_at - now, window)
-}
-
-/// Checks a signing time's distance from now (signing time minus now) against the window.
-fn check_skew(skew: TimeDelta, window: TimeDelta) -> Result<(), VerifyError> {
-    if skew.abs() <= window {
-        Ok(())
-    } else {
-        Err(VerifyError::OutsideWindow {
-            skew_ms: skew.num_milliseconds(),
-            window_ms: window.num_milliseconds(),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -555,52 +405,6 @@ mod tests {
 
     fn at(value: &str) -> DateTime<Utc> {
         parse_timestamp(value).unwrap()
-    }
-
-    #[test]
-    fn timestamps_format_with_milliseconds_and_z() {
-        assert_eq!(
-            format_timestamp(at("2026-03-23T12:34:56.789123Z")),
-            "2026-03-23T12:34:56.789Z"
-        );
-        assert_eq!(
-            format_timestamp(at("2026-03-23T14:34:56+02:00")),
-            "2026-03-23T12:34:56.000Z"
-        );
-    }
-
-    #[test]
-    fn the_fast_path_agrees_with_the_full_parser() {
-        for text in [
-            "2026-03-23T12:34:56.789Z",
-            "2024-02-29T23:59:59.999Z",
-            "1970-01-01T00:00:00.000Z",
-            "9999-12-31T23:59:59.000Z",
-        ] {
-            let full = DateTime::parse_from_rfc3339(text)
-                .unwrap()
-                .with_timezone(&Utc);
-            assert_eq!(
-                parse_sdk_millis(text.as_bytes()).and_then(DateTime::from_timestamp_millis),
-                Some(full),
-                "{text}"
-            );
-        }
-        for text in [
-            "2026-02-30T12:34:56.789Z",
-            "2026-13-01T12:34:56.789Z",
-            "2026-03-23T24:00:00.000Z",
-            "2026-03-23T12:34:56.78xZ",
-            "2026-03-23T12:34:56+0000",
-            "+026-03-23T12:34:56.789Z",
-        ] {
-            assert_eq!(
-                parse_sdk_millis(text.as_bytes()).and_then(DateTime::from_timestamp_millis),
-                None,
-                "{text}"
-            );
-        }
-        assert!(parse_timestamp("2026-02-30T12:34:56.789Z").is_err());
     }
 
     #[test]
@@ -614,23 +418,6 @@ mod tests {
             reference.update(&message.to_bytes());
             let expected: [u8; 32] = reference.finalize().into_bytes().into();
             assert_eq!(signer.sign(&message).as_bytes(), &expected, "{size}");
-        }
-    }
-
-    #[test]
-    fn malformed_timestamps_are_refused() {
-        for bad in [
-            "",
-            "yesterday",
-            "2026-03-23",
-            "2026-03-23 12:34:56",
-            "1679574896",
-        ] {
-            assert_eq!(
-                parse_timestamp(bad),
-                Err(VerifyError::MalformedTimestamp),
-                "{bad}"
-            );
         }
     }
 
@@ -676,21 +463,6 @@ mod tests {
                 .unwrap();
             assert_eq!(verified.signed_at(), at(expected), "{stamp}");
         }
-    }
-
-    #[test]
-    fn window_is_symmetric_and_inclusive() {
-        let now = at("2026-03-23T12:00:00Z");
-        assert!(check_window(at("2026-03-23T12:00:30Z"), now, DEFAULT_WINDOW).is_ok());
-        assert!(check_window(at("2026-03-23T11:59:30Z"), now, DEFAULT_WINDOW).is_ok());
-        assert_eq!(
-            check_window(at("2026-03-23T12:00:30.001Z"), now, DEFAULT_WINDOW),
-            Err(VerifyError::OutsideWindow {
-                skew_ms: 30_001,
-                window_ms: 30_000
-            })
-        );
-        assert!(check_window(at("2026-03-23T11:59:29.999Z"), now, DEFAULT_WINDOW).is_err());
     }
 
     #[test]
