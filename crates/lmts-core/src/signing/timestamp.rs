@@ -1,7 +1,8 @@
 //! The `lmts-timestamp` text: a signing time formatted as the SDKs send it
 //! (`YYYY-MM-DDTHH:MM:SS.mmmZ`), any RFC 3339 date-time parsed back, and the acceptance window.
-//! The SDKs' form takes a fast path both ways, written and read by civil-calendar arithmetic
-//! rather than through chrono's calendar types.
+//! The SDKs' form is written into a fixed buffer, and read as integer milliseconds for
+//! verification, by civil-calendar arithmetic rather than through chrono's calendar types;
+//! everything else, and parsing into a `DateTime`, is chrono's.
 
 use chrono::{DateTime, Datelike, SecondsFormat, TimeDelta, Timelike, Utc};
 
@@ -80,12 +81,12 @@ fn sdk_timestamp(at: DateTime<Utc>) -> Option<[u8; 24]> {
     ])
 }
 
-/// Parses any RFC 3339 date-time (any fractional digits, `Z` or an offset). The form the SDKs
-/// send, `YYYY-MM-DDTHH:MM:SS.mmmZ`, takes a fast path.
+/// Parses any RFC 3339 date-time (any fractional digits, `Z` or an offset).
+///
+/// This is chrono's parser: to build a `DateTime` it is faster than reading the SDKs' form by
+/// hand and converting the milliseconds (BENCHMARKS.md, "Hand-written codecs and why they
+/// stay"). Verification reads that form without building a `DateTime` at all.
 pub fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, VerifyError> {
-    if let Some(at) = parse_sdk_millis(value.as_bytes()).and_then(DateTime::from_timestamp_millis) {
-        return Ok(at);
-    }
     DateTime::parse_from_rfc3339(value)
         .map(|at| at.with_timezone(&Utc))
         .map_err(|_| VerifyError::MalformedTimestamp)
@@ -164,6 +165,8 @@ pub(super) fn check_skew(skew: TimeDelta, window: TimeDelta) -> Result<(), Verif
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::signing::DEFAULT_WINDOW;
 
@@ -215,6 +218,34 @@ mod tests {
             );
         }
         assert!(parse_timestamp("2026-02-30T12:34:56.789Z").is_err());
+    }
+
+    // `parse_timestamp` is chrono's parser; the fast path is reached only through
+    // `Signer::verify`, so these hold it to chrono directly.
+    proptest! {
+        #[test]
+        fn the_fast_path_reads_every_sdk_timestamp(
+            ms in -62_167_219_200_000i64..253_402_300_799_999
+        ) {
+            let at = DateTime::from_timestamp_millis(ms).unwrap();
+            prop_assert_eq!(parse_sdk_millis(format_timestamp(at).as_bytes()), Some(ms));
+        }
+
+        #[test]
+        fn the_fast_path_never_disagrees_with_chrono(
+            (year, month, day) in (0u32..10_000, 0u32..14, 0u32..33),
+            (hour, minute, second, millis) in (0u32..25, 0u32..61, 0u32..62, 0u32..1_000),
+        ) {
+            let text = format!(
+                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z"
+            );
+            let full = DateTime::parse_from_rfc3339(&text).ok().map(|at| at.timestamp_millis());
+            match parse_sdk_millis(text.as_bytes()) {
+                Some(ms) => prop_assert_eq!(full, Some(ms), "{}", text),
+                // Only a leap second is left to the full parser.
+                None => prop_assert!(full.is_none() || second == 60, "{}", text),
+            }
+        }
     }
 
     #[test]
