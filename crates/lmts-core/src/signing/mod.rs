@@ -19,7 +19,9 @@ mod timestamp;
 pub use message::CanonicalMessage;
 pub use signature::Signature;
 pub use signer::{SignedHeaders, Signer, Verified};
-pub use timestamp::{check_window, format_timestamp, format_timestamp_into, parse_timestamp};
+pub use timestamp::{
+    check_signed_at, check_window, format_timestamp, format_timestamp_into, parse_timestamp,
+};
 
 /// Header carrying the token id.
 pub const HEADER_API_KEY: &str = "lmts-api-key";

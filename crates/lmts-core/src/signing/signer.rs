@@ -11,7 +11,7 @@ use super::{
     ascii_text,
     message::CanonicalMessage,
     signature::{macs_equal, Signature},
-    timestamp::{check_skew, check_window, parse_sdk_millis, parse_timestamp, TimestampText},
+    timestamp::{check_signed_at, TimestampText},
     HmacSha256, VerifyError, HEADER_API_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
 use crate::secret::{TokenSecret, REDACTED};
@@ -139,27 +139,7 @@ impl Signer {
         now: DateTime<Utc>,
         window: TimeDelta,
     ) -> Result<Verified, VerifyError> {
-        // The SDKs' timestamp form is checked in integer milliseconds, without building
-        // calendar types; any other RFC 3339 form goes through the full parser.
-        let signed_at_ms = match parse_sdk_millis(message.timestamp().as_bytes()) {
-            Some(millis) => {
-                let now_within_ms = i64::from(now.timestamp_subsec_nanos() % 1_000_000);
-                let skew_ns =
-                    (millis - now.timestamp_millis()).saturating_mul(1_000_000) - now_within_ms;
-                if skew_ns.unsigned_abs()
-                    > window.num_nanoseconds().unwrap_or(i64::MAX).unsigned_abs()
-                {
-                    check_skew(TimeDelta::nanoseconds(skew_ns), window)?;
-                }
-                millis
-            }
-            None => {
-                let signed_at = parse_timestamp(message.timestamp())?;
-                check_window(signed_at, now, window)?;
-                let rounded_up = signed_at.timestamp_subsec_nanos() % 1_000_000 != 0;
-                signed_at.timestamp_millis() + i64::from(rounded_up)
-            }
-        };
+        let signed_at_ms = check_signed_at(message.timestamp(), now, window)?;
         let signature = Signature::from_base64(signature)?;
         if self.matches(message, &signature) {
             Ok(Verified {
@@ -181,7 +161,7 @@ impl fmt::Debug for Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::DEFAULT_WINDOW;
+    use crate::signing::{check_window, parse_timestamp, DEFAULT_WINDOW};
 
     fn at(value: &str) -> DateTime<Utc> {
         parse_timestamp(value).unwrap()

@@ -142,6 +142,35 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// Checks the signing time `timestamp` (the header's text) against `now` and `window`, and
+/// answers it in milliseconds since the epoch, rounded up. The SDKs' form is checked in
+/// integers, without building calendar types; any other RFC 3339 form goes through the full
+/// parser. Times any distance away are judged without overflow.
+pub fn check_signed_at(
+    timestamp: &str,
+    now: DateTime<Utc>,
+    window: TimeDelta,
+) -> Result<i64, VerifyError> {
+    let Some(millis) = parse_sdk_millis(timestamp.as_bytes()) else {
+        let signed_at = parse_timestamp(timestamp)?;
+        check_window(signed_at, now, window)?;
+        let rounded_up = signed_at.timestamp_subsec_nanos() % 1_000_000 != 0;
+        return Ok(signed_at.timestamp_millis() + i64::from(rounded_up));
+    };
+    let skew_ms = millis - now.timestamp_millis();
+    let now_within_ms = i64::from(now.timestamp_subsec_nanos() % 1_000_000);
+    let window_ns = window.num_nanoseconds().unwrap_or(i64::MAX).unsigned_abs();
+    match skew_ms
+        .checked_mul(1_000_000)
+        .and_then(|skew_ns| skew_ns.checked_sub(now_within_ms))
+    {
+        Some(skew_ns) if skew_ns.unsigned_abs() <= window_ns => Ok(millis),
+        Some(skew_ns) => check_skew(TimeDelta::nanoseconds(skew_ns), window).map(|()| millis),
+        // Hundreds of years away: no window is that wide.
+        None => check_skew(TimeDelta::milliseconds(skew_ms), window).map(|()| millis),
+    }
+}
+
 /// Checks that `signed_at` lies within `window` of `now`, on either side.
 pub fn check_window(
     signed_at: DateTime<Utc>,
@@ -172,6 +201,29 @@ mod tests {
 
     fn at(value: &str) -> DateTime<Utc> {
         parse_timestamp(value).unwrap()
+    }
+
+    /// Issue #12, finding 8: a signing time centuries away overflowed the nanosecond skew and
+    /// was reported "ahead" (a panic in debug builds).
+    #[test]
+    fn far_signing_times_are_judged_without_overflow() {
+        let now = at("2026-03-23T12:34:56.789123Z");
+        for (timestamp, behind) in [
+            ("1000-01-01T00:00:00.000Z", true),
+            ("0000-01-01T00:00:00.000Z", true),
+            ("9999-12-31T23:59:59.999Z", false),
+        ] {
+            match check_signed_at(timestamp, now, DEFAULT_WINDOW) {
+                Err(VerifyError::OutsideWindow { skew_ms, .. }) => {
+                    assert_eq!(skew_ms < 0, behind, "{timestamp}: {skew_ms}");
+                }
+                other => panic!("{timestamp}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            check_signed_at("2026-03-23T12:35:00.000Z", now, DEFAULT_WINDOW),
+            Ok(at("2026-03-23T12:35:00.000Z").timestamp_millis())
+        );
     }
 
     #[test]

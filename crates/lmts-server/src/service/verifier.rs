@@ -6,7 +6,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, Method};
-use lmts_core::signing::{check_window, parse_timestamp, CanonicalMessage, VerifyError};
+use lmts_core::signing::{check_signed_at, CanonicalMessage, VerifyError};
 
 use super::{
     caches::CachedToken,
@@ -77,8 +77,7 @@ impl Verifier {
         values: &SignedHeaderValues<'_>,
     ) -> Result<Arc<CachedToken>, ServiceError> {
         let core = &self.0;
-        let signed_at = parse_timestamp(values.timestamp).map_err(refusal)?;
-        check_window(signed_at, head.now, core.settings.window).map_err(refusal)?;
+        check_signed_at(values.timestamp, head.now, core.settings.window).map_err(refusal)?;
         core.caches
             .token(core.store.as_ref(), &core.keyring, values.api_key)
             .await?
