@@ -60,10 +60,11 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// HTTP/2 flow-control windows: a stream may hold one default body limit in flight, a
-/// connection four, so that unread request bodies cost at most this much per connection.
-const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
-const HTTP2_CONNECTION_WINDOW: u32 = 4 * HTTP2_STREAM_WINDOW;
+/// HTTP/2 flow-control windows: what a peer may send before the service has read it, per
+/// stream and per connection, so that unread request bodies cost at most this much per
+/// connection. A body larger than the stream window flows as the service reads it.
+const HTTP2_STREAM_WINDOW: u32 = 16 * 1024;
+const HTTP2_CONNECTION_WINDOW: u32 = 64 * 1024;
 
 /// Descriptors kept free for the database, key files and logs.
 const RESERVED_DESCRIPTORS: usize = 64;

@@ -70,6 +70,11 @@ pub struct Service {
 
 impl Service {
     pub async fn start(data_dir: &Path, log: &Path, extra: &[&str]) -> Self {
+        Self::start_logging(data_dir, log, extra, "debug").await
+    }
+
+    /// [`Service::start`], logging at `level` (`LMTS_LOG`).
+    pub async fn start_logging(data_dir: &Path, log: &Path, extra: &[&str], level: &str) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -85,7 +90,7 @@ impl Service {
             .args(["serve", "--dev", "--listen", &listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("LMTS_LOG", "debug")
+            .env("LMTS_LOG", level)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
