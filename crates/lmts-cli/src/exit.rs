@@ -51,6 +51,7 @@ pub fn code(error: &(dyn Error + 'static)) -> u8 {
         use lmts_server::server::ServeError;
         return match serve {
             ServeError::Identity(_)
+            | ServeError::Config(_)
             | ServeError::MissingMasterKey { .. }
             | ServeError::DataDir { .. } => 3,
             _ => 1,

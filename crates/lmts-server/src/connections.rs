@@ -83,8 +83,14 @@ pub async fn serve(
     let (phase, phase_seen) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     loop {
-        let Ok(permit) = open.clone().acquire_owned().await else {
-            break;
+        // Shutdown is watched while waiting for a free slot too: at the cap, SIGTERM still ends
+        // the accepting.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
         };
         let accepted = tokio::select! {
             () = &mut shutdown => break,
@@ -218,6 +224,11 @@ impl Connection {
         tokio::pin!(connection);
         let mut check = tokio::time::interval(self.idle_timeout.max(Duration::from_secs(1)) / 4);
         let mut closing = false;
+        // A connection closing gracefully for being idle still owes its peer the answers in
+        // flight; a peer that never reads them (a zero HTTP/2 window, unread pipelined answers)
+        // would hold the slot forever, so the close is forced one idle timeout later.
+        let force_close = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(force_close);
         loop {
             tokio::select! {
                 result = connection.as_mut() => {
@@ -240,7 +251,12 @@ impl Connection {
                         tracing::debug!(%peer, "closing an idle connection");
                         connection.as_mut().graceful_shutdown();
                         closing = true;
+                        force_close.as_mut().reset(Instant::now() + self.idle_timeout);
                     }
+                }
+                () = &mut force_close, if closing => {
+                    tracing::debug!(%peer, "dropping a connection that would not close");
+                    return;
                 }
             }
         }

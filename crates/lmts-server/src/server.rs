@@ -129,6 +129,9 @@ pub enum ServeError {
     /// The identity configuration is incomplete or wrong.
     #[error("identity configuration: {0}")]
     Identity(String),
+    /// Two limits contradict each other.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}")]
     Bind {
@@ -215,7 +218,14 @@ async fn keyring_for(config: &ServerConfig, store: &dyn Store) -> Result<Keyring
         Some(key) => Keyring::from_base64(key, retired)?,
         None => match Keyring::load(&config.data_dir, retired)? {
             Some(keyring) => keyring,
-            None if sealed.is_empty() => Keyring::create(&config.data_dir, retired)?,
+            None if sealed.is_empty() => {
+                if config.database_url.is_some() {
+                    tracing::warn!(
+                        "generated a master key for a shared database: every instance must use this same key (--master-key-file), or tokens derived on one will not open on another"
+                    );
+                }
+                Keyring::create(&config.data_dir, retired)?
+            }
             None => {
                 return Err(ServeError::MissingMasterKey {
                     key_id: sealed[0].0.clone(),
@@ -249,6 +259,13 @@ pub struct Server {
 impl Server {
     /// Prepares the data directory, keys and database, and binds the listen address.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServeError> {
+        let service = &config.service;
+        if service.max_body_bytes > service.body_budget_bytes {
+            return Err(ServeError::Config(format!(
+                "the largest body ({} bytes) is over the budget for all bodies at once ({} bytes): every such request would get 503",
+                service.max_body_bytes, service.body_budget_bytes
+            )));
+        }
         files::ensure_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,

@@ -131,6 +131,27 @@ async fn an_idle_http2_connection_is_closed_and_its_stream_limit_advertised() {
 }
 
 #[tokio::test]
+async fn a_peer_that_never_reads_its_answer_is_dropped() {
+    let server = short_timeouts().await;
+    // A window of zero: the server can send the answer's head but never its body.
+    let (mut sender, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(connect(&server).await)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::get(server.url("/health")).body(()).unwrap();
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let _pending = response;
+    tokio::time::timeout(PATIENCE, driver)
+        .await
+        .expect("the server dropped the connection it could not finish")
+        .unwrap();
+}
+
+#[tokio::test]
 async fn shutdown_ends_within_its_grace_period_whatever_clients_do() {
     let server = short_timeouts().await;
     let (creds, _) = server.derive(ALICE, "{}").await;

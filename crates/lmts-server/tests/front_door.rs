@@ -149,6 +149,12 @@ async fn guessing_costs_the_guesser() {
         });
     })
     .await;
+    let (uncached, _) = server.derive(ALICE, "{}").await;
+    assert_eq!(
+        server.list(&creds).await.status(),
+        StatusCode::OK,
+        "now cached"
+    );
     let guess = Creds {
         token_id: "lmts_guess".into(),
         secret: creds.secret.clone(),
@@ -160,9 +166,14 @@ async fn guessing_costs_the_guesser() {
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.headers().contains_key("retry-after"));
     assert_eq!(
-        server.list(&creds).await.status(),
+        server.list(&uncached).await.status(),
         StatusCode::TOO_MANY_REQUESTS,
-        "the address is refused before any work, valid credentials or not"
+        "the address is refused before any lookup in the store, valid credentials or not"
+    );
+    assert_eq!(
+        server.list(&creds).await.status(),
+        StatusCode::OK,
+        "a token already cached costs nothing to find: a partner's bots keep working"
     );
     let identity = server.identity_token(BOB);
     assert_eq!(

@@ -98,3 +98,14 @@ async fn a_new_master_key_is_generated_only_for_an_empty_database() {
         "no token needed the old key, so a new one is made"
     );
 }
+
+#[tokio::test]
+async fn a_body_limit_over_the_body_budget_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let message = refusal(dir.path(), |config| {
+        config.service.max_body_bytes = 2 * 1024 * 1024;
+        config.service.body_budget_bytes = 1024 * 1024;
+    })
+    .await;
+    assert!(message.contains("over the budget"), "{message}");
+}

@@ -58,6 +58,11 @@ impl Caches {
         }
     }
 
+    /// The verification state of `token_id` if it is cached (no store, no wait).
+    pub(super) fn cached_token(&self, token_id: &str) -> Option<Arc<CachedToken>> {
+        self.tokens.get(token_id)
+    }
+
     /// The verification state of a live token: cached, else loaded and its secret opened;
     /// `None` when no live token has this id.
     pub(super) async fn token(

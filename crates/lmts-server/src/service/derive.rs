@@ -79,6 +79,10 @@ pub(super) fn parse_derive_body(bytes: &[u8]) -> Result<DeriveRequest, ServiceEr
             ));
             None
         }
+        Some(Value::String(label)) if label.contains('\0') => {
+            problems.push("label must not contain NUL characters".to_owned());
+            None
+        }
         Some(Value::String(label)) => Some(label.clone()),
         Some(_) => {
             problems.push("label must be a string".to_owned());
@@ -112,6 +116,19 @@ pub(super) fn parse_derive_body(bytes: &[u8]) -> Result<DeriveRequest, ServiceEr
         problems.dedup();
         Err(ServiceError::Invalid(problems))
     }
+}
+
+/// The longest token id any version issued or could store.
+const MAX_TOKEN_ID_CHARS: usize = 128;
+
+/// Whether `text` could be a token id at all: 1 to 128 characters of the URL-safe alphabet.
+/// Anything else names no token, so it is answered without asking the store.
+pub(super) fn is_token_id_shaped(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_TOKEN_ID_CHARS
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
 }
 
 /// A fresh token id: `lmts_` and 144 random bits, URL-safe.
@@ -195,6 +212,23 @@ mod tests {
         assert!(
             parse_derive_body(br#"{"label":{"x":1,"y":1}}"#).is_err(),
             "nested objects are not labels"
+        );
+    }
+
+    #[test]
+    fn only_url_safe_ids_are_looked_up() {
+        assert!(is_token_id_shaped("lmts_AAAAAAAAAAAAAAAAAAAAAAAA"));
+        assert!(is_token_id_shaped("tok_m"));
+        for text in ["", "tok/with spaces", "a\0b", "é", &"a".repeat(129)] {
+            assert!(!is_token_id_shaped(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_nul_in_a_label_is_refused() {
+        assert_eq!(
+            problems(r#"{"label":"a\u0000b"}"#),
+            vec!["label must not contain NUL characters"]
         );
     }
 

@@ -53,6 +53,13 @@ impl ServiceError {
         ServiceError::Invalid(vec![message.into()])
     }
 
+    /// A refusal for a spent budget, the wait rounded up to whole seconds (at least one).
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        ServiceError::RateLimited {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    }
+
     /// An unauthenticated request with one message.
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         ServiceError::Unauthenticated(message.into())

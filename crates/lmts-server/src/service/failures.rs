@@ -84,9 +84,7 @@ impl FailureBudget {
 }
 
 fn refusal(wait: Duration) -> ServiceError {
-    ServiceError::RateLimited {
-        retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-    }
+    ServiceError::rate_limited(wait)
 }
 
 #[cfg(test)]

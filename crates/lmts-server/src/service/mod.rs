@@ -84,11 +84,7 @@ impl Core {
         limiter: &RateLimiter<K>,
         caller: &K,
     ) -> Result<(), ServiceError> {
-        limiter
-            .check(caller)
-            .map_err(|wait| ServiceError::RateLimited {
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            })
+        limiter.check(caller).map_err(ServiceError::rate_limited)
     }
 
     async fn partner_settings(&self, account: &str) -> Result<Arc<PartnerSettings>, ServiceError> {
@@ -271,11 +267,12 @@ impl TokenService {
         let core = &self.0;
         core.managing_settings(&caller.profile.account).await?;
         let now = core.clock.now();
-        if !core
-            .store
-            .revoke_token(caller.profile.id, token_id, now)
-            .await?
-        {
+        let revoked = derive::is_token_id_shaped(token_id)
+            && core
+                .store
+                .revoke_token(caller.profile.id, token_id, now)
+                .await?;
+        if !revoked {
             return Err(ServiceError::NotFound("API token not found".into()));
         }
         let token_id = TokenId::new(token_id);

@@ -4,12 +4,13 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use http::{HeaderMap, Method};
 use lmts_core::signing::{check_signed_at, CanonicalMessage, VerifyError};
 
 use super::{
     caches::CachedToken,
+    derive::is_token_id_shaped,
     scheme::{signed_headers, SignedHeaderValues},
     Core, ServiceError,
 };
@@ -54,11 +55,10 @@ const NOT_AUTHENTIC: &str =
     "API token unknown or revoked, or lmts-signature does not match the request";
 
 impl Verifier {
-    /// The first half, before a byte of body is read: the client's failure budget, the window
-    /// and a live token. A request that cannot be valid is refused here, so its body need not
-    /// be read at all.
+    /// The first half, before a byte of body is read: the window and a live token (the
+    /// client's failure budget before any lookup in the store). A request that cannot be valid
+    /// is refused here, so its body need not be read at all.
     pub async fn admit<'a>(&self, head: SignedHead<'a>) -> Result<Admitted<'_, 'a>, ServiceError> {
-        self.0.failures.admit(head.client)?;
         let values = signed_headers(head.headers).map_err(|error| self.refused(&head, error))?;
         match self.find_token(&head, &values).await {
             Ok(token) => Ok(Admitted {
@@ -71,6 +71,9 @@ impl Verifier {
         }
     }
 
+    /// The live token the headers name, inside the window. A token already cached costs
+    /// nothing to find, so only a lookup in the store asks the client's failure budget first:
+    /// a partner's bots keep working from an address someone else spent the budget of.
     async fn find_token(
         &self,
         head: &SignedHead<'_>,
@@ -78,6 +81,13 @@ impl Verifier {
     ) -> Result<Arc<CachedToken>, ServiceError> {
         let core = &self.0;
         check_signed_at(values.timestamp, head.now, core.settings.window).map_err(refusal)?;
+        if !is_token_id_shaped(values.api_key) {
+            return Err(ServiceError::unauthenticated(NOT_AUTHENTIC));
+        }
+        if let Some(token) = core.caches.cached_token(values.api_key) {
+            return Ok(token);
+        }
+        core.failures.admit(head.client)?;
         core.caches
             .token(core.store.as_ref(), &core.keyring, values.api_key)
             .await?
@@ -129,7 +139,14 @@ impl Admitted<'_, '_> {
             .map_err(refusal)?;
         Core::check_rate(&core.token_rates, &token.token_id)?;
         if is_state_changing(head.method) {
-            let expires_at = verified.signed_at() + window;
+            // A copy whose head arrived inside the window may finish its body up to the body
+            // timeout later: the record outlives every such copy.
+            let body_timeout =
+                TimeDelta::from_std(core.settings.body_timeout).unwrap_or(TimeDelta::MAX);
+            let expires_at = verified
+                .signed_at()
+                .checked_add_signed(window.checked_add(&body_timeout).unwrap_or(TimeDelta::MAX))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
             let fresh = core
                 .store
                 .record_signature(
