@@ -88,6 +88,7 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
 async fn bodies_in_flight_are_bounded_for_the_whole_process() {
     let (server, creds) = TestServer::with_token(|config| {
         config.service.body_budget_bytes = 1000;
+        config.service.max_body_bytes = 1000;
         config.service.body_timeout = Duration::from_secs(120);
     })
     .await;

@@ -58,9 +58,18 @@ impl Caches {
         }
     }
 
-    /// The verification state of `token_id` if it is cached (no store, no wait).
-    pub(super) fn cached_token(&self, token_id: &str) -> Option<Arc<CachedToken>> {
-        self.tokens.get(token_id)
+    /// The verification state of `token_id` if it is cached and the caches may answer (no
+    /// lookup, no wait).
+    pub(super) fn cached_token(
+        &self,
+        store: &dyn Store,
+        token_id: &str,
+    ) -> Option<Arc<CachedToken>> {
+        if store.caches_may_answer() {
+            self.tokens.get(token_id)
+        } else {
+            None
+        }
     }
 
     /// The verification state of a live token: cached, else loaded and its secret opened;

@@ -84,7 +84,10 @@ impl Verifier {
         if !is_token_id_shaped(values.api_key) {
             return Err(ServiceError::unauthenticated(NOT_AUTHENTIC));
         }
-        if let Some(token) = core.caches.cached_token(values.api_key) {
+        if let Some(token) = core
+            .caches
+            .cached_token(core.store.as_ref(), values.api_key)
+        {
             return Ok(token);
         }
         core.failures.admit(head.client)?;
