@@ -99,6 +99,10 @@ pub enum Command {
     #[cfg(feature = "server")]
     #[command(subcommand)]
     Partners(PartnersCommand),
+    /// Check a gateway route policy, or explain what it requires of a request.
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Development helpers for `lmts serve --dev`.
     #[cfg(feature = "server")]
     #[command(subcommand)]

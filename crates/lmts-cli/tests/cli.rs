@@ -404,3 +404,81 @@ fn a_ttl_beyond_the_calendar_is_an_error_not_a_panic() {
         assert!(stderr(&output).contains("ttl"), "{}", stderr(&output));
     }
 }
+
+/// `lmts policy check | explain` on the policy of SPEC C1.
+#[test]
+fn policy_check_and_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "default = \"deny\"\n\n[[route]]\nmethod = \"POST\"\npath = \"/orders\"\nscopes = [\"trading\"]\n\n[[route]]\nmethod = \"GET\"\npath = \"/markets/**\"\npublic = true\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let checked = lmts(&["policy", "check", path]);
+    assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
+    assert!(
+        stdout(&checked).contains("2 rule(s), default deny")
+            || stderr(&checked).contains("2 rule(s), default deny")
+    );
+
+    let allowed = lmts(&[
+        "policy",
+        "explain",
+        path,
+        "POST",
+        "/orders?market=btc",
+        "--scopes",
+        "trading",
+    ]);
+    assert_eq!(allowed.status.code(), Some(0), "{}", stderr(&allowed));
+    assert!(
+        stdout(&allowed).contains("line 3: POST /orders"),
+        "{}",
+        stdout(&allowed)
+    );
+    let short = lmts(&[
+        "policy",
+        "explain",
+        path,
+        "POST",
+        "/orders",
+        "--scopes",
+        "withdrawal",
+    ]);
+    assert_eq!(short.status.code(), Some(1), "{}", stdout(&short));
+    let public = lmts(&[
+        "--output",
+        "json",
+        "policy",
+        "explain",
+        path,
+        "GET",
+        "/markets/btc",
+    ]);
+    assert!(
+        stdout(&public).contains("\"requires\": \"nothing: public\""),
+        "{}",
+        stdout(&public)
+    );
+    let denied = lmts(&["policy", "explain", path, "DELETE", "/orders"]);
+    assert!(
+        stdout(&denied).contains("refused: 403"),
+        "{}",
+        stdout(&denied)
+    );
+
+    std::fs::write(
+        &file,
+        "default = \"deny\"\n[[route]]\nmethod = \"GET\"\npath = \"/a\"\nscopes = [\"root\"]\n",
+    )
+    .unwrap();
+    let refused = lmts(&["policy", "check", path]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(
+        stderr(&refused).contains("line 2: unknown scope \"root\""),
+        "{}",
+        stderr(&refused)
+    );
+}

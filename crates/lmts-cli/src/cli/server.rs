@@ -231,6 +231,32 @@ pub struct PartnersSetArgs {
     pub allowed_scopes: Option<Vec<String>>,
 }
 
+/// `lmts policy ...`: the route policy of the gateway (SPEC C1).
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file: exit 0 when it parses and names only known scopes, else 3 with the line and the reason.
+    #[command(after_help = "Example:\n  lmts policy check policy.toml")]
+    Check {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
+    /// Say which rule decides a request and what it requires.
+    #[command(
+        after_help = "Examples:\n  lmts policy explain policy.toml POST /orders\n  lmts policy explain policy.toml GET '/markets/btc?depth=5' --scopes trading"
+    )]
+    Explain {
+        /// The policy file (TOML).
+        file: PathBuf,
+        /// The request's method.
+        method: String,
+        /// The request target: path and query, as sent.
+        target: String,
+        /// The scopes of the token that would sign it (comma-separated): say whether they suffice.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+    },
+}
+
 /// `lmts dev ...`.
 #[derive(Debug, Subcommand)]
 pub enum DevCommand {

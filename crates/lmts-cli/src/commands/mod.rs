@@ -9,6 +9,8 @@ mod dev;
 #[cfg(feature = "server")]
 mod partners;
 #[cfg(feature = "server")]
+mod policy;
+#[cfg(feature = "server")]
 mod serve;
 mod sign;
 mod tokens;
@@ -45,6 +47,8 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Partners(command) => partners::run(command, &output).await,
             #[cfg(feature = "server")]
             Command::Dev(command) => dev::run(command, &output),
+            #[cfg(feature = "server")]
+            Command::Policy(command) => policy::run(command, &output),
             Command::Completions { .. } => Ok(()),
         }
     })

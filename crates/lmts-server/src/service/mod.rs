@@ -11,6 +11,7 @@ mod derive;
 mod error;
 mod failures;
 mod listing;
+pub mod policy;
 mod rate_limit;
 mod scheme;
 mod settings;
