@@ -501,13 +501,14 @@ async fn revoke_acknowledged(a: &TestServer, b: &TestServer, sibling: &Creds) ->
 }
 
 /// Registers an instance that will never acknowledge anything, as one that crashed just now
-/// leaves its row: its heartbeat fresh, by PostgreSQL's clock.
+/// leaves its row: its heartbeat fresh, by PostgreSQL's clock, and the tests' lease.
 async fn register_crashed_instance(db: &sqlx::PgPool) {
     sqlx::query(
-        "INSERT INTO lmts_instances (id, applied_seq, heartbeat_at)
-         VALUES ('crashed', 0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+        "INSERT INTO lmts_instances (id, applied_seq, heartbeat_at, lease_ms)
+         VALUES ('crashed', 0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint, $1)
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at",
     )
+    .bind(i64::try_from(LEASE.as_millis()).unwrap())
     .execute(db)
     .await
     .unwrap();
@@ -572,4 +573,30 @@ async fn a_revoke_waits_for_a_dead_instance_no_longer_than_the_lease() {
         waited < LEASE / 2,
         "A waited {waited:?} for a stopped instance"
     );
+}
+
+/// Instances configured with different leases: a revoker with none at all still waits, by the
+/// lease of the instance it waits for, until that instance can no longer answer from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoker_waits_by_the_lease_of_the_instance_it_waits_for() {
+    let url = PgServer::shared().database().await;
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let with_lease = |lease: Duration| {
+        move |config: &mut lmts_server::server::ServerConfig| {
+            config.postgres.revocation_lease = lease;
+            config.service.rate_limit = None;
+        }
+    };
+    let a = instance(&url, None, with_lease(Duration::ZERO)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<i32> = listener_backends(&db).await.iter().map(|l| l.pid).collect();
+    let b = instance(&url, Some(&a), with_lease(LEASE)).await;
+    let b_listener = new_listener(&db, &before).await;
+    let (sibling, _) = a.derive(ALICE, "{}").await;
+    tokio::time::sleep(LEASE / 2).await;
+    let token = token_cached_on(&a, &b).await;
+
+    let frozen = Frozen::stop(b_listener.pid);
+    revoke_waiting_out_the_lease(&a, &b, &sibling, &token, "B, by B's own lease").await;
+    drop(frozen);
 }

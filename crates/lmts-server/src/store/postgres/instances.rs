@@ -50,6 +50,10 @@ const FIRST_POLL_PAUSE: Duration = Duration::from_millis(1);
 /// The longest pause of a revoker polling for acknowledgements.
 const LONGEST_POLL_PAUSE: Duration = Duration::from_millis(20);
 
+/// The least time a revoker gives one question about the other instances, even when its own
+/// lease is over (or zero).
+const LEAST_ASKING_TIME: Duration = Duration::from_millis(500);
+
 /// The least time between two beats, whatever the lease.
 const SHORTEST_BEAT_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -185,23 +189,27 @@ impl Instance {
     }
 
     /// Waits until every other live instance has applied revocation `number` (committed before
-    /// this call), or for the lease, whichever comes first; either way the revocation is then
-    /// final everywhere. A failure to read the instances only means waiting the whole lease.
+    /// this call), or for the longest lease among them and this one, whichever comes first;
+    /// either way the revocation is then final everywhere. Each instance is judged by its own
+    /// lease, so instances configured differently (even with none) still wait for each other.
+    /// A failure to read the instances only means waiting the whole lease.
     pub(super) async fn await_applied(&self, pool: &PgPool, number: i64) {
-        if self.lease.is_zero() {
-            return;
-        }
-        let deadline = Instant::now() + self.lease;
+        let started = Instant::now();
+        let mut deadline = started + self.lease;
         let mut pause = FIRST_POLL_PAUSE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let behind = tokio::time::timeout(left, self.instances_behind(pool, number)).await;
-            if let Ok(Ok(0)) = behind {
-                return;
+            // Even with no lease left (or none of its own), the revoker asks at least once.
+            let asking = left.max(LEAST_ASKING_TIME);
+            let behind = tokio::time::timeout(asking, self.instances_behind(pool, number)).await;
+            match behind {
+                Ok(Ok((0, _))) => return,
+                Ok(Ok((_, longest))) => deadline = deadline.max(started + longest),
+                _ => {}
             }
             if Instant::now() >= deadline {
                 let behind = match behind {
-                    Ok(Ok(count)) => count.to_string(),
+                    Ok(Ok((count, _))) => count.to_string(),
                     _ => "unknown".to_owned(),
                 };
                 tracing::warn!(
@@ -218,19 +226,25 @@ impl Instance {
         }
     }
 
-    /// How many live instances other than this one have not applied revocation `number`.
-    async fn instances_behind(&self, pool: &PgPool, number: i64) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(concat!(
-            "SELECT COUNT(*) FROM lmts_instances
+    /// How many live instances other than this one (heartbeat within their own lease) have
+    /// not applied revocation `number`, and the longest lease among those.
+    async fn instances_behind(
+        &self,
+        pool: &PgPool,
+        number: i64,
+    ) -> Result<(i64, Duration), sqlx::Error> {
+        let (behind, longest_ms): (i64, i64) = sqlx::query_as(concat!(
+            "SELECT COUNT(*), COALESCE(MAX(lease_ms), 0)
+             FROM lmts_instances
              WHERE id <> $1 AND applied_seq < $2 AND heartbeat_at >= ",
             pg_now_millis!(),
-            " - $3"
+            " - lease_ms"
         ))
         .bind(&self.id)
         .bind(number)
-        .bind(self.lease_millis())
         .fetch_one(pool)
-        .await
+        .await?;
+        Ok((behind, Duration::from_millis(longest_ms.unsigned_abs())))
     }
 
     /// Registers, beats, acknowledges applied revocations and hears notices (delivering them
@@ -283,11 +297,13 @@ impl Instance {
         let applied = *self.applied.borrow();
         sqlx::query(concat!(
             "WITH beat AS (
-                 INSERT INTO lmts_instances (id, applied_seq, heartbeat_at) VALUES ($1, $2, ",
+                 INSERT INTO lmts_instances (id, applied_seq, heartbeat_at, lease_ms)
+                 VALUES ($1, $2, ",
             pg_now_millis!(),
-            ")
+            ", $5)
                  ON CONFLICT (id) DO UPDATE SET
                      heartbeat_at = EXCLUDED.heartbeat_at,
+                     lease_ms = EXCLUDED.lease_ms,
                      applied_seq = GREATEST(lmts_instances.applied_seq, EXCLUDED.applied_seq)
              )
              SELECT pg_notify($3, $4 || ':' || last_seq) FROM lmts_revocation_counter"
@@ -296,6 +312,7 @@ impl Instance {
         .bind(applied)
         .bind(self.channel())
         .bind(sent.to_string())
+        .bind(self.lease_millis())
         .execute(pool)
         .await
         .map(drop)
