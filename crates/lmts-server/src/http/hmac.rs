@@ -36,8 +36,7 @@ pub async fn require_hmac(
         client: client_address(&parts.extensions),
         now: service.now(),
     };
-    let verifier = service.verifier();
-    let admitted = verifier.admit(head).await?;
+    let admitted = service.verifier().admit(head).await?;
     let body = read_body(&service, head.headers, body).await?;
     let token: VerifiedToken = admitted.verify(&body.bytes).await?;
     parts.extensions.insert(token);

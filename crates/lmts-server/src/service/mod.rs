@@ -54,7 +54,7 @@ use usage::UsageLog;
 
 /// The token service. Cheap to clone: every clone shares one state.
 #[derive(Debug, Clone)]
-pub struct TokenService(Arc<Core>);
+pub struct TokenService(Verifier);
 
 /// What the service and its [`Verifier`] share.
 #[derive(Debug)]
@@ -117,7 +117,7 @@ impl TokenService {
         clock: Clock,
     ) -> Self {
         let usage = UsageLog::new(settings.usage_retention());
-        Self(Arc::new(Core {
+        Self(Verifier(Arc::new(Core {
             caches: Arc::new(Caches::new(&settings)),
             bodies: BodyBudget::new(settings.body_budget_bytes),
             failures: FailureBudget::new(settings.auth_failure_limit),
@@ -129,32 +129,37 @@ impl TokenService {
             identity,
             usage,
             clock,
-        }))
+        })))
     }
 
-    /// The verifier of signed requests.
-    pub fn verifier(&self) -> Verifier {
-        Verifier(Arc::clone(&self.0))
+    /// The verifier of signed requests (shared with the service, borrowed per request).
+    pub fn verifier(&self) -> &Verifier {
+        &self.0
+    }
+
+    /// What the service and its verifier share.
+    fn core(&self) -> &Core {
+        &self.0 .0
     }
 
     /// The limits in force.
     pub fn settings(&self) -> &ServiceSettings {
-        &self.0.settings
+        &self.core().settings
     }
 
     /// The persistent state.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.0.store
+        &self.core().store
     }
 
     /// An allowance to hold a request body of `bytes` in memory, from the process's budget.
     pub fn reserve_body(&self, bytes: usize) -> Result<BodyAllowance, ServiceError> {
-        self.0.bodies.reserve(bytes)
+        self.core().bodies.reserve(bytes)
     }
 
     /// The service's time.
     pub fn now(&self) -> DateTime<Utc> {
-        self.0.clock.now()
+        self.core().clock.now()
     }
 
     /// The partner profile of the Privy identity token the request presents (created on first
@@ -164,7 +169,7 @@ impl TokenService {
         headers: &HeaderMap,
         client: Option<IpAddr>,
     ) -> Result<PartnerProfile, ServiceError> {
-        let core = &self.0;
+        let core = self.core();
         core.failures.admit(client)?;
         let now = core.clock.now();
         let verified = match scheme::identity_token(headers) {
@@ -191,7 +196,7 @@ impl TokenService {
         &self,
         profile: &PartnerProfile,
     ) -> Result<PartnerCapabilities, ServiceError> {
-        let settings = self.0.partner_settings(&profile.account).await?;
+        let settings = self.core().partner_settings(&profile.account).await?;
         Ok(PartnerCapabilities {
             partner_profile_id: profile.id,
             token_management_enabled: settings.token_management_enabled,
@@ -206,7 +211,7 @@ impl TokenService {
         profile: &PartnerProfile,
         body: &[u8],
     ) -> Result<DeriveApiTokenResponse, ServiceError> {
-        let core = &self.0;
+        let core = self.core();
         let request = derive::parse_derive_body(body)?;
         let settings = core.managing_settings(&profile.account).await?;
         check_allowed(&request.scopes, &settings.allowed_scopes)?;
@@ -249,7 +254,7 @@ impl TokenService {
 
     /// The caller's partner's live tokens, oldest first, as the JSON array of the answer.
     pub async fn list(&self, caller: &VerifiedToken) -> Result<String, ServiceError> {
-        let core = &self.0;
+        let core = self.core();
         core.managing_settings(&caller.profile.account).await?;
         let listing = core
             .caches
@@ -265,7 +270,7 @@ impl TokenService {
         caller: &VerifiedToken,
         token_id: &str,
     ) -> Result<RevokeApiTokenResponse, ServiceError> {
-        let core = &self.0;
+        let core = self.core();
         core.managing_settings(&caller.profile.account).await?;
         let now = core.clock.now();
         let revoked = derive::is_token_id_shaped(token_id)
@@ -290,7 +295,7 @@ impl TokenService {
         &self,
         account: &str,
     ) -> Result<Arc<PartnerSettings>, ServiceError> {
-        self.0.partner_settings(account).await
+        self.core().partner_settings(account).await
     }
 
     /// Stores settings and applies them to this instance at once (others within
@@ -300,7 +305,7 @@ impl TokenService {
         key: &SettingsKey,
         settings: &PartnerSettings,
     ) -> Result<(), ServiceError> {
-        let core = &self.0;
+        let core = self.core();
         core.store
             .set_settings(key, settings, core.clock.now())
             .await?;
@@ -310,12 +315,12 @@ impl TokenService {
 
     /// Answers when the database does.
     pub async fn ready(&self) -> Result<(), ServiceError> {
-        Ok(self.0.store.ping().await?)
+        Ok(self.core().store.ping().await?)
     }
 
     /// Writes pending `lastUsedAt` values and forgets expired replay records.
     pub async fn run_maintenance(&self) {
-        let core = &self.0;
+        let core = self.core();
         let uses = core.usage.take();
         if !uses.is_empty() {
             if let Err(error) = core.store.record_usage(&uses).await {
@@ -344,7 +349,7 @@ impl TokenService {
                 service.run_maintenance().await;
             }
         });
-        let invalidations = self.0.caches.watch(self.0.store.as_ref());
+        let invalidations = self.core().caches.watch(self.core().store.as_ref());
         Background {
             tasks: [Some(maintenance), invalidations]
                 .into_iter()
