@@ -22,7 +22,6 @@ use tower_http::{
 use tracing::Level;
 
 pub use hmac::require_hmac;
-pub use identity::CallerProfile;
 
 use crate::service::{ServiceError, TokenService};
 use error::ApiError;

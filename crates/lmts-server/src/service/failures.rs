@@ -10,7 +10,6 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         RwLock,
     },
-    time::Duration,
 };
 
 use tokio::time::Instant;
@@ -48,7 +47,9 @@ impl FailureBudget {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match blocked.get(&client) {
-            Some(until) if *until > Instant::now() => Err(refusal(*until - Instant::now())),
+            Some(until) if *until > Instant::now() => {
+                Err(ServiceError::rate_limited(*until - Instant::now()))
+            }
             _ => Ok(()),
         }
     }
@@ -67,7 +68,7 @@ impl FailureBudget {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         blocked.insert(client, Instant::now() + wait);
         self.blocked_count.store(blocked.len(), Ordering::Release);
-        refusal(wait)
+        ServiceError::rate_limited(wait)
     }
 
     /// Forgets addresses whose block is over and whose budget is full again.
@@ -81,10 +82,6 @@ impl FailureBudget {
         blocked.retain(|_, until| *until > now);
         self.blocked_count.store(blocked.len(), Ordering::Release);
     }
-}
-
-fn refusal(wait: Duration) -> ServiceError {
-    ServiceError::rate_limited(wait)
 }
 
 #[cfg(test)]
