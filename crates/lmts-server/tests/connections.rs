@@ -95,7 +95,18 @@ async fn http2_connection(
     h2::client::SendRequest<bytes::Bytes>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (sender, connection) = h2::client::handshake(connect(server).await).await.unwrap();
+    http2_connection_with(server, &h2::client::Builder::new()).await
+}
+
+/// [`http2_connection`] with the client settings of `builder`.
+async fn http2_connection_with(
+    server: &TestServer,
+    builder: &h2::client::Builder,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (sender, connection) = builder.handshake(connect(server).await).await.unwrap();
     let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -134,14 +145,9 @@ async fn an_idle_http2_connection_is_closed_and_its_stream_limit_advertised() {
 async fn a_peer_that_never_reads_its_answer_is_dropped() {
     let server = short_timeouts().await;
     // A window of zero: the server can send the answer's head but never its body.
-    let (mut sender, connection) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, bytes::Bytes>(connect(&server).await)
-        .await
-        .unwrap();
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let mut zero_window = h2::client::Builder::new();
+    zero_window.initial_window_size(0);
+    let (mut sender, driver) = http2_connection_with(&server, &zero_window).await;
     let request = http::Request::get(server.url("/health")).body(()).unwrap();
     let (response, _) = sender.send_request(request, true).unwrap();
     let _pending = response;
