@@ -419,8 +419,9 @@ fn policy_check_and_explain() {
     let checked = lmts(&["policy", "check", path]);
     assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
     assert!(
-        stdout(&checked).contains("2 rule(s), default deny")
-            || stderr(&checked).contains("2 rule(s), default deny")
+        stdout(&checked).contains("2 rule(s), default deny"),
+        "{}",
+        stdout(&checked)
     );
 
     let allowed = lmts(&[

@@ -21,10 +21,7 @@ pub fn run(command: PolicyCommand, output: &Output) -> Result<(), CommandError> 
             if output.is_json() {
                 output.json(&json!({ "rules": rules, "default": default.to_string() }));
             } else {
-                output.note(&format!(
-                    "{}: {rules} rule(s), default {default}",
-                    file.display()
-                ));
+                println!("{}: {rules} rule(s), default {default}", file.display());
             }
             Ok(())
         }
