@@ -78,6 +78,12 @@ pub enum Command {
         after_help = "Examples:\n  lmts serve --dev\n  LMTS_PRIVY_APP_ID=app LMTS_JWKS_URL=https://auth.privy.io/api/v1/apps/app/jwks.json lmts serve"
     )]
     Serve(ServeArgs),
+    /// Run a verifying reverse proxy in front of an API: signed requests pass the route policy, then go upstream.
+    #[cfg(feature = "server")]
+    #[command(
+        after_help = "Example:\n  lmts gateway --upstream http://127.0.0.1:9000 --policy policy.toml --listen 0.0.0.0:8443"
+    )]
+    Gateway(GatewayArgs),
     /// Capabilities, derive, list and revoke against a service.
     #[command(subcommand)]
     Tokens(TokensCommand),

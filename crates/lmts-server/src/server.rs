@@ -12,12 +12,16 @@ use crate::{
     clock::Clock,
     connections::{self, ConnectionLimits},
     crypto::{CryptoError, Keyring, MASTER_KEY_FILE},
-    http::app,
+    http::{
+        app_with,
+        proxy::{Upstream, UpstreamSettings},
+        Doors,
+    },
     identity::{
         dev::{DevIssuer, DevIssuerError, DEV_APP_ID, DEV_KEY_ID},
         IdentityKeys, IdentityVerifier, JwksSource, PRIVY_ISSUER,
     },
-    service::{ServiceSettings, TokenService},
+    service::{policy::RoutePolicy, Gateway, ServiceSettings, TokenService},
     store::{PostgresOptions, PostgresStore, SqliteStore, Store, StoreError},
 };
 
@@ -74,6 +78,21 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     /// Pool and timeouts of the PostgreSQL backend.
     pub postgres: PostgresOptions,
+    /// Serve the token endpoints (off for `lmts gateway`, which needs no identity keys).
+    pub token_endpoints: bool,
+    /// The gateway of SPEC C1 in this process, if any.
+    pub gateway: GatewayConfig,
+}
+
+/// The gateway of SPEC C1: a route policy, and an upstream to proxy to.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayConfig {
+    /// The route policy (`--policy`): opens `/ext-authz` and `/forward-auth`.
+    pub policy: Option<RoutePolicy>,
+    /// The upstream URL (`--upstream`): every route that is not lmts's own is proxied there.
+    pub upstream: Option<String>,
+    /// Timeouts and pool of the upstream.
+    pub upstream_settings: UpstreamSettings,
 }
 
 impl ServerConfig {
@@ -90,6 +109,8 @@ impl ServerConfig {
             retired_master_keys: Vec::new(),
             database_url: None,
             postgres: PostgresOptions::default(),
+            token_endpoints: true,
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -166,6 +187,15 @@ pub async fn open_store(
 fn identity_verifier(config: &ServerConfig) -> Result<IdentityVerifier, ServeError> {
     let identity = &config.identity;
     let mut keys = IdentityKeys::default();
+    if !config.token_endpoints {
+        // No endpoint takes an identity token: a verifier without keys, which refuses all.
+        return Ok(IdentityVerifier::new(
+            keys,
+            &identity.issuer,
+            "-",
+            identity.leeway,
+        ));
+    }
     if let Some(path) = &identity.verification_key_file {
         let pem = std::fs::read(path).map_err(|error| {
             ServeError::Identity(format!("cannot read {}: {error}", path.display()))
@@ -248,12 +278,35 @@ async fn keyring_for(config: &ServerConfig, store: &dyn Store) -> Result<Keyring
     }
 }
 
+/// The doors `config` opens: the token endpoints, and the gateway's with its upstream.
+fn doors_of(config: &ServerConfig) -> Result<Doors, ServeError> {
+    let gateway = &config.gateway;
+    let upstream =
+        match (&gateway.upstream, &gateway.policy) {
+            (None, _) => None,
+            (Some(_), None) => return Err(ServeError::Config(
+                "an upstream needs a route policy (--policy FILE): nothing is forwarded unchecked"
+                    .into(),
+            )),
+            (Some(url), Some(_)) => Some(
+                Upstream::new(url, gateway.upstream_settings.clone())
+                    .map_err(|error| ServeError::Config(format!("--upstream: {error}")))?,
+            ),
+        };
+    Ok(Doors {
+        token_endpoints: config.token_endpoints,
+        gateway: gateway.policy.clone().map(Gateway::new),
+        upstream,
+    })
+}
+
 /// A bound, ready service.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     service: TokenService,
     connections: ConnectionLimits,
+    doors: Doors,
 }
 
 impl Server {
@@ -266,6 +319,7 @@ impl Server {
                 service.max_body_bytes, service.body_budget_bytes
             )));
         }
+        let doors = doors_of(&config)?;
         files::ensure_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
@@ -295,6 +349,9 @@ impl Server {
             database = if config.database_url.is_some() { "postgres" } else { "sqlite" },
             master_key_id = keyring.current_key_id(),
             identity = ?identity,
+            token_endpoints = doors.token_endpoints,
+            policy = doors.gateway.is_some(),
+            upstream = doors.upstream.as_ref().map(Upstream::origin),
             "lmts service ready"
         );
         let service = TokenService::new(config.service, store, keyring, identity, Clock::system());
@@ -302,6 +359,7 @@ impl Server {
             listener,
             service,
             connections: config.connections,
+            doors,
         })
     }
 
@@ -323,7 +381,7 @@ impl Server {
         let address = self.local_addr().map_err(ServeError::Serve)?;
         tracing::info!(%address, "listening");
         let background = self.service.start_background();
-        let router = app(self.service.clone());
+        let router = app_with(self.service.clone(), self.doors);
         connections::serve(self.listener, router, &self.connections, shutdown).await;
         background.stop();
         self.service.run_maintenance().await;

@@ -1,4 +1,5 @@
-//! Test support: a real PostgreSQL server for the tests, started from the machine's binaries.
+//! Test support: a real PostgreSQL server for the tests, started from the machine's binaries,
+//! and a recording upstream for the gateway's ([`upstream::RecordingUpstream`]).
 //!
 //! [`PgServer::shared`] starts one server per test binary (`initdb` in a temporary directory,
 //! `pg_ctl start` on a free loopback port, as the `postgres` user when the tests run as root)
@@ -16,6 +17,8 @@
 
 // A test harness that cannot provide its server must fail the test loudly: panicking is its job.
 #![allow(clippy::panic)]
+
+pub mod upstream;
 
 use std::{
     net::TcpListener,

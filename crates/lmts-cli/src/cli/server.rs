@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
+use lmts_server::service::TrustedProxies;
 
 /// The data directory option shared by every command that opens it.
 #[derive(Debug, Args)]
@@ -58,9 +59,10 @@ pub struct ConnectionArgs {
     pub shutdown_grace_secs: u64,
 }
 
-/// Options of `lmts serve`.
+/// Options `lmts serve` and `lmts gateway` share: where to listen, the store, the keys, and
+/// the limits of signed requests.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub struct NodeArgs {
     /// Address to listen on.
     #[arg(long, env = "LMTS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -80,27 +82,6 @@ pub struct ServeArgs {
     /// Seconds a token's verification state stays cached (the backstop for missed revocation notices).
     #[arg(long, env = "LMTS_TOKEN_CACHE_TTL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub token_cache_ttl_secs: u64,
-    /// Accept identity tokens minted by `lmts dev identity-token` (never in production).
-    #[arg(long, env = "LMTS_DEV")]
-    pub dev: bool,
-    /// The Privy app id: the audience identity tokens must carry (default with --dev: lmts-dev).
-    #[arg(long, env = "LMTS_PRIVY_APP_ID")]
-    pub privy_app_id: Option<String>,
-    /// The issuer identity tokens must carry.
-    #[arg(long, env = "LMTS_IDENTITY_ISSUER", default_value = "privy.io")]
-    pub identity_issuer: String,
-    /// URL of the Privy app's JWKS document.
-    #[arg(long, env = "LMTS_JWKS_URL")]
-    pub jwks_url: Option<String>,
-    /// PEM file of the Privy app's ES256 verification key.
-    #[arg(long, env = "LMTS_VERIFICATION_KEY_FILE")]
-    pub verification_key_file: Option<PathBuf>,
-    /// Least seconds between two JWKS fetches (an unknown key id triggers one).
-    #[arg(long, env = "LMTS_JWKS_MIN_REFETCH_SECS", default_value_t = 30)]
-    pub jwks_min_refetch_secs: u64,
-    /// Leeway in seconds on identity token expiry (at most 60).
-    #[arg(long, env = "LMTS_IDENTITY_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=60))]
-    pub identity_leeway_secs: u32,
     /// Seconds a signed request's timestamp may differ from server time, either way.
     #[arg(long, env = "LMTS_TIME_WINDOW_SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub time_window_secs: u32,
@@ -141,6 +122,78 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "LMTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Load balancers (addresses or CIDR blocks, comma separated) whose X-Forwarded-For names the client; no one's by default.
+    #[arg(long, env = "LMTS_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// How identity tokens are checked (`lmts serve` only).
+#[derive(Debug, Args)]
+pub struct IdentityCheckArgs {
+    /// Accept identity tokens minted by `lmts dev identity-token` (never in production).
+    #[arg(long, env = "LMTS_DEV")]
+    pub dev: bool,
+    /// The Privy app id: the audience identity tokens must carry (default with --dev: lmts-dev).
+    #[arg(long, env = "LMTS_PRIVY_APP_ID")]
+    pub privy_app_id: Option<String>,
+    /// The issuer identity tokens must carry.
+    #[arg(long, env = "LMTS_IDENTITY_ISSUER", default_value = "privy.io")]
+    pub identity_issuer: String,
+    /// URL of the Privy app's JWKS document.
+    #[arg(long, env = "LMTS_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// PEM file of the Privy app's ES256 verification key.
+    #[arg(long, env = "LMTS_VERIFICATION_KEY_FILE")]
+    pub verification_key_file: Option<PathBuf>,
+    /// Least seconds between two JWKS fetches (an unknown key id triggers one).
+    #[arg(long, env = "LMTS_JWKS_MIN_REFETCH_SECS", default_value_t = 30)]
+    pub jwks_min_refetch_secs: u64,
+    /// Leeway in seconds on identity token expiry (at most 60).
+    #[arg(long, env = "LMTS_IDENTITY_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub identity_leeway_secs: u32,
+}
+
+/// How the gateway reaches its upstream.
+#[derive(Debug, Args)]
+pub struct UpstreamArgs {
+    /// Seconds to wait for the upstream's response head before answering 504.
+    #[arg(long, env = "LMTS_UPSTREAM_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub upstream_timeout_secs: u64,
+    /// Seconds to wait for a connection to the upstream before answering 502.
+    #[arg(long, env = "LMTS_UPSTREAM_CONNECT_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub upstream_connect_timeout_secs: u64,
+}
+
+/// Options of `lmts serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub identity: IdentityCheckArgs,
+    /// Route policy (TOML, SPEC C1): opens /ext-authz and /forward-auth, and governs --upstream.
+    #[arg(long, env = "LMTS_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Proxy every route that is not lmts's own to this http:// origin, after the policy.
+    #[arg(long, env = "LMTS_UPSTREAM", requires = "policy")]
+    pub upstream: Option<String>,
+    #[command(flatten)]
+    pub upstream_args: UpstreamArgs,
+}
+
+/// Options of `lmts gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The http:// origin requests are forwarded to once they pass.
+    #[arg(long, env = "LMTS_UPSTREAM")]
+    pub upstream: String,
+    /// Route policy (TOML, SPEC C1).
+    #[arg(long, env = "LMTS_POLICY")]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub upstream_args: UpstreamArgs,
 }
 
 /// A load scenario of `lmts bench`.

@@ -7,6 +7,8 @@ mod demo;
 #[cfg(feature = "server")]
 mod dev;
 #[cfg(feature = "server")]
+mod gateway;
+#[cfg(feature = "server")]
 mod partners;
 #[cfg(feature = "server")]
 mod policy;
@@ -37,6 +39,8 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
         match cli.command {
             #[cfg(feature = "server")]
             Command::Serve(args) => serve::run(args).await,
+            #[cfg(feature = "server")]
+            Command::Gateway(args) => gateway::run(args).await,
             Command::Tokens(command) => tokens::run(command, &output).await,
             Command::Sign(args) => sign::run(args, &output),
             #[cfg(feature = "server")]

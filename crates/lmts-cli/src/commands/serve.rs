@@ -6,8 +6,9 @@ use chrono::TimeDelta;
 use lmts_core::{error_chain::error_chain, files};
 use lmts_server::{
     connections::ConnectionLimits,
-    server::{shutdown_signal, IdentityConfig, Server, ServerConfig},
-    service::RateLimit,
+    http::proxy::UpstreamSettings,
+    server::{shutdown_signal, GatewayConfig, IdentityConfig, Server, ServerConfig},
+    service::{policy::RoutePolicy, RateLimit},
     store::PostgresOptions,
     ServiceSettings,
 };
@@ -15,11 +16,11 @@ use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
 use crate::{
-    cli::{ConnectionArgs, LogFormat, ServeArgs},
+    cli::{ConnectionArgs, IdentityCheckArgs, LogFormat, NodeArgs, ServeArgs, UpstreamArgs},
     exit::{CommandError, ConfigError},
 };
 
-fn init_logging(format: LogFormat) {
+pub(super) fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("LMTS_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let builder = tracing_subscriber::fmt()
@@ -47,7 +48,8 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>, CommandError> {
     }
 }
 
-fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
+/// The configuration both `serve` and `gateway` take from their shared options.
+pub(super) fn node_config(args: NodeArgs) -> Result<ServerConfig, CommandError> {
     let master_key = args
         .master_key_file
         .as_deref()
@@ -60,44 +62,83 @@ fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
         .collect::<Result<_, _>>()?;
     Ok(ServerConfig {
         listen: args.listen,
-        data_dir: args.store.data_dir.data_dir,
-        database_url: args.store.database_url,
         postgres: PostgresOptions {
             max_connections: args.database_max_connections,
             statement_timeout: Duration::from_millis(args.database_statement_timeout_ms),
             revocation_lease: Duration::from_millis(args.revocation_lease_ms),
             ..PostgresOptions::default()
         },
-        dev: args.dev,
-        identity: IdentityConfig {
-            issuer: args.identity_issuer,
-            app_id: args.privy_app_id,
-            jwks_url: args.jwks_url,
-            verification_key_file: args.verification_key_file,
-            jwks_min_refetch: Duration::from_secs(args.jwks_min_refetch_secs),
-            leeway: TimeDelta::seconds(i64::from(args.identity_leeway_secs)),
-        },
-        service: ServiceSettings {
-            window: TimeDelta::seconds(i64::from(args.time_window_secs)),
-            max_body_bytes: args.max_body_bytes,
-            max_active_tokens: (args.max_active_tokens > 0).then_some(args.max_active_tokens),
-            body_timeout: Duration::from_secs(args.connections.body_timeout_secs),
-            usage_flush_interval: Duration::from_millis(args.usage_flush_ms),
-            token_cache_ttl: Duration::from_secs(args.token_cache_ttl_secs),
-            rate_limit: (args.rate_limit_per_minute > 0).then_some(RateLimit {
-                per_minute: args.rate_limit_per_minute,
-                burst: args.rate_limit_burst,
-            }),
-            auth_failure_limit: (args.auth_failures_per_minute > 0).then_some(RateLimit {
-                per_minute: args.auth_failures_per_minute,
-                burst: args.auth_failure_burst,
-            }),
-            body_budget_bytes: usize::try_from(args.body_budget_bytes).unwrap_or(usize::MAX),
-            ..ServiceSettings::default()
-        },
+        service: service_settings(&args),
         connections: connection_limits(&args.connections),
         master_key,
         retired_master_keys,
+        database_url: args.store.database_url,
+        ..ServerConfig::new(args.store.data_dir.data_dir)
+    })
+}
+
+fn service_settings(args: &NodeArgs) -> ServiceSettings {
+    ServiceSettings {
+        window: TimeDelta::seconds(i64::from(args.time_window_secs)),
+        max_body_bytes: args.max_body_bytes,
+        max_active_tokens: (args.max_active_tokens > 0).then_some(args.max_active_tokens),
+        body_timeout: Duration::from_secs(args.connections.body_timeout_secs),
+        usage_flush_interval: Duration::from_millis(args.usage_flush_ms),
+        token_cache_ttl: Duration::from_secs(args.token_cache_ttl_secs),
+        rate_limit: (args.rate_limit_per_minute > 0).then_some(RateLimit {
+            per_minute: args.rate_limit_per_minute,
+            burst: args.rate_limit_burst,
+        }),
+        auth_failure_limit: (args.auth_failures_per_minute > 0).then_some(RateLimit {
+            per_minute: args.auth_failures_per_minute,
+            burst: args.auth_failure_burst,
+        }),
+        body_budget_bytes: usize::try_from(args.body_budget_bytes).unwrap_or(usize::MAX),
+        trusted_proxies: args.trusted_proxies.clone(),
+        ..ServiceSettings::default()
+    }
+}
+
+fn identity_config(args: IdentityCheckArgs) -> IdentityConfig {
+    IdentityConfig {
+        issuer: args.identity_issuer,
+        app_id: args.privy_app_id,
+        jwks_url: args.jwks_url,
+        verification_key_file: args.verification_key_file,
+        jwks_min_refetch: Duration::from_secs(args.jwks_min_refetch_secs),
+        leeway: TimeDelta::seconds(i64::from(args.identity_leeway_secs)),
+    }
+}
+
+/// The route policy at `path`; a file that does not parse stops the start with its line and
+/// reason.
+pub(super) fn read_policy(path: &Path) -> Result<RoutePolicy, CommandError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigError(format!("policy file {}: {error}", path.display())))?;
+    RoutePolicy::parse(&text)
+        .map_err(|error| ConfigError(format!("policy file {}: {error}", path.display())).into())
+}
+
+/// How the gateway reaches its upstream.
+pub(super) fn upstream_settings(args: &UpstreamArgs) -> UpstreamSettings {
+    UpstreamSettings {
+        timeout: Duration::from_secs(args.upstream_timeout_secs),
+        connect_timeout: Duration::from_secs(args.upstream_connect_timeout_secs),
+        ..UpstreamSettings::default()
+    }
+}
+
+fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
+    let policy = args.policy.as_deref().map(read_policy).transpose()?;
+    Ok(ServerConfig {
+        dev: args.identity.dev,
+        identity: identity_config(args.identity),
+        gateway: GatewayConfig {
+            policy,
+            upstream: args.upstream,
+            upstream_settings: upstream_settings(&args.upstream_args),
+        },
+        ..node_config(args.node)?
     })
 }
 
@@ -115,7 +156,7 @@ fn connection_limits(args: &ConnectionArgs) -> ConnectionLimits {
 
 /// Runs the service until SIGTERM or Ctrl-C.
 pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
-    init_logging(args.log_format);
+    init_logging(args.node.log_format);
     let config = config(args)?;
     let server = Server::bind(config).await?;
     server.run(shutdown_signal()).await?;

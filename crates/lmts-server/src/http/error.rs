@@ -20,13 +20,22 @@ pub enum ApiError {
     /// 405: the path exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 502: the gateway's upstream could not be reached or broke off.
+    #[error("upstream unreachable")]
+    UpstreamUnreachable,
+    /// 504: the gateway's upstream did not answer in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
 }
 
 impl ApiError {
     /// The HTTP status of this answer: the one place statuses are chosen.
     pub fn status(&self) -> StatusCode {
-        let ApiError::Service(error) = self else {
-            return StatusCode::METHOD_NOT_ALLOWED;
+        let error = match self {
+            ApiError::Service(error) => error,
+            ApiError::MethodNotAllowed => return StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UpstreamUnreachable => return StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamTimeout => return StatusCode::GATEWAY_TIMEOUT,
         };
         match error {
             ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -55,8 +64,15 @@ impl ApiError {
 
     fn message(&self) -> ErrorMessage {
         let one = |text: &str| ErrorMessage::One(text.to_owned());
-        let ApiError::Service(error) = self else {
-            return one("method not allowed on this path");
+        let error = match self {
+            ApiError::Service(error) => error,
+            ApiError::MethodNotAllowed => return one("method not allowed on this path"),
+            ApiError::UpstreamUnreachable => {
+                return one("the service behind the gateway could not be reached")
+            }
+            ApiError::UpstreamTimeout => {
+                return one("the service behind the gateway did not answer in time")
+            }
         };
         match error {
             ServiceError::Invalid(messages) if messages.len() == 1 => one(&messages[0]),

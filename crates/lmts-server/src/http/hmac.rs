@@ -11,7 +11,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use http::Extensions;
+use http::{request::Parts, uri::PathAndQuery, Extensions, HeaderMap, Method, Uri};
 use std::net::{IpAddr, SocketAddr};
 
 use super::{body::read_body, error::ApiError};
@@ -25,17 +25,7 @@ pub async fn require_hmac(
     next: Next,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path(), |target| target.as_str());
-    let head = SignedHead {
-        method: &parts.method,
-        target,
-        headers: &parts.headers,
-        client: client_address(&parts.extensions),
-        now: service.now(),
-    };
+    let head = head_of(&service, &parts, &parts.method, raw_target(&parts.uri));
     let admitted = service.verifier().admit(head).await?;
     let body = read_body(&service, head.headers, body).await?;
     let token: VerifiedToken = admitted.verify(&body.bytes).await?;
@@ -47,8 +37,40 @@ pub async fn require_hmac(
 }
 
 /// The peer's address, when the server was started with connection info.
-pub(super) fn client_address(extensions: &Extensions) -> Option<IpAddr> {
+pub(super) fn peer_address(extensions: &Extensions) -> Option<IpAddr> {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip())
+}
+
+/// The client's address: the peer's, or the one a trusted proxy forwarded for.
+pub(super) fn client_address(
+    service: &TokenService,
+    extensions: &Extensions,
+    headers: &HeaderMap,
+) -> Option<IpAddr> {
+    service.client(peer_address(extensions), headers)
+}
+
+/// The request target exactly as received: path and query, never decoded.
+pub(super) fn raw_target(uri: &Uri) -> &str {
+    uri.path_and_query()
+        .map_or_else(|| uri.path(), PathAndQuery::as_str)
+}
+
+/// The head the verifier reads: `method` on `target` (the request's own, or the original
+/// request a gateway door describes) with the request's headers, client and time of arrival.
+pub(super) fn head_of<'a>(
+    service: &TokenService,
+    parts: &'a Parts,
+    method: &'a Method,
+    target: &'a str,
+) -> SignedHead<'a> {
+    SignedHead {
+        method,
+        target,
+        headers: &parts.headers,
+        client: client_address(service, &parts.extensions, &parts.headers),
+        now: service.now(),
+    }
 }

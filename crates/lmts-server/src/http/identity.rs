@@ -17,7 +17,7 @@ impl FromRequestParts<TokenService> for CallerProfile {
         parts: &mut Parts,
         service: &TokenService,
     ) -> Result<Self, ApiError> {
-        let client = super::hmac::client_address(&parts.extensions);
+        let client = super::hmac::client_address(service, &parts.extensions, &parts.headers);
         Ok(CallerProfile(
             service.identify(&parts.headers, client).await?,
         ))

@@ -3,16 +3,18 @@
 
 mod body;
 pub mod error;
+pub mod gateway;
 mod health;
 mod hmac;
 mod identity;
 pub mod openapi;
+pub mod proxy;
 mod tokens;
 
 use axum::{
     http::Request,
     middleware,
-    routing::{delete, get, post},
+    routing::{any, delete, get, post},
     Router,
 };
 use tower_http::{
@@ -23,27 +25,66 @@ use tracing::Level;
 
 pub use hmac::require_hmac;
 
-use crate::service::{ServiceError, TokenService};
+use crate::service::{Gateway, ServiceError, TokenService};
 use error::ApiError;
+use gateway::GatewayState;
+use proxy::{ProxyState, Upstream};
 
-/// The service's router: the four endpoints of SPEC A1, `/health`, `/ready` and
+/// Which doors a router opens besides `/health` and `/ready`.
+#[derive(Debug, Clone)]
+pub struct Doors {
+    /// The four endpoints of SPEC A1 and `/openapi.json` (off for `lmts gateway`).
+    pub token_endpoints: bool,
+    /// The route policy: with the token endpoints it opens `/ext-authz` and `/forward-auth`,
+    /// with an upstream it governs the proxy.
+    pub gateway: Option<Gateway>,
+    /// Where every route the router does not answer itself is proxied (needs a policy).
+    pub upstream: Option<Upstream>,
+}
+
+impl Default for Doors {
+    fn default() -> Self {
+        Self {
+            token_endpoints: true,
+            gateway: None,
+            upstream: None,
+        }
+    }
+}
+
+/// The token service's router: the four endpoints of SPEC A1, `/health`, `/ready` and
 /// `/openapi.json`.
 pub fn app(service: TokenService) -> Router {
-    let hmac_routes = Router::new()
-        .route("/auth/api-tokens", get(tokens::list))
-        .route("/auth/api-tokens/{token_id}", delete(tokens::revoke))
-        .route_layer(middleware::from_fn_with_state(
-            service.clone(),
-            require_hmac,
-        ));
-    Router::new()
-        .route("/auth/api-tokens/capabilities", get(tokens::capabilities))
-        .route("/auth/api-tokens/derive", post(tokens::derive))
-        .merge(hmac_routes)
+    app_with(service, Doors::default())
+}
+
+/// The router of `doors`.
+pub fn app_with(service: TokenService, doors: Doors) -> Router {
+    let mut router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/openapi.json", get(openapi::serve))
-        .fallback(|| async { ApiError::from(ServiceError::NotFound("no such endpoint".into())) })
+        .fallback(|| async { ApiError::from(ServiceError::NotFound("no such endpoint".into())) });
+    if doors.token_endpoints {
+        router = router.merge(token_routes(&service));
+    }
+    if let Some(gateway) = doors.gateway {
+        let state = GatewayState {
+            service: service.clone(),
+            gateway,
+        };
+        if doors.token_endpoints {
+            router = router.merge(authorization_routes(state.clone()));
+        }
+        if let Some(upstream) = doors.upstream {
+            router = router.fallback_service(Router::new().fallback(proxy::proxy).with_state(
+                ProxyState {
+                    gateway: state,
+                    upstream,
+                },
+            ));
+        }
+    }
+    router
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
             TraceLayer::new_for_http()
@@ -65,4 +106,29 @@ pub fn app(service: TokenService) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(service)
+}
+
+/// The endpoints of SPEC A1 and the OpenAPI document.
+fn token_routes(service: &TokenService) -> Router<TokenService> {
+    let hmac_routes = Router::new()
+        .route("/auth/api-tokens", get(tokens::list))
+        .route("/auth/api-tokens/{token_id}", delete(tokens::revoke))
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            require_hmac,
+        ));
+    Router::new()
+        .route("/auth/api-tokens/capabilities", get(tokens::capabilities))
+        .route("/auth/api-tokens/derive", post(tokens::derive))
+        .merge(hmac_routes)
+        .route("/openapi.json", get(openapi::serve))
+}
+
+/// `ANY /ext-authz/{target}` and `ANY /forward-auth` (SPEC C1).
+fn authorization_routes(state: GatewayState) -> Router<TokenService> {
+    Router::new()
+        .route("/ext-authz/", any(gateway::ext_authz))
+        .route("/ext-authz/{*target}", any(gateway::ext_authz))
+        .route("/forward-auth", any(gateway::forward_auth))
+        .with_state(state)
 }

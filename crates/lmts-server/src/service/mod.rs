@@ -10,8 +10,10 @@ mod caches;
 mod derive;
 mod error;
 mod failures;
+pub mod gateway;
 mod listing;
 pub mod policy;
+mod proxies;
 mod rate_limit;
 mod scheme;
 mod settings;
@@ -33,6 +35,8 @@ use tokio::task::JoinHandle;
 pub use bodies::BodyAllowance;
 pub use caches::{CachedToken, SETTINGS_TTL};
 pub use error::ServiceError;
+pub use gateway::{Gateway, Grant, Passage};
+pub use proxies::{TrustedProxies, TrustedProxiesError};
 pub use rate_limit::RateLimit;
 use rate_limit::RateLimiter;
 pub use settings::ServiceSettings;
@@ -160,6 +164,12 @@ impl TokenService {
     /// The service's time.
     pub fn now(&self) -> DateTime<Utc> {
         self.core().clock.now()
+    }
+
+    /// The client of a request from `peer` with `headers`: the peer, or the address a trusted
+    /// proxy forwarded for (see [`TrustedProxies::client`]).
+    pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        peer.map(|peer| self.settings().trusted_proxies.client(peer, headers))
     }
 
     /// The partner profile of the Privy identity token the request presents (created on first

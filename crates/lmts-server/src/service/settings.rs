@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use lmts_core::signing::DEFAULT_WINDOW;
 
-use super::RateLimit;
+use super::{RateLimit, TrustedProxies};
 
 /// The service's tunable limits.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct ServiceSettings {
     /// Authentication failures allowed per client address before it gets 429; `None` for no
     /// limit.
     pub auth_failure_limit: Option<RateLimit>,
+    /// The load balancers whose `X-Forwarded-For` names the client (none by default).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ServiceSettings {
@@ -49,6 +51,7 @@ impl Default for ServiceSettings {
                 per_minute: 60,
                 burst: 30,
             }),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

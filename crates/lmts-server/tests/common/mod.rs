@@ -158,6 +158,19 @@ impl TestServer {
         self.send_with(method, target, body, &headers).await
     }
 
+    /// Sends to `url_target` a request signed for `signed_target` (a gateway door's original).
+    pub async fn signed_on(
+        &self,
+        creds: &Creds,
+        method: Method,
+        url_target: &str,
+        signed_target: &str,
+        body: &str,
+    ) -> Response {
+        let headers = sign(creds, now(), method.as_str(), signed_target, body);
+        self.send_with(method, url_target, body, &headers).await
+    }
+
     pub async fn send_with(
         &self,
         method: Method,

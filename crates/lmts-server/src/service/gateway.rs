@@ -1,0 +1,136 @@
+//! The front door of the APIs behind lmts (SPEC C1): what the route policy asks of a request,
+//! whether the token that signed it holds that, and the headers that tell the upstream who
+//! called. The three doors (`/ext-authz`, `/forward-auth` and the reverse proxy) all decide
+//! here; reading bodies and talking to upstreams is the HTTP adapter's.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use lmts_core::Scope;
+
+use super::{
+    policy::{Decision, RoutePolicy},
+    ServiceError, VerifiedToken,
+};
+
+/// The header naming the token that signed the request.
+pub const TOKEN_ID_HEADER: HeaderName = HeaderName::from_static("x-lmts-token-id");
+/// The header carrying the caller's profile id (decimal).
+pub const PROFILE_ID_HEADER: HeaderName = HeaderName::from_static("x-lmts-profile-id");
+/// The header carrying the caller's account (EIP-55).
+pub const ACCOUNT_HEADER: HeaderName = HeaderName::from_static("x-lmts-account");
+/// The header carrying the token's scopes (comma separated, in the contract's order).
+pub const SCOPES_HEADER: HeaderName = HeaderName::from_static("x-lmts-scopes");
+
+/// The headers lmts sets for the upstream; any copy a client sent is removed first.
+pub const GRANT_HEADERS: [HeaderName; 4] = [
+    TOKEN_ID_HEADER,
+    PROFILE_ID_HEADER,
+    ACCOUNT_HEADER,
+    SCOPES_HEADER,
+];
+
+/// The route policy applied: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    policy: Arc<RoutePolicy>,
+}
+
+/// What a request must show to pass, as the policy decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passage<'p> {
+    /// Anyone: no signature is checked and no grant headers are set.
+    Public,
+    /// A valid signature by a token holding all of these scopes (none: any valid token).
+    Signed(&'p [Scope]),
+}
+
+/// What passed: nothing to tell the upstream, or the token that signed.
+#[derive(Debug, Clone)]
+pub enum Grant {
+    /// A public route.
+    Public,
+    /// A signed request whose token holds the route's scopes.
+    Token(VerifiedToken),
+}
+
+impl Gateway {
+    /// The gateway of `policy`.
+    pub fn new(policy: RoutePolicy) -> Self {
+        Self {
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// The policy it applies.
+    pub fn policy(&self) -> &RoutePolicy {
+        &self.policy
+    }
+
+    /// What `method` on `target` (path and query as received) must show; refused outright when
+    /// no rule matches under `default = "deny"`, before any signature is looked at.
+    pub fn passage(&self, method: &str, target: &str) -> Result<Passage<'_>, ServiceError> {
+        match self.policy.decide(method, target) {
+            Decision::Public { .. } => Ok(Passage::Public),
+            Decision::Requires { scopes, .. } => Ok(Passage::Signed(scopes)),
+            Decision::Deny => Err(ServiceError::Forbidden(format!(
+                "no route rule allows {method} {}",
+                path_of(target)
+            ))),
+        }
+    }
+
+    /// The grant of a verified `token` on a route that requires `scopes`: refused (403) when
+    /// the token lacks one of them, naming what is missing.
+    pub fn authorize(token: VerifiedToken, scopes: &[Scope]) -> Result<Grant, ServiceError> {
+        let missing: Vec<&str> = scopes
+            .iter()
+            .filter(|scope| !token.scopes.contains(scope))
+            .map(Scope::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(Grant::Token(token));
+        }
+        Err(ServiceError::Forbidden(format!(
+            "this route requires scope(s) {} that the API token does not hold",
+            missing.join(", ")
+        )))
+    }
+}
+
+impl Grant {
+    /// Removes every grant header from `headers`, then sets this grant's: what the upstream
+    /// reads is lmts's word, never the client's.
+    pub fn apply_to(&self, headers: &mut HeaderMap) {
+        for name in &GRANT_HEADERS {
+            headers.remove(name);
+        }
+        let Grant::Token(token) = self else {
+            return;
+        };
+        let scopes = token
+            .scopes
+            .iter()
+            .map(Scope::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        let values = [
+            token.token_id.as_str().to_owned(),
+            token.profile.id.to_string(),
+            token.profile.account.clone(),
+            scopes,
+        ];
+        for (name, value) in GRANT_HEADERS.into_iter().zip(values) {
+            // Ids are URL-safe, accounts hexadecimal and scopes known words: always valid
+            // header values; a value that somehow is not is left out rather than guessed.
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
+
+/// The path of a request target, without its query.
+fn path_of(target: &str) -> &str {
+    target.split_once('?').map_or(target, |(path, _)| path)
+}

@@ -1,0 +1,430 @@
+//! The gateway of SPEC C1 through each of its doors, in front of a real upstream on loopback:
+//! the verifying reverse proxy (`serve --upstream`, and the gateway alone as `lmts gateway`
+//! runs it), `/ext-authz/{target}` as Envoy sends it and `/forward-auth` as Traefik does.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lmts_server::{
+    http::proxy::UpstreamSettings,
+    server::{GatewayConfig, ServerConfig},
+    service::{policy::RoutePolicy, TrustedProxies},
+};
+use lmts_testkit::upstream::RecordingUpstream;
+use reqwest::{Method, StatusCode};
+
+const POLICY: &str = r#"
+default = "deny"
+
+[[route]]
+method = "POST"
+path = "/orders"
+scopes = ["trading"]
+
+[[route]]
+method = "*"
+path = "/portfolio/withdraw"
+scopes = ["withdrawal"]
+
+[[route]]
+method = "GET"
+path = "/markets/**"
+public = true
+
+[[route]]
+method = "*"
+path = "/slow/**"
+scopes = []
+"#;
+
+fn policy(text: &str) -> RoutePolicy {
+    RoutePolicy::parse(text).unwrap()
+}
+
+/// A token service with the gateway in one process, in front of `upstream`.
+fn gateway_to(upstream: &RecordingUpstream) -> impl FnOnce(&mut ServerConfig) {
+    let url = upstream.url();
+    move |config| {
+        config.gateway = GatewayConfig {
+            policy: Some(policy(POLICY)),
+            upstream: Some(url),
+            upstream_settings: UpstreamSettings {
+                timeout: Duration::from_secs(1),
+                ..UpstreamSettings::default()
+            },
+        };
+    }
+}
+
+const ORDER: &str = r#"{"market":"btc","side":"buy","size":"0.5"}"#;
+
+/// An authorization door's 200 for `creds`'s trading token, with every grant header.
+fn assert_granted(allowed: &reqwest::Response, creds: &Creds) {
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let headers = allowed.headers();
+    assert_eq!(headers["x-lmts-token-id"], creds.token_id.as_str());
+    assert_eq!(headers["x-lmts-scopes"], "trading");
+    assert_eq!(headers["x-lmts-account"], ALICE);
+    let profile: i64 = headers["x-lmts-profile-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(profile > 0);
+}
+
+/// An order to `/orders`, sent to `url_target`: refused when its body changed after signing;
+/// passed once, then refused as a replay.
+async fn assert_tamper_and_replay_refused(server: &TestServer, creds: &Creds, url_target: &str) {
+    let tampered = sign(creds, now(), "POST", "/orders", ORDER);
+    let response = server
+        .send_with(
+            Method::POST,
+            url_target,
+            &ORDER.replace("0.5", "50"),
+            &tampered,
+        )
+        .await;
+    assert_error(response, StatusCode::UNAUTHORIZED).await;
+
+    let headers = sign(creds, now(), "POST", "/orders", ORDER);
+    let first = server
+        .send_with(Method::POST, url_target, ORDER, &headers)
+        .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let replayed = server
+        .send_with(Method::POST, url_target, ORDER, &headers)
+        .await;
+    let message = assert_error(replayed, StatusCode::UNAUTHORIZED).await;
+    assert!(message.contains("replayed"), "{message}");
+}
+
+#[tokio::test]
+async fn a_signed_post_reaches_the_upstream_exactly_with_the_grant_headers() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
+    let target = "/orders?market=btc%2Dusd&x=%7B%7D";
+    let mut headers = sign(&creds, now(), "POST", target, ORDER);
+    headers.push(("x-lmts-scopes", "withdrawal".into()));
+    headers.push((
+        "x-lmts-account",
+        "0x0000000000000000000000000000000000000bad".into(),
+    ));
+    headers.push(("connection", "x-secret-hop".into()));
+    headers.push(("x-secret-hop", "for the gateway only".into()));
+    let response = server
+        .send_with(Method::POST, target, ORDER, &headers)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-upstream"], "recorded");
+    assert!(
+        response.headers().get("x-hop").is_none(),
+        "a hop-by-hop answer header came through"
+    );
+    assert_eq!(
+        response.text().await.unwrap(),
+        ORDER,
+        "the answer body streams back"
+    );
+
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    let request = &seen[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(
+        request.target, target,
+        "the target is forwarded byte for byte"
+    );
+    assert_eq!(request.body, ORDER.as_bytes());
+    assert_eq!(
+        request.header("x-lmts-token-id"),
+        Some(creds.token_id.as_str())
+    );
+    assert_eq!(request.header("x-lmts-scopes"), Some("trading"));
+    assert_eq!(request.header("x-lmts-account"), Some(ALICE));
+    let profile: i64 = request
+        .header("x-lmts-profile-id")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(profile > 0);
+    assert_eq!(request.headers.get_all("x-lmts-scopes").iter().count(), 1);
+    assert!(
+        request.header("x-secret-hop").is_none(),
+        "a header named by Connection was forwarded"
+    );
+    assert_eq!(request.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(
+        request.header("host"),
+        Some(upstream.address().to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn refusals_never_reach_the_upstream() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
+
+    let missing_scope = server
+        .signed(&creds, Method::POST, "/portfolio/withdraw", "{}")
+        .await;
+    let message = assert_error(missing_scope, StatusCode::FORBIDDEN).await;
+    assert!(message.contains("withdrawal"), "{message}");
+
+    let unmatched = server.signed(&creds, Method::GET, "/accounts", "").await;
+    let message = assert_error(unmatched, StatusCode::FORBIDDEN).await;
+    assert!(
+        message.contains("no route rule allows GET /accounts"),
+        "{message}"
+    );
+
+    let unsigned = server.send_with(Method::POST, "/orders", ORDER, &[]).await;
+    assert_error(unsigned, StatusCode::UNAUTHORIZED).await;
+
+    assert_tamper_and_replay_refused(&server, &creds, "/orders").await;
+
+    let stale = server
+        .signed_at(
+            &creds,
+            now() - chrono::TimeDelta::seconds(90),
+            Method::POST,
+            "/orders",
+            ORDER,
+        )
+        .await;
+    assert_error(stale, StatusCode::UNAUTHORIZED).await;
+
+    assert_eq!(
+        server.revoke(&creds, &creds.token_id).await.status(),
+        StatusCode::OK
+    );
+    let revoked = server.signed(&creds, Method::POST, "/orders", ORDER).await;
+    assert_error(revoked, StatusCode::UNAUTHORIZED).await;
+
+    assert_eq!(
+        upstream.count(),
+        1,
+        "only the one allowed order reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn public_routes_pass_unsigned_without_grant_headers_and_lmts_keeps_its_own_routes() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
+    let forged = [
+        ("x-lmts-token-id", "lmts_forged".to_owned()),
+        ("x-lmts-scopes", "trading,withdrawal".to_owned()),
+    ];
+    let response = server
+        .send_with(Method::GET, "/markets/btc?depth=5", "", &forged)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = upstream.seen();
+    assert_eq!(seen[0].target, "/markets/btc?depth=5");
+    for name in [
+        "x-lmts-token-id",
+        "x-lmts-profile-id",
+        "x-lmts-account",
+        "x-lmts-scopes",
+    ] {
+        assert!(
+            seen[0].header(name).is_none(),
+            "{name} reached the upstream"
+        );
+    }
+    // Signed or not, a public route forwards no grant.
+    let signed = server.signed(&creds, Method::GET, "/markets/eth", "").await;
+    assert_eq!(signed.status(), StatusCode::OK);
+    assert!(upstream.seen()[1].header("x-lmts-token-id").is_none());
+
+    assert_eq!(server.get("/health").await.status(), StatusCode::OK);
+    assert_eq!(server.list(&creds).await.status(), StatusCode::OK);
+    assert_eq!(upstream.count(), 2, "lmts's own routes are never proxied");
+}
+
+#[tokio::test]
+async fn a_dead_upstream_gives_502_and_a_slow_one_504() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
+    let slow = server.signed(&creds, Method::GET, "/slow/report", "").await;
+    let message = assert_error(slow, StatusCode::GATEWAY_TIMEOUT).await;
+    assert!(message.contains("in time"), "{message}");
+
+    drop(upstream);
+    settle().await;
+    let dead = server.signed(&creds, Method::POST, "/orders", ORDER).await;
+    let message = assert_error(dead, StatusCode::BAD_GATEWAY).await;
+    assert!(message.contains("could not be reached"), "{message}");
+}
+
+#[tokio::test]
+async fn the_gateway_alone_serves_no_token_endpoint_and_trusts_proxies_it_is_told_to() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let token_service = TestServer::start().await;
+    let (creds, _) = token_service.derive(ALICE, "{}").await;
+    let data_dir = token_service.dir.path().to_owned();
+    let url = upstream.url();
+    // A second process on the same data directory, as `lmts gateway` runs.
+    let gateway = TestServer::start_with(move |config| {
+        config.data_dir = data_dir;
+        config.dev = false;
+        config.token_endpoints = false;
+        config.service.trusted_proxies = "127.0.0.1".parse::<TrustedProxies>().unwrap();
+        config.gateway = GatewayConfig {
+            policy: Some(policy(&format!(
+                "{POLICY}\n[[route]]\nmethod = \"GET\"\npath = \"/auth/**\"\npublic = true\n"
+            ))),
+            upstream: Some(url),
+            upstream_settings: UpstreamSettings::default(),
+        };
+    })
+    .await;
+
+    let mut headers = sign(&creds, now(), "POST", "/orders", ORDER);
+    headers.push(("x-forwarded-for", "198.51.100.7".into()));
+    let response = gateway
+        .send_with(Method::POST, "/orders", ORDER, &headers)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        upstream.seen()[0].header("x-forwarded-for"),
+        Some("198.51.100.7, 127.0.0.1"),
+        "a trusted proxy's chain is kept and the peer appended"
+    );
+
+    // The token endpoints are not the gateway's: the policy decides, and the upstream answers.
+    let listed = gateway.get("/auth/api-tokens").await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert_eq!(listed.headers()["x-upstream"], "recorded");
+    assert_eq!(gateway.get("/health").await.status(), StatusCode::OK);
+    assert_eq!(upstream.count(), 2);
+}
+
+#[tokio::test]
+async fn ext_authz_answers_as_envoy_expects() {
+    let (server, creds) = TestServer::with_token(|config| {
+        config.gateway.policy = Some(policy(POLICY));
+    })
+    .await;
+    let target = "/orders?market=btc%2Dusd";
+    let allowed = server
+        .signed_on(
+            &creds,
+            Method::POST,
+            &format!("/ext-authz{target}"),
+            target,
+            ORDER,
+        )
+        .await;
+    assert_granted(&allowed, &creds);
+    assert!(allowed
+        .headers()
+        .get("x-envoy-auth-headers-to-remove")
+        .is_none());
+
+    let missing_scope = server
+        .signed_on(
+            &creds,
+            Method::DELETE,
+            "/ext-authz/portfolio/withdraw",
+            "/portfolio/withdraw",
+            "",
+        )
+        .await;
+    assert_error(missing_scope, StatusCode::FORBIDDEN).await;
+
+    let public = server.get("/ext-authz/markets/btc").await;
+    assert_eq!(public.status(), StatusCode::OK);
+    assert!(public.headers().get("x-lmts-token-id").is_none());
+    assert_eq!(
+        public.headers()["x-envoy-auth-headers-to-remove"],
+        "x-lmts-token-id,x-lmts-profile-id,x-lmts-account,x-lmts-scopes"
+    );
+
+    let unmatched = server
+        .signed_on(&creds, Method::GET, "/ext-authz/accounts", "/accounts", "")
+        .await;
+    assert_error(unmatched, StatusCode::FORBIDDEN).await;
+
+    // The signature covers the original target, not the prefixed one.
+    let prefixed = server
+        .signed(&creds, Method::POST, &format!("/ext-authz{target}"), ORDER)
+        .await;
+    assert_error(prefixed, StatusCode::UNAUTHORIZED).await;
+
+    assert_tamper_and_replay_refused(&server, &creds, "/ext-authz/orders").await;
+}
+
+#[tokio::test]
+async fn forward_auth_answers_as_traefik_expects() {
+    let (server, creds) = TestServer::with_token(|config| {
+        config.gateway.policy = Some(policy(POLICY));
+    })
+    .await;
+    let described = |method: &str, uri: &str| {
+        vec![
+            ("x-forwarded-method", method.to_owned()),
+            ("x-forwarded-uri", uri.to_owned()),
+            ("x-forwarded-proto", "https".to_owned()),
+            ("x-forwarded-host", "api.example.com".to_owned()),
+        ]
+    };
+    // Traefik sends the check with the original method, or GET: only the headers count.
+    let mut headers = described("POST", "/orders?market=btc");
+    headers.extend(sign(&creds, now(), "POST", "/orders?market=btc", ORDER));
+    let allowed = server
+        .send_with(Method::GET, "/forward-auth", ORDER, &headers)
+        .await;
+    assert_granted(&allowed, &creds);
+
+    let replayed = server
+        .send_with(Method::GET, "/forward-auth", ORDER, &headers)
+        .await;
+    assert_error(replayed, StatusCode::UNAUTHORIZED).await;
+
+    let mut headers = described("PUT", "/portfolio/withdraw");
+    headers.extend(sign(&creds, now(), "PUT", "/portfolio/withdraw", "{}"));
+    let missing_scope = server
+        .send_with(Method::PUT, "/forward-auth", "{}", &headers)
+        .await;
+    assert_error(missing_scope, StatusCode::FORBIDDEN).await;
+
+    let public = server
+        .send_with(
+            Method::GET,
+            "/forward-auth",
+            "",
+            &described("GET", "/markets/eth"),
+        )
+        .await;
+    assert_eq!(public.status(), StatusCode::OK);
+    assert!(public.headers().get("x-lmts-token-id").is_none());
+
+    let unsigned = server
+        .send_with(
+            Method::GET,
+            "/forward-auth",
+            ORDER,
+            &described("POST", "/orders"),
+        )
+        .await;
+    assert_error(unsigned, StatusCode::UNAUTHORIZED).await;
+
+    let undescribed = server.get("/forward-auth").await;
+    let message = assert_error(undescribed, StatusCode::BAD_REQUEST).await;
+    assert!(message.contains("X-Forwarded-Method"), "{message}");
+}
+
+#[tokio::test]
+async fn without_a_policy_the_authorization_doors_are_closed() {
+    let (server, creds) = TestServer::with_token(|_| {}).await;
+    let response = server
+        .signed_on(&creds, Method::POST, "/ext-authz/orders", "/orders", ORDER)
+        .await;
+    assert_error(response, StatusCode::NOT_FOUND).await;
+    assert_error(server.get("/forward-auth").await, StatusCode::NOT_FOUND).await;
+}

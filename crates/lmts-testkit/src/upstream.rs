@@ -1,0 +1,127 @@
+//! An upstream for gateway tests: a real HTTP server on loopback that records every request
+//! that reaches it (method, target as received, headers, body) and answers 200 with a header
+//! of its own, a hop-by-hop header the gateway must drop, and the request's body echoed.
+//! Targets under `/slow` answer only after five seconds, to trip a gateway's timeout.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use axum::{
+    body::{to_bytes, Body},
+    extract::{Request, State},
+    response::Response,
+    Router,
+};
+use http::HeaderMap;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The method.
+    pub method: String,
+    /// The request target, path and query, as received.
+    pub target: String,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// The value of header `name`, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// The recording upstream; stops when dropped.
+#[derive(Debug)]
+pub struct RecordingUpstream {
+    address: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl RecordingUpstream {
+    /// Starts one on a free loopback port.
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let router = Router::new().fallback(record).with_state(Arc::clone(&seen));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self {
+            address,
+            seen,
+            task,
+        })
+    }
+
+    /// Its origin, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Its address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Every request received so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many requests it received.
+    pub fn count(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+    let slow = target.starts_with("/slow");
+    seen.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Seen {
+            method: parts.method.to_string(),
+            target,
+            headers: parts.headers,
+            body: body.to_vec(),
+        });
+    if slow {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert("x-upstream", http::HeaderValue::from_static("recorded"));
+    headers.insert("x-hop", http::HeaderValue::from_static("drop me"));
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("x-hop"),
+    );
+    response
+}
