@@ -8,7 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lmts_core::TokenSecret;
 use serde_json::Value;
 
 #[tokio::test]
@@ -17,18 +16,12 @@ async fn two_processes_share_tokens_settings_and_revocations() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let key = dir.path().join("master.key");
-    std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    let key = write_master_key(dir.path());
     let args = [
         "--database-url",
         url.as_str(),
         "--master-key-file",
-        key.to_str().unwrap(),
+        key.as_str(),
     ];
     let a = Service::start(&data, &dir.path().join("a.log"), &args).await;
     let b = Service::start(&data, &dir.path().join("b.log"), &args).await;
@@ -47,24 +40,14 @@ async fn two_processes_share_tokens_settings_and_revocations() {
     ]);
     assert!(set.status.success(), "{}", stderr(&set));
 
-    let identity = identity_token(&data);
-    let derived: Value = reqwest::Client::new()
-        .post(format!("{}/auth/api-tokens/derive", a.base))
-        .header("identity", format!("Bearer {identity}"))
-        .body(r#"{"scopes":["trading","withdrawal"]}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (token_id, secret, derived) =
+        derive_token(&a.base, &data, r#"{"scopes":["trading","withdrawal"]}"#).await;
     assert_eq!(
         derived["scopes"],
         serde_json::json!(["trading", "withdrawal"]),
         "{derived}"
     );
-    let token_id = derived["tokenId"].as_str().unwrap();
-    let secret = TokenSecret::from_base64(derived["secret"].as_str().unwrap()).unwrap();
+    let token_id = token_id.as_str();
 
     assert_eq!(
         signed_status(&b.base, "GET", "/auth/api-tokens", token_id, &secret)

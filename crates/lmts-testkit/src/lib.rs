@@ -1,5 +1,6 @@
 //! Test support: a real PostgreSQL server for the tests, started from the machine's binaries,
-//! and a recording upstream for the gateway's ([`upstream::RecordingUpstream`]).
+//! a recording upstream for the gateway's ([`upstream::RecordingUpstream`]), and a real nginx
+//! ([`nginx::Nginx`]).
 //!
 //! [`PgServer::shared`] starts one server per test binary (`initdb` in a temporary directory,
 //! `pg_ctl start` on a free loopback port, as the `postgres` user when the tests run as root)
@@ -18,6 +19,7 @@
 // A test harness that cannot provide its server must fail the test loudly: panicking is its job.
 #![allow(clippy::panic)]
 
+pub mod nginx;
 pub mod upstream;
 
 use std::{
@@ -62,7 +64,7 @@ fn fail(what: impl AsRef<str>) -> ! {
     panic!("{}\n{INSTALL_HINT}", what.as_ref())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -1,6 +1,7 @@
 //! An upstream for gateway tests: a real HTTP server on loopback that records every request
 //! that reaches it (method, target as received, headers, body) and answers 200 with a header
-//! of its own, a hop-by-hop header the gateway must drop, and the request's body echoed.
+//! of its own, a hop-by-hop header the gateway must drop, and the request's body echoed (with
+//! its `Content-Type`).
 //! Targets under `/slow` answer only after five seconds, to trip a gateway's timeout.
 
 use std::{
@@ -104,6 +105,7 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
     let slow = target.starts_with("/slow");
+    let content_type = parts.headers.get(http::header::CONTENT_TYPE).cloned();
     seen.lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(Seen {
@@ -117,6 +119,9 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
     }
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
+    if let Some(content_type) = content_type {
+        headers.insert(http::header::CONTENT_TYPE, content_type);
+    }
     headers.insert("x-upstream", http::HeaderValue::from_static("recorded"));
     headers.insert("x-hop", http::HeaderValue::from_static("drop me"));
     headers.insert(

@@ -75,6 +75,22 @@ impl Service {
 
     /// [`Service::start`], logging at `level` (`LMTS_LOG`).
     pub async fn start_logging(data_dir: &Path, log: &Path, extra: &[&str], level: &str) -> Self {
+        Self::spawn(&["serve", "--dev"], data_dir, log, extra, level).await
+    }
+
+    /// A real `lmts gateway` on a free loopback port; `extra` names the upstream and policy.
+    pub async fn gateway(data_dir: &Path, log: &Path, extra: &[&str]) -> Self {
+        Self::spawn(&["gateway"], data_dir, log, extra, "debug").await
+    }
+
+    /// `lmts COMMAND --listen ADDR --data-dir DIR EXTRA`, once it answers `/health`.
+    async fn spawn(
+        command: &[&str],
+        data_dir: &Path,
+        log: &Path,
+        extra: &[&str],
+        level: &str,
+    ) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -87,7 +103,8 @@ impl Service {
             .open(log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_lmts"))
-            .args(["serve", "--dev", "--listen", &listen, "--data-dir"])
+            .args(command)
+            .args(["--listen", &listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("LMTS_LOG", level)
@@ -112,7 +129,8 @@ impl Service {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!(
-            "lmts serve did not come up; log:\n{}",
+            "lmts {} did not come up; log:\n{}",
+            command[0],
             fs::read_to_string(log).unwrap_or_default()
         );
     }
@@ -202,4 +220,37 @@ pub async fn signed_status(
         .await
         .ok()
         .map(|response| response.status().as_u16())
+}
+
+/// A 0600 master key file in `dir`, shared by every process of a PostgreSQL deployment.
+pub fn write_master_key(dir: &Path) -> String {
+    let key = dir.join("master.key");
+    fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    key.to_str().unwrap().to_owned()
+}
+
+/// Derives a token for `ALICE` with `body` on the service at `base` (its dev issuer in
+/// `data_dir`): the token id, the secret and the whole answer.
+pub async fn derive_token(
+    base: &str,
+    data_dir: &Path,
+    body: &str,
+) -> (String, lmts_core::TokenSecret, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/auth/api-tokens/derive"))
+        .header("identity", format!("Bearer {}", identity_token(data_dir)))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let derived: serde_json::Value = response.json().await.unwrap();
+    let token_id = derived["tokenId"].as_str().unwrap().to_owned();
+    let secret = lmts_core::TokenSecret::from_base64(derived["secret"].as_str().unwrap()).unwrap();
+    (token_id, secret, derived)
 }
