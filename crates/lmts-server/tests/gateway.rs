@@ -114,6 +114,7 @@ async fn a_signed_post_reaches_the_upstream_exactly_with_the_grant_headers() {
         "0x0000000000000000000000000000000000000bad".into(),
     ));
     headers.push(("connection", "x-secret-hop".into()));
+    headers.push(("x-forwarded-for", "6.6.6.6".into()));
     headers.push(("x-secret-hop", "for the gateway only".into()));
     let response = server
         .send_with(Method::POST, target, ORDER, &headers)
@@ -156,7 +157,11 @@ async fn a_signed_post_reaches_the_upstream_exactly_with_the_grant_headers() {
         request.header("x-secret-hop").is_none(),
         "a header named by Connection was forwarded"
     );
-    assert_eq!(request.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(
+        request.header("x-forwarded-for"),
+        Some("127.0.0.1"),
+        "what an untrusted client claims is dropped"
+    );
     assert_eq!(
         request.header("host"),
         Some(upstream.address().to_string().as_str())
@@ -427,4 +432,34 @@ async fn without_a_policy_the_authorization_doors_are_closed() {
         .await;
     assert_error(response, StatusCode::NOT_FOUND).await;
     assert_error(server.get("/forward-auth").await, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn http2_clients_pass_through_to_an_http1_upstream() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let target = "/orders?via=h2";
+    let mut request = http::Request::post(server.url(target));
+    for (name, value) in sign(&creds, now(), "POST", target, ORDER) {
+        request = request.header(name, value);
+    }
+    let request = request.body(Full::new(bytes::Bytes::from(ORDER))).unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("x-hop").is_none());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, ORDER.as_bytes());
+    let seen = upstream.seen();
+    assert_eq!(seen[0].target, target);
+    assert_eq!(
+        seen[0].header("x-lmts-token-id"),
+        Some(creds.token_id.as_str())
+    );
 }

@@ -224,6 +224,32 @@ async fn signatures_are_recorded_once_until_they_expire(store: &dyn Store) {
         .unwrap());
 }
 
+/// Signatures recorded at once ride shared batches: of many copies of one signature exactly
+/// one is new, and each distinct signature is new once, whoever shares its batch.
+async fn concurrent_signatures_are_new_once(store: Arc<dyn Store>) {
+    let mut copies = tokio::task::JoinSet::new();
+    for i in 0..300u32 {
+        let store = Arc::clone(&store);
+        copies.spawn(async move {
+            // Every third request is a copy of one signature; the others are all different.
+            let mut signature = [9u8; 32];
+            if i % 3 != 0 {
+                signature[..4].copy_from_slice(&i.to_le_bytes());
+            }
+            let new = store
+                .record_signature("batched", &signature, t(30))
+                .await
+                .unwrap();
+            (i % 3 == 0, new)
+        });
+    }
+    let answers = copies.join_all().await;
+    let copies_new = answers.iter().filter(|(copy, new)| *copy && *new).count();
+    let distinct_new = answers.iter().filter(|(copy, new)| !*copy && *new).count();
+    assert_eq!(copies_new, 1, "one copy of a signature is new");
+    assert_eq!(distinct_new, 200, "every distinct signature is new");
+}
+
 /// Derives racing each other: each is one atomic check-and-insert, so exactly the limit lands;
 /// and a write that fails (a duplicate id) fails alone, not the writes committed beside it.
 async fn concurrent_writes_stay_atomic_and_independent(store: Arc<dyn Store>) {
@@ -284,8 +310,15 @@ async fn sqlite_file_store_keeps_the_contract() {
     let store = SqliteStore::open_in(dir.path()).await.unwrap();
     store_contract(&store).await;
     concurrent_writes_stay_atomic_and_independent(Arc::new(store.clone())).await;
+    concurrent_signatures_are_new_once(Arc::new(store.clone())).await;
     #[cfg(unix)]
-    for file in ["lmts.db", "lmts.db-wal", "lmts.db-shm"] {
+    for file in [
+        "lmts.db",
+        "lmts.db-wal",
+        "lmts.db-shm",
+        "replay.db",
+        "replay.db-wal",
+    ] {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join(file))
             .unwrap()
@@ -307,6 +340,7 @@ async fn postgres_store_keeps_the_contract() {
         .unwrap();
     store_contract(&store).await;
     concurrent_writes_stay_atomic_and_independent(Arc::new(store.clone())).await;
+    concurrent_signatures_are_new_once(Arc::new(store.clone())).await;
     drop(store);
     let reopened = PostgresStore::connect(&url, &PostgresOptions::default())
         .await

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     millis,
+    replay::ReplayRow,
     rows::{stored_profile_id, StoreDatabase, StoredRow},
     scopes_to_text, InvalidationSink, NewToken, PartnerProfile, PartnerSettings, SettingsKey,
     Store, StoreError, TokenCredentials, TokenRecord,
@@ -51,6 +52,14 @@ pub(super) trait Backend: Send + Sync + 'static {
 
     /// Commits a write; answers how many rows it changed.
     async fn execute(&self, write: Statement<Self::Database>) -> Result<u64, StoreError>;
+
+    /// Records `row` in the replay record (SPEC B6): `true` when the signature is new. The
+    /// record matters only for the window, so a backend may batch it and relax its
+    /// durability (docs/SECURITY.md, "The replay record").
+    async fn record_signature(&self, row: ReplayRow) -> Result<bool, StoreError>;
+
+    /// Forgets the replay record's rows that expired before `now` (Unix milliseconds).
+    async fn prune_signatures(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Commits the revocation `write` makes of `token_id`, a token of `profile_id`; a backend
     /// several instances share announces it to them in the same transaction, and answers once
@@ -255,20 +264,16 @@ where
         signature: &[u8; 32],
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let write = sqlx::query(
-            "INSERT INTO used_signatures (token_id, signature, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(token_id.to_owned())
-        .bind(signature.to_vec())
-        .bind(millis(expires_at));
-        Ok(self.execute(write).await? == 1)
+        let row = ReplayRow {
+            token_id: token_id.to_owned(),
+            signature: *signature,
+            expires_at: millis(expires_at),
+        };
+        Backend::record_signature(self, row).await
     }
 
     async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let write =
-            sqlx::query("DELETE FROM used_signatures WHERE expires_at < $1").bind(millis(now));
-        self.execute(write).await
+        Backend::prune_signatures(self, millis(now)).await
     }
 
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {

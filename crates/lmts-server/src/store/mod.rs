@@ -6,11 +6,13 @@
 //! [`Store`] is implemented once, over what each backend does its own way (`backend.rs`): the
 //! statements both dialects share are written there, rows are decoded once (`rows.rs`), and
 //! `sqlite.rs` and `postgres.rs` keep their connections, their dialect's statements and, for
-//! PostgreSQL, its error codes and cross-instance notifications.
+//! PostgreSQL, its error codes and cross-instance notifications. The replay record is written
+//! in batches (`replay.rs`).
 
 mod backend;
 mod group_commit;
 mod postgres;
+mod replay;
 mod rows;
 mod sqlite;
 

@@ -26,6 +26,7 @@ use self::{
 use super::{
     backend::{Backend, Statement},
     millis,
+    replay::{ReplayBatcher, ReplayRow, ReplayWriter},
     rows::stored_profile_id,
     scopes_to_text, InvalidationSink, NewToken, StoreError,
 };
@@ -65,6 +66,9 @@ impl Default for PostgresOptions {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The replay record, written in batches on connections whose commits are not waited on
+    /// to reach the disk (`synchronous_commit = off`; docs/SECURITY.md, "The replay record").
+    replay: ReplayBatcher,
     /// This process among the instances sharing the database.
     instance: Arc<Instance>,
 }
@@ -87,8 +91,14 @@ impl PostgresStore {
         let instance = Instance::new(&pool, &connect, options.revocation_lease)
             .await
             .map_err(store_error)?;
+        let replay = PgPoolOptions::new()
+            .max_connections(REPLAY_LANES as u32)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect.options([("synchronous_commit", "off")]));
+        let replay = ReplayBatcher::start(PostgresReplay(replay), REPLAY_LANES);
         Ok(Self {
             pool,
+            replay,
             instance: Arc::new(instance),
         })
     }
@@ -256,6 +266,15 @@ impl Backend for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn record_signature(&self, row: ReplayRow) -> Result<bool, StoreError> {
+        self.replay.record(row).await
+    }
+
+    async fn prune_signatures(&self, now: i64) -> Result<u64, StoreError> {
+        let write = sqlx::query("DELETE FROM used_signatures WHERE expires_at < $1").bind(now);
+        self.execute(write).await
+    }
+
     async fn execute_revocation(
         &self,
         write: Statement<Postgres>,
@@ -372,5 +391,35 @@ mod tests {
             store_error(sqlx::Error::PoolTimedOut),
             StoreError::Unavailable(_)
         ));
+    }
+}
+
+/// Batches of the replay record written side by side, each on a connection of its own.
+const REPLAY_LANES: usize = 4;
+
+/// The replay record's batch statement on PostgreSQL: the rows travel as three arrays.
+#[derive(Debug)]
+struct PostgresReplay(PgPool);
+
+#[async_trait]
+impl ReplayWriter for PostgresReplay {
+    async fn insert_new(&self, rows: &[ReplayRow]) -> Result<Vec<(String, [u8; 32])>, sqlx::Error> {
+        let token_ids: Vec<&str> = rows.iter().map(|row| row.token_id.as_str()).collect();
+        let signatures: Vec<&[u8]> = rows.iter().map(|row| &row.signature[..]).collect();
+        let expiries: Vec<i64> = rows.iter().map(|row| row.expires_at).collect();
+        let inserted: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "INSERT INTO used_signatures (token_id, signature, expires_at)
+             SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[])
+             ON CONFLICT DO NOTHING RETURNING token_id, signature",
+        )
+        .bind(token_ids)
+        .bind(signatures)
+        .bind(expiries)
+        .fetch_all(&self.0)
+        .await?;
+        Ok(inserted
+            .into_iter()
+            .filter_map(|(token_id, signature)| Some((token_id, signature.try_into().ok()?)))
+            .collect())
     }
 }

@@ -1,4 +1,5 @@
-//! The embedded default: one SQLite file in WAL mode, every commit synced to disk.
+//! The embedded default: one SQLite file in WAL mode, every commit synced to disk, and a
+//! second file for the replay record, whose commits are not waited on to reach the disk.
 
 use std::{io, path::Path, str::FromStr, time::Duration};
 
@@ -19,27 +20,51 @@ use sqlx::{
 use super::{
     backend::{Backend, Statement},
     group_commit::GroupCommitter,
-    millis, scopes_to_text, NewToken, StoreError,
+    millis,
+    replay::{ReplayBatcher, ReplayRow, ReplayWriter},
+    scopes_to_text, NewToken, StoreError,
 };
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "lmts.db";
+
+/// File name of the replay record inside the data directory.
+pub const REPLAY_FILE: &str = "replay.db";
+
+/// The replay record's one table (SPEC B6): signatures (in hexadecimal) of accepted
+/// state-changing requests, kept for the window.
+const REPLAY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS used_signatures (
+    token_id   TEXT    NOT NULL,
+    signature  TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (token_id, signature)
+);
+CREATE INDEX IF NOT EXISTS used_signatures_expiry ON used_signatures (expires_at);";
 
 /// The SQLite backend. It keeps the [`Store`](super::Store) contract, which is
 /// written once for both backends.
 ///
 /// Writes queue in the process for one writer connection, which commits them in groups (one
 /// synced commit carries every write that arrived while the previous one was syncing);
-/// reads use a pool of their own (WAL lets them run beside the writer).
+/// reads use a pool of their own (WAL lets them run beside the writer). The replay record
+/// lives in a file of its own with a committer of its own, synced only at checkpoints: a
+/// signed POST does not wait for the disk (docs/SECURITY.md, "The replay record").
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     writes: GroupCommitter,
+    replay: ReplayBatcher,
+    /// The replay record's writer connection, for pruning.
+    replay_pool: SqlitePool,
+    /// A connection of the replay record's own for checkpoints, which sync it to disk beside
+    /// the writer rather than in its way.
+    replay_checkpoints: SqlitePool,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating if needed) the database file at `path`, and the replay record beside it
+    /// at `replay_path`, and brings their schemas up to date.
+    pub async fn open(path: &Path, replay_path: &Path) -> Result<Self, StoreError> {
         create_private_database(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -59,15 +84,19 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
+        let (replay_pool, replay_checkpoints) = open_replay(replay_path).await?;
         Ok(Self {
             pool,
             writes: GroupCommitter::start(writer),
+            replay: ReplayBatcher::start(SqliteReplay(replay_pool.clone()), 1),
+            replay_pool,
+            replay_checkpoints,
         })
     }
 
     /// Opens the database of a data directory.
     pub async fn open_in(data_dir: &Path) -> Result<Self, StoreError> {
-        Self::open(&data_dir.join(DATABASE_FILE)).await
+        Self::open(&data_dir.join(DATABASE_FILE), &data_dir.join(REPLAY_FILE)).await
     }
 
     /// Opens an in-memory database (for tests of pure logic on a real engine).
@@ -78,11 +107,39 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        sqlx::raw_sql(REPLAY_SCHEMA).execute(&pool).await?;
         Ok(Self {
             writes: GroupCommitter::start(pool.clone()),
+            replay: ReplayBatcher::start(SqliteReplay(pool.clone()), 1),
+            replay_pool: pool.clone(),
+            replay_checkpoints: pool.clone(),
             pool,
         })
     }
+}
+
+/// The replay record's writer connection, and one for its checkpoints. Commits are synced
+/// only at checkpoints (`synchronous = NORMAL`), which maintenance runs beside the writer
+/// (automatic ones, in the writer's way, are off): a commit survives the process being killed,
+/// not the machine losing power.
+async fn open_replay(path: &Path) -> Result<(SqlitePool, SqlitePool), StoreError> {
+    create_private_database(path)?;
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .pragma("wal_autocheckpoint", "0")
+        .busy_timeout(Duration::from_secs(5));
+    let connect = |options| {
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+    };
+    let writer = connect(options.clone()).await?;
+    sqlx::raw_sql(REPLAY_SCHEMA).execute(&writer).await?;
+    Ok((writer, connect(options).await?))
 }
 
 /// Creates the database file with mode 0600 unless it exists: SQLite would create it (and its
@@ -121,6 +178,21 @@ impl Backend for SqliteStore {
 
     async fn execute(&self, write: Statement<Sqlite>) -> Result<u64, StoreError> {
         self.writes.execute(write).await
+    }
+
+    async fn record_signature(&self, row: ReplayRow) -> Result<bool, StoreError> {
+        self.replay.record(row).await
+    }
+
+    async fn prune_signatures(&self, now: i64) -> Result<u64, StoreError> {
+        let pruned = sqlx::query("DELETE FROM used_signatures WHERE expires_at < ?1")
+            .bind(now)
+            .execute(&self.replay_pool)
+            .await?;
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.replay_checkpoints)
+            .await?;
+        Ok(pruned.rows_affected())
     }
 
     async fn insert_token(
@@ -172,4 +244,50 @@ impl Backend for SqliteStore {
             })
             .await
     }
+}
+
+/// The replay record's batch statement on SQLite: the rows travel as one JSON array.
+#[derive(Debug)]
+struct SqliteReplay(SqlitePool);
+
+#[async_trait]
+impl ReplayWriter for SqliteReplay {
+    async fn insert_new(&self, rows: &[ReplayRow]) -> Result<Vec<(String, [u8; 32])>, sqlx::Error> {
+        let batch: Vec<(&str, String, i64)> = rows
+            .iter()
+            .map(|row| (row.token_id.as_str(), hex(&row.signature), row.expires_at))
+            .collect();
+        let batch =
+            serde_json::to_string(&batch).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+        // `WHERE true` tells SQLite's parser that `ON CONFLICT` is the upsert clause.
+        let inserted: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO used_signatures (token_id, signature, expires_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true
+             ON CONFLICT DO NOTHING RETURNING token_id, signature",
+        )
+        .bind(batch)
+        .fetch_all(&self.0)
+        .await?;
+        Ok(inserted
+            .into_iter()
+            .filter_map(|(token_id, signature)| Some((token_id, unhex(&signature)?)))
+            .collect())
+    }
+}
+
+/// Lower-case hexadecimal of a signature.
+fn hex(signature: &[u8; 32]) -> String {
+    signature.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The signature `text` spells in hexadecimal, if it does.
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut signature = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (byte, pair) in signature.iter_mut().zip(text.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(signature)
 }
