@@ -252,7 +252,10 @@ fn parse_scopes(names: &[String]) -> Result<Vec<Scope>, String> {
         }
         scopes.push(scope);
     }
-    Ok(lmts_core::scope::canonical_scopes(scopes))
+    // Not `canonical_scopes`: an empty list here means any valid token, not `[trading]`.
+    scopes.sort();
+    scopes.dedup();
+    Ok(scopes)
 }
 
 impl fmt::Display for DefaultRule {
@@ -333,6 +336,24 @@ public = true
             },
             "the default applies to unmatched routes"
         );
+    }
+
+    #[test]
+    fn a_route_without_scopes_takes_any_valid_token() {
+        let policy = RoutePolicy::parse(
+            "default = \"deny\"\n[[route]]\nmethod = \"GET\"\npath = \"/me\"\nscopes = []\n[[route]]\nmethod = \"GET\"\npath = \"/you\"\n",
+        )
+        .unwrap();
+        for (path, line) in [("/me", 2), ("/you", 6)] {
+            assert_eq!(
+                policy.decide("GET", path),
+                Decision::Requires {
+                    scopes: &[],
+                    line: Some(line)
+                },
+                "{path}"
+            );
+        }
     }
 
     #[test]
