@@ -463,3 +463,39 @@ async fn http2_clients_pass_through_to_an_http1_upstream() {
         Some(creds.token_id.as_str())
     );
 }
+
+#[tokio::test]
+async fn a_gateway_on_the_same_sqlite_file_refuses_a_revoked_token_within_a_second() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let long_cache = |config: &mut ServerConfig| {
+        config.service.token_cache_ttl = Duration::from_secs(600);
+    };
+    let token_service = TestServer::start_with(long_cache).await;
+    let (creds, _) = token_service.derive(ALICE, "{}").await;
+    let data_dir = token_service.dir.path().to_owned();
+    let url = upstream.url();
+    let gateway = TestServer::start_with(move |config| {
+        long_cache(config);
+        config.data_dir = data_dir;
+        config.token_endpoints = false;
+        config.gateway = GatewayConfig {
+            policy: Some(policy(POLICY)),
+            upstream: Some(url),
+            upstream_settings: UpstreamSettings::default(),
+        };
+    })
+    .await;
+    let order = gateway.signed(&creds, Method::POST, "/orders", ORDER).await;
+    assert_eq!(
+        order.status(),
+        StatusCode::OK,
+        "the gateway caches the token"
+    );
+
+    let revoked = token_service.revoke(&creds, &creds.token_id).await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = gateway.signed(&creds, Method::POST, "/orders", ORDER).await;
+    assert_error(after, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(upstream.count(), 1);
+}

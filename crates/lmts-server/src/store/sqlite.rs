@@ -17,12 +17,16 @@ use sqlx::{
     Sqlite,
 };
 
+mod changes;
+
+use tokio::task::JoinHandle;
+
 use super::{
     backend::{Backend, Statement},
     group_commit::GroupCommitter,
     millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
-    scopes_to_text, NewToken, StoreError,
+    scopes_to_text, InvalidationSink, NewToken, StoreError,
 };
 
 /// File name of the database inside the data directory.
@@ -182,6 +186,11 @@ impl Backend for SqliteStore {
 
     async fn record_signature(&self, row: ReplayRow) -> Result<bool, StoreError> {
         self.replay.record(row).await
+    }
+
+    /// Other processes on the same file: their revocations and derives, within a second.
+    fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {
+        Some(changes::watch(self.pool.clone(), sink))
     }
 
     async fn prune_signatures(&self, now: i64) -> Result<u64, StoreError> {
