@@ -7,6 +7,9 @@
 //! server and removes its directory when the test binary exits. When neither is possible, the
 //! tests fail with a message saying how to install PostgreSQL: never a silent skip.
 //!
+//! [`SignatureRecorder`] stands in for a service behind lmts: it verifies and records every
+//! signed request it receives.
+//!
 //! ```no_run
 //! # async fn run() {
 //! let url = lmts_testkit::PgServer::shared().database().await;
@@ -16,6 +19,10 @@
 
 // A test harness that cannot provide its server must fail the test loudly: panicking is its job.
 #![allow(clippy::panic)]
+
+mod signatures;
+
+pub use signatures::{Received, SignatureRecorder};
 
 use std::{
     net::TcpListener,
