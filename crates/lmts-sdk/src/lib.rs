@@ -49,12 +49,16 @@
 //! sign each attempt afresh, send, classify, retry. Redirects are not followed (a signed
 //! request is answered to the caller, never re-sent elsewhere).
 //!
-//! For another HTTP client, [`signing`] computes the three `lmts-*` headers.
+//! For another HTTP client: [`signing`] computes the three `lmts-*` headers, and with the
+//! `middleware` feature `HmacSigning` signs every request of a
+//! `reqwest_middleware::ClientWithMiddleware`.
 
 mod api_tokens;
 mod client;
 pub mod clock;
 mod error;
+#[cfg(feature = "middleware")]
+mod middleware;
 mod request;
 mod response;
 mod retry;
@@ -73,6 +77,8 @@ pub use lmts_core::{
     HmacCredentials, Scope, TokenId, TokenSecret, SCOPE_ACCOUNT_CREATION, SCOPE_DELEGATED_SIGNING,
     SCOPE_TRADING, SCOPE_WITHDRAWAL,
 };
+#[cfg(feature = "middleware")]
+pub use middleware::HmacSigning;
 pub use request::RequestBuilder;
 pub use reqwest::{header, Method, StatusCode};
 pub use response::{ApiResponse, SignedResponse};
