@@ -10,6 +10,7 @@ mod dev;
 mod partners;
 #[cfg(feature = "server")]
 mod policy;
+mod request;
 #[cfg(feature = "server")]
 mod serve;
 mod sign;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Serve(args) => serve::run(args).await,
             Command::Tokens(command) => tokens::run(command, &output).await,
             Command::Sign(args) => sign::run(args, &output),
+            Command::Request(args) => request::run(args, &output).await,
             #[cfg(feature = "server")]
             Command::Demo => demo::run(&output).await,
             #[cfg(feature = "server")]
