@@ -1,14 +1,16 @@
-//! The command line, declared with clap. The client commands (`tokens`, `sign`, `completions`)
-//! are always there; the server commands come with the `server` feature, their options in
-//! `cli/server.rs`.
+//! The command line, declared with clap. The client commands (`tokens`, `sign`, `request`,
+//! `completions`) are always there; the server commands come with the `server` feature, their
+//! options in `cli/server.rs`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod request;
 #[cfg(feature = "server")]
 mod server;
 
+pub use request::RequestArgs;
 #[cfg(feature = "server")]
 pub use server::*;
 
@@ -33,7 +35,7 @@ pub struct Cli {
 /// What the client-only build says it is (the full build says the crate's description).
 #[cfg(not(feature = "server"))]
 const CLIENT_ABOUT: &str =
-    "The lmts client: derive, list and revoke scoped API tokens, and sign requests with them.";
+    "The lmts client: derive, list and revoke scoped API tokens, and sign and send requests with them.";
 
 /// The examples of the client commands, then what every build says about exit codes and colour
 /// (a macro, so that `concat!` can take it).
@@ -41,6 +43,7 @@ macro_rules! client_help {
     () => {
         "  lmts tokens derive --label bot --save       derive a token and keep its credentials
   lmts sign --method GET --path /auth/api-tokens --explain
+  lmts request POST /orders --body @order.json  send a signed request, print the answer
 
 Exit codes: 0 success, 1 failure, 2 bad command line, 3 bad configuration,
 4 the service refused the request (4xx), 5 the service could not be reached or failed.
@@ -92,6 +95,11 @@ pub enum Command {
         after_help = "Examples:\n  lmts sign --method GET --path /auth/api-tokens\n  lmts sign --method DELETE --path /auth/api-tokens/lmts_x --curl http://127.0.0.1:8080\n  lmts sign --method POST --path /orders --body @order.json --explain"
     )]
     Sign(SignArgs),
+    /// Send a signed request to any path and print the answer; exit 4 or 5 unless it is 2xx.
+    #[command(
+        after_help = "Examples:\n  lmts request GET /auth/api-tokens\n  lmts request POST /orders --body @order.json -H 'Idempotency-Key: k1'\n  echo '{\"size\":1}' | lmts request PATCH '/orders/7?market=btc' --body @- --output json\n\nPrints the status line, the headers, a blank line and the body; with --quiet the body alone."
+    )]
+    Request(RequestArgs),
     /// Start a throw-away service and walk the whole token lifecycle against it.
     #[cfg(feature = "server")]
     Demo,
@@ -308,6 +316,13 @@ mod tests {
                 &["sign", "--method", "GET", "--path", "/x", "--explain", "-q"],
                 true,
             ),
+            (&["request", "GET"], false),
+            (
+                &[
+                    "request", "post", "/o?a=1", "--body", "@-", "-H", "A: b", "-H", "C: d",
+                ],
+                true,
+            ),
             (&["completions", "fish"], true),
             (&["completions", "cmd"], false),
         ]);
@@ -361,7 +376,7 @@ mod tests {
             .get_subcommands()
             .map(|command| command.get_name().to_owned())
             .collect();
-        assert_eq!(names, ["tokens", "sign", "completions"]);
+        assert_eq!(names, ["tokens", "sign", "request", "completions"]);
         for server_command in ["serve", "partners", "dev", "demo", "bench"] {
             let refused = parse(&[server_command]).unwrap_err();
             assert_eq!(

@@ -1,9 +1,9 @@
-//! `lmts`: serve the API-token service, derive/list/revoke tokens, sign requests, administer
+//! `lmts`: serve the API-token service, derive/list/revoke tokens, sign and send requests, administer
 //! partners, mint dev identity tokens, and walk the whole lifecycle with `lmts demo`.
 //!
 //! The server commands (`serve`, `partners`, `dev`, `demo`, `bench`) come with the default
 //! `server` feature; without it (`--no-default-features`) `lmts` is a client of `lmts-core` and
-//! `lmts-sdk` alone: `tokens`, `sign` and `completions`.
+//! `lmts-sdk` alone: `tokens`, `sign`, `request` and `completions`.
 
 use std::process::ExitCode;
 

@@ -57,6 +57,20 @@ impl Session {
     fn identity(&self) -> String {
         identity_token(&self.data)
     }
+
+    /// `lmts tokens derive ... --save bot`, the identity token on standard input.
+    fn derive_saved_as_bot(&self, options: &[&str]) -> Value {
+        let mut args = vec![
+            "tokens",
+            "derive",
+            "--save",
+            "bot",
+            "--identity-token-file",
+            "-",
+        ];
+        args.extend_from_slice(options);
+        self.json(&args, &[], Some(&self.identity()))
+    }
 }
 
 #[tokio::test]
@@ -103,22 +117,7 @@ async fn capabilities_from_env_file_or_stdin_in_table_and_json() {
 async fn derive_save_list_sign_revoke_and_the_refusal() {
     let session = Session::start().await;
     let identity = session.identity();
-    let derived = session.json(
-        &[
-            "tokens",
-            "derive",
-            "--label",
-            "cli",
-            "--scope",
-            "trading",
-            "--save",
-            "bot",
-            "--identity-token-file",
-            "-",
-        ],
-        &[],
-        Some(&identity),
-    );
+    let derived = session.derive_saved_as_bot(&["--label", "cli", "--scope", "trading"]);
     let token_id = derived["tokenId"].as_str().unwrap().to_owned();
     assert_eq!(derived["secret"].as_str().unwrap().len(), 44);
     assert_eq!(derived["apiKey"], derived["tokenId"]);
@@ -226,6 +225,62 @@ async fn derive_save_list_sign_revoke_and_the_refusal() {
 }
 
 #[tokio::test]
+async fn request_sends_a_signed_request_to_any_path_of_the_service() {
+    let session = Session::start().await;
+    let derived = session.derive_saved_as_bot(&[]);
+    let token_id = derived["tokenId"].as_str().unwrap();
+
+    let listed = session.json(
+        &["request", "GET", "/auth/api-tokens", "--profile", "bot"],
+        &[],
+        None,
+    );
+    assert_eq!(listed["status"], 200);
+    assert_eq!(listed["body"][0]["tokenId"], token_id, "{listed}");
+    let table = session.run(&["request", "GET", "/auth/api-tokens"], &[], None);
+    assert_eq!(table.status.code(), Some(3), "no default profile saved");
+    let table = session.run(
+        &["request", "get", "/auth/api-tokens", "--profile", "bot"],
+        &[],
+        None,
+    );
+    let text = stdout(&table);
+    assert!(table.status.success(), "{}", stderr(&table));
+    assert!(
+        text.starts_with("200 OK\n") && text.contains(token_id),
+        "{text}"
+    );
+
+    let unknown = session.run(
+        &[
+            "request",
+            "DELETE",
+            "/auth/api-tokens/no%2Fsuch",
+            "--profile",
+            "bot",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(unknown.status.code(), Some(4), "{}", stderr(&unknown));
+    assert!(
+        stdout(&unknown).starts_with("404 Not Found\n"),
+        "{}",
+        stdout(&unknown)
+    );
+    let own = format!("/auth/api-tokens/{token_id}");
+    let revoked = session.run(&["request", "DELETE", &own, "--profile", "bot"], &[], None);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let refused = session.run(
+        &["request", "GET", "/auth/api-tokens", "--profile", "bot"],
+        &[],
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(stdout(&refused).starts_with("401 Unauthorized\n"));
+}
+
+#[tokio::test]
 async fn a_forbidden_scope_names_what_the_partner_may_request() {
     let session = Session::start().await;
     let output = session.run(
@@ -300,6 +355,7 @@ fn help_has_examples_and_exit_codes() {
     for command in [
         &["tokens", "derive", "--help"][..],
         &["sign", "--help"],
+        &["request", "--help"],
         &["partners", "set", "--help"],
     ] {
         let text = stdout(&lmts(command));

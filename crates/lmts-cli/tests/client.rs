@@ -1,4 +1,4 @@
-//! The client commands (`tokens`, `sign`, `completions`) with no service running, in every
+//! The client commands (`tokens`, `sign`, `request`, `completions`) with no service running, in every
 //! build: the client-only one (`--no-default-features`) as much as the full one. Signing from
 //! saved credentials and from the environment, the credentials file's guards, the exit codes of
 //! configuration and transport errors, completions and the help.
@@ -138,7 +138,7 @@ fn help_lists_the_commands_of_this_build() {
         help.lines()
             .any(|line| line.trim_start().starts_with(&format!("{command} ")))
     };
-    for client_command in ["tokens", "sign", "completions"] {
+    for client_command in ["tokens", "sign", "request", "completions"] {
         assert!(listed(client_command), "{client_command} in\n{help}");
     }
     for server_command in ["serve", "partners", "dev", "demo", "bench"] {

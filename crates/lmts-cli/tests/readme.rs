@@ -68,6 +68,10 @@ async fn the_readme_walkthrough_runs_as_written() {
         "the curl request was answered with the token list: {out}"
     );
     assert!(out.contains("canonical message"), "{out}");
+    assert!(
+        out.contains("\n200 OK\n"),
+        "lmts request printed its answer: {out}"
+    );
     assert!(out.contains("refused as expected (exit code 4)"), "{out}");
     assert!(err.contains("shown only this once"), "{err}");
     #[cfg(unix)]

@@ -1,5 +1,6 @@
 //! The API-token lifecycle of the seed documents: capabilities, derive, list, revoke.
 
+use crate::{client::Client, error::Error, response::ApiResponse};
 use lmts_core::{
     scope::{canonical_scopes, check_scope_rules},
     wire::{
@@ -8,12 +9,6 @@ use lmts_core::{
     },
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::Method;
-
-use crate::{
-    client::{ApiResponse, Auth, Call, Client, Effect},
-    error::Error,
-};
 
 /// What a path segment keeps unencoded: RFC 3986's unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -23,7 +18,8 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// The token lifecycle, on a [`Client`]. Capabilities and derive take a Privy identity token;
-/// list and revoke sign with the client's HMAC credentials.
+/// list and revoke sign with the client's HMAC credentials. Each is a [`Client::request`]
+/// whose 2xx answer is decoded and whose other answers are [`Error::Api`].
 #[derive(Debug, Clone, Copy)]
 pub struct ApiTokens<'a> {
     client: &'a Client,
@@ -77,13 +73,9 @@ impl<'a> ApiTokens<'a> {
     ) -> Result<ApiResponse<PartnerCapabilities>, Error> {
         let token = check_identity_token(identity_token)?;
         self.client
-            .execute(Call {
-                method: Method::GET,
-                path: "/auth/api-tokens/capabilities".into(),
-                body: None,
-                auth: Auth::Identity(token),
-                effect: Effect::None,
-            })
+            .get("/auth/api-tokens/capabilities")
+            .identity(token)
+            .send_decoded()
             .await
     }
 
@@ -109,16 +101,11 @@ impl<'a> ApiTokens<'a> {
     ) -> Result<ApiResponse<DeriveApiTokenResponse>, Error> {
         let token = check_identity_token(identity_token)?;
         check_derive_input(&input)?;
-        let body =
-            serde_json::to_vec(&input).map_err(|error| Error::InvalidInput(error.to_string()))?;
         self.client
-            .execute(Call {
-                method: Method::POST,
-                path: "/auth/api-tokens/derive".into(),
-                body: Some(body),
-                auth: Auth::Identity(token),
-                effect: Effect::Changes,
-            })
+            .post("/auth/api-tokens/derive")
+            .identity(token)
+            .json(&input)
+            .send_decoded()
             .await
     }
 
@@ -131,15 +118,7 @@ impl<'a> ApiTokens<'a> {
 
     /// [`ApiTokens::list_tokens`] with the response's status and headers.
     pub async fn list_tokens_with_response(&self) -> Result<ApiResponse<Vec<ApiToken>>, Error> {
-        self.client
-            .execute(Call {
-                method: Method::GET,
-                path: "/auth/api-tokens".into(),
-                body: None,
-                auth: Auth::Hmac,
-                effect: Effect::None,
-            })
-            .await
+        self.client.get("/auth/api-tokens").send_decoded().await
     }
 
     /// Revokes a token of the partner, effective at once; returns the service's message.
@@ -159,16 +138,11 @@ impl<'a> ApiTokens<'a> {
             return Err(Error::InvalidInput("the token id is empty".into()));
         }
         self.client
-            .execute(Call {
-                method: Method::DELETE,
-                path: format!(
-                    "/auth/api-tokens/{}",
-                    utf8_percent_encode(token_id, SEGMENT)
-                ),
-                body: None,
-                auth: Auth::Hmac,
-                effect: Effect::Changes,
-            })
+            .delete(format!(
+                "/auth/api-tokens/{}",
+                utf8_percent_encode(token_id, SEGMENT)
+            ))
+            .send_decoded()
             .await
     }
 }

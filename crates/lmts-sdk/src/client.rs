@@ -1,5 +1,5 @@
-//! The client: configuration, the connection pool, and the request path every call takes
-//! (build, sign, send, classify, retry).
+//! The client: configuration, the connection pool, and the one request path every call takes,
+//! the token endpoints' and any other signed request's alike (sign, send, classify, retry).
 
 use std::{
     fmt,
@@ -10,22 +10,24 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use lmts_core::{
     signing::{HEADER_API_KEY, HEADER_IDENTITY, HEADER_SIGNATURE, HEADER_TIMESTAMP},
     HmacCredentials, Signer,
 };
 use reqwest::{
-    header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE},
-    Method, Url,
+    header::{HeaderMap, HeaderName, HeaderValue},
+    redirect, Method, Url,
 };
-use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::{
     api_tokens::ApiTokens,
     clock::Clock,
-    error::{retry_after, ApiError, Error},
+    error::{retry_after, Error},
+    request::RequestBuilder,
+    response::SignedResponse,
     retry::RetryPolicy,
 };
 
@@ -67,7 +69,8 @@ struct Shared {
     clock_offset_ms: AtomicI64,
 }
 
-struct Credentials {
+/// Credentials with their key prepared once.
+pub(crate) struct Credentials {
     credentials: HmacCredentials,
     signer: Signer,
 }
@@ -89,51 +92,78 @@ impl fmt::Debug for Client {
     }
 }
 
-/// How a call authenticates.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Auth<'a> {
-    /// `identity: Bearer <token>`.
-    Identity(&'a str),
-    /// The client's HMAC credentials.
+/// How a request authenticates.
+#[derive(Debug, Clone)]
+pub(crate) enum Auth {
+    /// The client's HMAC credentials, signing each attempt afresh.
     Hmac,
+    /// The `identity` header's value (`Bearer <token>`, marked sensitive), re-sent on each
+    /// attempt.
+    Identity(HeaderValue),
 }
 
-/// Whether repeating a call could repeat an effect.
+/// Whether repeating a request could repeat an effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Effect {
-    /// Reads: safe to repeat.
+enum Effect {
+    /// Safe methods (GET, HEAD, OPTIONS, TRACE): repeating them changes nothing.
     None,
-    /// Derive and revoke: repeat only when the service certainly did not act.
+    /// Every other method (SPEC B6's state-changing POST, PUT, PATCH, DELETE, and any unknown
+    /// one): repeat only when the service certainly did not act.
     Changes,
 }
 
-/// One API call, before signing.
-pub(crate) struct Call<'a> {
+impl Effect {
+    fn of(method: &Method) -> Self {
+        if method.is_safe() {
+            Effect::None
+        } else {
+            Effect::Changes
+        }
+    }
+}
+
+/// Who answers a request, which says what an error status proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answerer {
+    /// lmts's own token endpoints: a 429 or a 503 comes before any change (SPEC B2), so a
+    /// state-changing call so refused may be repeated.
+    TokenService,
+    /// Any other service, maybe behind a gateway or proxy: only a 429 proves nothing was done
+    /// (a 503 may come from a service that acted, or from a proxy in front of one).
+    Any,
+}
+
+/// One request, as built by a [`RequestBuilder`], before signing.
+#[derive(Debug)]
+pub(crate) struct Call {
     pub method: Method,
-    /// Path (segments already percent-encoded), relative to the base URL, starting with `/`.
-    pub path: String,
-    pub body: Option<Vec<u8>>,
-    pub auth: Auth<'a>,
-    pub effect: Effect,
+    /// The full URL; its path and query are what is signed.
+    pub url: Url,
+    /// The request's own headers (content type, caller's extras).
+    pub headers: HeaderMap,
+    /// The exact body bytes (empty: no body).
+    pub body: Bytes,
+    pub auth: Auth,
+    pub answerer: Answerer,
 }
 
 /// A call ready for its attempts (built once by `Client::prepare`).
 struct PreparedCall<'c> {
-    method: Method,
-    url: Url,
+    call: Call,
     /// Path and query exactly as sent: what is signed.
     target: String,
-    body: Vec<u8>,
-    auth: PreparedAuth<'c>,
+    /// The credentials that sign each attempt, for HMAC calls.
+    signing: Option<&'c Credentials>,
     effect: Effect,
 }
 
-/// How a prepared call authenticates.
-enum PreparedAuth<'c> {
-    /// The `identity` header's value, built once and re-sent on every attempt.
-    Identity(HeaderValue),
-    /// The credentials that sign each attempt.
-    Hmac(&'c Credentials),
+/// The request target of `url` as it goes on the wire (origin form, already percent-encoded):
+/// the path, and `?query` when the URL has a query (even an empty one). What is signed.
+pub(crate) fn request_target(url: &Url) -> String {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
 }
 
 /// The error of a request that got no complete answer.
@@ -145,47 +175,38 @@ fn transport_error(error: reqwest::Error) -> Error {
     }
 }
 
-/// The body of a 2xx answer, decoded.
-fn decode<T: DeserializeOwned>(
-    status: u16,
-    headers: HeaderMap,
-    bytes: &[u8],
-) -> Result<ApiResponse<T>, Error> {
-    let body = serde_json::from_slice(bytes).map_err(|source| Error::Decode { status, source })?;
-    Ok(ApiResponse {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// A successful answer with its status and headers.
-#[derive(Debug, Clone)]
-pub struct ApiResponse<T> {
-    status: u16,
-    headers: HeaderMap,
-    body: T,
-}
-
-impl<T> ApiResponse<T> {
-    /// The HTTP status.
-    pub fn status(&self) -> u16 {
-        self.status
+impl Credentials {
+    pub(crate) fn new(credentials: HmacCredentials) -> Self {
+        Self {
+            signer: credentials.signer(),
+            credentials,
+        }
     }
 
-    /// The response headers (rate-limit headers, request id, date).
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+    /// The token id (never the secret).
+    pub(crate) fn token_id(&self) -> &str {
+        self.credentials.token_id.as_str()
     }
 
-    /// The decoded body.
-    pub fn body(&self) -> &T {
-        &self.body
-    }
-
-    /// The decoded body, consuming the response.
-    pub fn into_body(self) -> T {
-        self.body
+    /// The three `lmts-*` headers of a request signed at `now`; the signature marked sensitive.
+    pub(crate) fn signed_headers(
+        &self,
+        now: DateTime<Utc>,
+        method: &Method,
+        target: &str,
+        body: &[u8],
+    ) -> Result<HeaderMap, Error> {
+        let signed = self
+            .signer
+            .sign_request(self.token_id(), now, method.as_str(), target, body);
+        let mut headers = HeaderMap::with_capacity(3);
+        for (name, value) in signed.pairs() {
+            let mut value = HeaderValue::try_from(value)
+                .map_err(|_| Error::InvalidInput(format!("{name} is not a valid header value")))?;
+            value.set_sensitive(name == HEADER_SIGNATURE);
+            headers.insert(HeaderName::from_static(name), value);
+        }
+        Ok(headers)
     }
 }
 
@@ -228,10 +249,7 @@ impl Client {
     pub fn with_credentials(&self, credentials: HmacCredentials) -> Client {
         Client {
             shared: self.shared.clone(),
-            credentials: Some(Arc::new(Credentials {
-                signer: credentials.signer(),
-                credentials,
-            })),
+            credentials: Some(Arc::new(Credentials::new(credentials))),
         }
     }
 
@@ -267,7 +285,46 @@ impl Client {
         self.shared.clock.now() + self.clock_offset()
     }
 
-    fn url(&self, path: &str) -> Url {
+    /// A signed request to any path of the service: `path` is relative to the base URL, starts
+    /// with `/`, and may carry a `?query`. Characters a URL path or query may not hold are
+    /// percent-encoded; what is signed is the target exactly as it is then sent. See
+    /// [`RequestBuilder`] for the retry rules and [`SignedResponse`] for the answer.
+    pub fn request(&self, method: Method, path: impl AsRef<str>) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, path.as_ref())
+    }
+
+    /// A signed `GET`: [`Client::request`] with [`Method::GET`].
+    pub fn get(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    /// A signed `POST`: [`Client::request`] with [`Method::POST`].
+    pub fn post(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    /// A signed `PUT`: [`Client::request`] with [`Method::PUT`].
+    pub fn put(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::PUT, path)
+    }
+
+    /// A signed `PATCH`: [`Client::request`] with [`Method::PATCH`].
+    pub fn patch(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::PATCH, path)
+    }
+
+    /// A signed `DELETE`: [`Client::request`] with [`Method::DELETE`].
+    pub fn delete(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+
+    /// The URL of `path` (starting with `/`, maybe with `?query`) under the base URL.
+    pub(crate) fn url(&self, path: &str) -> Result<Url, Error> {
+        if !path.starts_with('/') {
+            return Err(Error::InvalidInput(format!(
+                "the path {path:?} must start with / (it is relative to the base URL)"
+            )));
+        }
         let mut url = self.shared.base_url.clone();
         let base_path = url.path().trim_end_matches('/').to_owned();
         let (path, query) = path
@@ -275,52 +332,41 @@ impl Client {
             .map_or((path, None), |(p, q)| (p, Some(q)));
         url.set_path(&format!("{base_path}{path}"));
         url.set_query(query);
-        url
+        Ok(url)
     }
 
-    /// Runs a call: builds, signs and sends it, decoding the answer, retrying as the policy
-    /// allows, and learning the clock offset once from a refused timestamp.
-    pub(crate) async fn execute<T: DeserializeOwned>(
-        &self,
-        call: Call<'_>,
-    ) -> Result<ApiResponse<T>, Error> {
+    /// Runs a call: signs and sends it, retrying as the policy allows, and learning the clock
+    /// offset once from a refused timestamp. Returns the last answer, whatever its status;
+    /// an error only when no answer came (or the call could not be built).
+    pub(crate) async fn execute(&self, call: Call) -> Result<SignedResponse, Error> {
         let call = self.prepare(call)?;
         let mut retries = 0;
         let mut learnt_offset = false;
         loop {
             let attempt = retries + u32::from(learnt_offset) + 1;
-            let span = tracing::debug_span!("lmts_sdk.request", method = %call.method, target = %call.target, attempt);
+            let span = tracing::debug_span!("lmts_sdk.request", method = %call.call.method, target = %call.target, attempt);
             let request = self.build_request(&call)?;
-            let received = async {
-                let response = request.send().await?;
-                let status = response.status().as_u16();
-                let headers = response.headers().clone();
-                Ok::<_, reqwest::Error>((status, headers, response.bytes().await?))
-            }
-            .instrument(span.clone())
-            .await;
-            let (status, headers, bytes) = match received {
-                Ok(received) => received,
+            let response = match self.receive(request).instrument(span.clone()).await {
+                Ok(response) => response,
                 Err(error) => {
-                    match self.retry_after_transport_error(call.effect, retries, &error) {
-                        Some(delay) => {
-                            span.in_scope(|| tracing::debug!(error = %error, ?delay, "retrying after a transport error"));
-                            tokio::time::sleep(delay).await;
-                            retries += 1;
-                            continue;
-                        }
-                        None => return Err(transport_error(error)),
-                    }
+                    let Some(delay) =
+                        self.retry_after_transport_error(call.effect, retries, &error)
+                    else {
+                        return Err(transport_error(error));
+                    };
+                    span.in_scope(|| tracing::debug!(error = %error, ?delay, "retrying after a transport error"));
+                    tokio::time::sleep(delay).await;
+                    retries += 1;
+                    continue;
                 }
             };
-            if (200..300).contains(&status) {
-                return decode(status, headers, &bytes);
+            if response.is_success() {
+                return Ok(response);
             }
-            let error = self.api_error(status, headers, &bytes);
-            if status == 401
-                && matches!(call.auth, PreparedAuth::Hmac(_))
+            if response.status() == 401
+                && call.signing.is_some()
                 && !learnt_offset
-                && self.learn_offset(&error.headers)
+                && self.learn_offset(response.headers())
             {
                 learnt_offset = true;
                 span.in_scope(|| {
@@ -331,82 +377,88 @@ impl Client {
                 });
                 continue;
             }
-            match self.retry_after_api_error(call.effect, retries, &error) {
-                Some(delay) => {
-                    span.in_scope(|| tracing::debug!(status, ?delay, "retrying"));
-                    tokio::time::sleep(delay).await;
-                    retries += 1;
-                }
-                None => return Err(Error::Api(Box::new(error))),
-            }
+            let Some(delay) =
+                self.retry_after_answer((call.effect, call.call.answerer), retries, &response)
+            else {
+                return Ok(response);
+            };
+            span.in_scope(|| tracing::debug!(status = response.status(), ?delay, "retrying"));
+            tokio::time::sleep(delay).await;
+            retries += 1;
         }
     }
 
-    /// What stays the same across a call's attempts: the URL, the signed target, the body, and
-    /// the identity header or the credentials that sign each attempt afresh.
-    fn prepare<'c>(&'c self, call: Call<'c>) -> Result<PreparedCall<'c>, Error> {
-        let auth = match call.auth {
-            Auth::Hmac => PreparedAuth::Hmac(
+    /// What stays the same across a call's attempts: the signed target, the body, the effect,
+    /// and the credentials that sign each attempt afresh. Refuses headers the SDK sets itself.
+    fn prepare(&self, call: Call) -> Result<PreparedCall<'_>, Error> {
+        if let Some(name) = call
+            .headers
+            .keys()
+            .find(|name| RESERVED_HEADERS.contains(&name.as_str()))
+        {
+            return Err(Error::InvalidInput(format!(
+                "header {name} is set by the SDK itself"
+            )));
+        }
+        let signing = match call.auth {
+            Auth::Hmac => Some(
                 self.credentials
                     .as_deref()
                     .ok_or(Error::MissingCredentials)?,
             ),
-            Auth::Identity(token) => {
-                let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
-                    Error::InvalidInput("identity token is not a valid header value".into())
-                })?;
-                value.set_sensitive(true);
-                PreparedAuth::Identity(value)
-            }
-        };
-        let url = self.url(&call.path);
-        let target = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
+            Auth::Identity(_) => None,
         };
         Ok(PreparedCall {
-            method: call.method,
-            url,
-            target,
-            body: call.body.unwrap_or_default(),
-            auth,
-            effect: call.effect,
+            target: request_target(&call.url),
+            effect: Effect::of(&call.method),
+            signing,
+            call,
         })
     }
 
     /// One attempt's request: HMAC calls are signed now, at the signing time.
-    fn build_request(&self, call: &PreparedCall<'_>) -> Result<reqwest::RequestBuilder, Error> {
+    fn build_request(&self, prepared: &PreparedCall<'_>) -> Result<reqwest::RequestBuilder, Error> {
+        let call = &prepared.call;
         let mut request = self
             .shared
             .http
-            .request(call.method.clone(), call.url.clone());
-        match &call.auth {
-            PreparedAuth::Identity(value) => {
+            .request(call.method.clone(), call.url.clone())
+            .headers(call.headers.clone());
+        match (&call.auth, prepared.signing) {
+            (Auth::Hmac, Some(credentials)) => {
+                request = request.headers(credentials.signed_headers(
+                    self.signing_time(),
+                    &call.method,
+                    &prepared.target,
+                    &call.body,
+                )?);
+            }
+            (Auth::Identity(value), _) => {
                 request = request.header(HEADER_IDENTITY, value.clone());
             }
-            PreparedAuth::Hmac(credentials) => {
-                let headers = credentials.signer.sign_request(
-                    credentials.credentials.token_id.as_str(),
-                    self.signing_time(),
-                    call.method.as_str(),
-                    &call.target,
-                    &call.body,
-                );
-                for (name, value) in headers.pairs() {
-                    let mut value = HeaderValue::try_from(value).map_err(|_| {
-                        Error::InvalidInput(format!("{name} is not a valid header value"))
-                    })?;
-                    value.set_sensitive(name == HEADER_SIGNATURE);
-                    request = request.header(name, value);
-                }
-            }
+            (Auth::Hmac, None) => return Err(Error::MissingCredentials),
         }
         if !call.body.is_empty() {
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .body(call.body.clone());
+            request = request.body(call.body.clone());
         }
         Ok(request)
+    }
+
+    /// Sends one attempt and reads its whole answer.
+    async fn receive(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<SignedResponse, reqwest::Error> {
+        let mut response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = std::mem::take(response.headers_mut());
+        let wait = retry_after(&headers, SystemTime::from(self.shared.clock.now()));
+        Ok(SignedResponse::new(
+            status,
+            headers,
+            response.bytes().await?,
+            wait,
+        ))
     }
 
     /// The wait before retrying after a transport error, or `None` to give up. Only a refused
@@ -426,34 +478,25 @@ impl Client {
         }
     }
 
-    /// The wait before retrying after an error answer, or `None` to give up. A
-    /// state-changing call is repeated only on answers that say it was not acted on (429, 503).
-    fn retry_after_api_error(
+    /// The wait before retrying after a non-2xx answer, or `None` to give up. A
+    /// state-changing call is repeated only on answers that say it was not acted on: 429, and
+    /// 503 from the token service.
+    fn retry_after_answer(
         &self,
-        effect: Effect,
+        (effect, answerer): (Effect, Answerer),
         retries: u32,
-        error: &ApiError,
+        response: &SignedResponse,
     ) -> Option<Duration> {
-        let retryable = match effect {
-            Effect::None => matches!(error.status, 429 | 502 | 503 | 504),
-            Effect::Changes => matches!(error.status, 429 | 503),
+        let retryable = match (effect, answerer) {
+            (Effect::None, _) => matches!(response.status(), 429 | 502 | 503 | 504),
+            (Effect::Changes, Answerer::TokenService) => matches!(response.status(), 429 | 503),
+            (Effect::Changes, Answerer::Any) => response.status() == 429,
         };
         if retryable && retries < self.shared.retry.max_retries {
-            self.shared.retry.delay(retries, error.retry_after)
+            self.shared.retry.delay(retries, response.retry_after())
         } else {
             None
         }
-    }
-
-    /// The error of a non-2xx answer, with the wait its `Retry-After` asks for.
-    fn api_error(&self, status: u16, headers: HeaderMap, bytes: &[u8]) -> ApiError {
-        let wait = retry_after(&headers, SystemTime::from(self.shared.clock.now()));
-        ApiError::from_parts(
-            status,
-            headers,
-            String::from_utf8_lossy(bytes).into_owned(),
-            wait,
-        )
     }
 
     /// Sets the clock offset from a response's `Date` when it differs from the current one by
@@ -514,7 +557,7 @@ impl ClientBuilder {
         self
     }
 
-    /// HMAC credentials for list and revoke.
+    /// HMAC credentials for list, revoke and any [`Client::request`].
     pub fn credentials(mut self, credentials: HmacCredentials) -> Self {
         self.credentials = Some(credentials);
         self
@@ -593,6 +636,10 @@ impl ClientBuilder {
             // connection: a pooled connection is dropped here before the server closes it, so
             // a request never races the close.
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // A redirect would re-send the lmts-* headers, signed for this target, to another
+            // (perhaps another host, where a signed GET could be replayed within the window):
+            // a 3xx is answered to the caller instead.
+            .redirect(redirect::Policy::none())
             .user_agent(self.user_agent)
             .build()
             .map_err(|error| Error::Config(format!("HTTP client: {error}")))?;
@@ -620,14 +667,41 @@ mod tests {
     #[test]
     fn urls_keep_a_base_path_and_the_query() {
         let client = Client::new("http://127.0.0.1:1/prefix/").unwrap();
-        let url = client.url("/auth/api-tokens/tok%2Fx");
+        let url = client.url("/auth/api-tokens/tok%2Fx").unwrap();
         assert_eq!(
             url.as_str(),
             "http://127.0.0.1:1/prefix/auth/api-tokens/tok%2Fx"
         );
-        let url = Client::new("http://h").unwrap().url("/orders?market=btc");
+        let url = Client::new("http://h")
+            .unwrap()
+            .url("/orders?market=btc")
+            .unwrap();
         assert_eq!(url.path(), "/orders");
         assert_eq!(url.query(), Some("market=btc"));
+        assert_eq!(request_target(&url), "/orders?market=btc");
+    }
+
+    #[test]
+    fn targets_are_percent_encoded_as_sent_and_paths_stay_under_the_base() {
+        let client = Client::new("http://h/api").unwrap();
+        let url = client.url("/orders/a b#c?q=x y&z=é").unwrap();
+        assert_eq!(
+            request_target(&url),
+            "/api/orders/a%20b%23c?q=x%20y&z=%C3%A9"
+        );
+        assert_eq!(url.host_str(), Some("h"));
+        let url = client.url("/x?").unwrap();
+        assert_eq!(
+            request_target(&url),
+            "/api/x?",
+            "an empty query is sent, so signed"
+        );
+        for outside in ["orders", "http://evil/x", ""] {
+            assert!(
+                matches!(client.url(outside), Err(Error::InvalidInput(_))),
+                "{outside}"
+            );
+        }
     }
 
     #[test]

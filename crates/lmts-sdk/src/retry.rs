@@ -6,8 +6,12 @@ use std::time::Duration;
 ///
 /// A request that may have had an effect is never repeated: a derive or a revoke is retried
 /// only when the service certainly did not act on it (the connection was refused, or it
-/// answered 429 or 503). Reads are also retried after timeouts, dropped connections and
-/// 502/504.
+/// answered 429 or 503), and any other state-changing request ([`Client::request`] with a
+/// method other than GET, HEAD, OPTIONS, TRACE) only after a refused connection or a 429: a
+/// 503 from a service behind a gateway does not prove it did nothing. Reads are also retried
+/// after timeouts, dropped connections, 502, 503 and 504.
+///
+/// [`Client::request`]: crate::Client::request
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0: never retry).

@@ -8,29 +8,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use common::*;
-use lmts_sdk::{Client, DeriveApiTokenInput, Error, HmacCredentials, RetryPolicy};
-
-fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_retries: 2,
-        initial_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(50),
-        max_retry_after: Duration::from_secs(5),
-    }
-}
-
-fn credentials() -> HmacCredentials {
-    HmacCredentials::new("lmts_t", "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=").unwrap()
-}
-
-fn client(base: &str, retry: RetryPolicy) -> Client {
-    Client::builder()
-        .base_url(base)
-        .retry_policy(retry)
-        .credentials(credentials())
-        .build()
-        .unwrap()
-}
+use lmts_sdk::{Client, DeriveApiTokenInput, Error, RetryPolicy};
 
 #[tokio::test]
 async fn a_503_then_success_is_retried_and_re_signed() {
@@ -237,13 +215,7 @@ async fn a_slow_server_hits_the_timeout() {
 #[tokio::test]
 async fn a_skewed_server_date_teaches_the_offset_and_the_request_is_retried_once() {
     let server_time = now() + TimeDelta::seconds(120);
-    let date = httpdate::fmt_http_date(server_time.into());
-    let refusal = r#"{"statusCode":401,"message":"lmts-timestamp is outside the window","error":"Unauthorized"}"#;
-    let server = Scripted::start(vec![
-        Step::json(401, refusal).header("date", &date),
-        Step::json(200, "[]"),
-    ])
-    .await;
+    let server = Scripted::start(vec![window_refusal(server_time), Step::json(200, "[]")]).await;
     let client = client(&server.base, RetryPolicy::none());
     client.api_tokens().list_tokens().await.unwrap();
     let recorded = server.recorded();
@@ -257,8 +229,7 @@ async fn a_skewed_server_date_teaches_the_offset_and_the_request_is_retried_once
     assert!((client.clock_offset() - TimeDelta::seconds(120)).abs() < TimeDelta::seconds(3));
 
     // A 401 whose Date agrees with the (corrected) clock is not a skew: no second retry.
-    let date = httpdate::fmt_http_date(server_time.into());
-    let server2 = Scripted::start(vec![Step::json(401, refusal).header("date", &date)]).await;
+    let server2 = Scripted::start(vec![window_refusal(server_time)]).await;
     let fresh = Client::builder()
         .base_url(&server2.base)
         .credentials(credentials())

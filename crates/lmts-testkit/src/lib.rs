@@ -9,6 +9,9 @@
 //! server and removes its directory when the test binary exits. When neither is possible, the
 //! tests fail with a message saying how to install PostgreSQL: never a silent skip.
 //!
+//! [`SignatureRecorder`] stands in for a service behind lmts: it verifies and records every
+//! signed request it receives.
+//!
 //! ```no_run
 //! # async fn run() {
 //! let url = lmts_testkit::PgServer::shared().database().await;
@@ -20,7 +23,10 @@
 #![allow(clippy::panic)]
 
 pub mod nginx;
+mod signatures;
 pub mod upstream;
+
+pub use signatures::{Received, SignatureRecorder};
 
 use std::{
     net::TcpListener,

@@ -12,6 +12,7 @@ mod gateway;
 mod partners;
 #[cfg(feature = "server")]
 mod policy;
+mod request;
 #[cfg(feature = "server")]
 mod serve;
 mod sign;
@@ -43,6 +44,7 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Gateway(args) => gateway::run(args).await,
             Command::Tokens(command) => tokens::run(command, &output).await,
             Command::Sign(args) => sign::run(args, &output),
+            Command::Request(args) => request::run(args, &output).await,
             #[cfg(feature = "server")]
             Command::Demo => demo::run(&output).await,
             #[cfg(feature = "server")]

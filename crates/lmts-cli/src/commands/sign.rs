@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// The body's exact bytes: the text given, or a file's contents for `@FILE`.
-fn body_bytes(body: Option<&str>) -> Result<Vec<u8>, CommandError> {
+pub(super) fn body_bytes(body: Option<&str>) -> Result<Vec<u8>, CommandError> {
     match body {
         None => Ok(Vec::new()),
         Some(text) => match text.strip_prefix('@') {

@@ -49,7 +49,7 @@ pub fn client(service: &ServiceArgs, saved: Option<&str>) -> Result<Client, Comm
 }
 
 /// Adds advice to an SDK error where some helps.
-fn hinted(error: SdkError, client: &Client, signed: bool) -> CommandError {
+pub(super) fn hinted(error: SdkError, client: &Client, signed: bool) -> CommandError {
     let hint = match &error {
         SdkError::Transport(_) | SdkError::Timeout(_) => Some(format!(
             "is the service running at {}? (set --base-url or LIMITLESS_API_URL)",
@@ -189,7 +189,8 @@ async fn derive(args: DeriveArgs, output: &Output) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn signing_client(
+/// A client signing with the credentials `credentials` picks, for the first base URL given.
+pub(super) fn signing_client(
     service: &ServiceArgs,
     credentials: &CredentialArgs,
 ) -> Result<Client, CommandError> {

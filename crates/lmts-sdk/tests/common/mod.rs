@@ -14,6 +14,7 @@ use axum::{
     Router,
 };
 use chrono::{DateTime, TimeDelta, Utc};
+use lmts_sdk::{Client, HmacCredentials, RetryPolicy};
 use lmts_server::{
     identity::dev::{DevIssuer, DEV_APP_ID},
     server::{Server, ServerConfig},
@@ -26,6 +27,40 @@ pub const ALICE: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
 
 pub fn now() -> DateTime<Utc> {
     lmts_sdk::clock::Clock::system().now()
+}
+
+/// The secret of [`credentials`].
+pub const SECRET: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+
+/// The credentials the scripted tests sign with.
+pub fn credentials() -> HmacCredentials {
+    HmacCredentials::new("lmts_t", SECRET).unwrap()
+}
+
+/// A client of `base` signing with [`credentials`].
+pub fn client(base: &str, retry: RetryPolicy) -> Client {
+    Client::builder()
+        .base_url(base)
+        .retry_policy(retry)
+        .credentials(credentials())
+        .build()
+        .unwrap()
+}
+
+/// Two retries with short backoffs.
+pub fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 2,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        max_retry_after: Duration::from_secs(5),
+    }
+}
+
+/// A 401 refusing the timestamp, its `Date` the server's clock at `server_time`.
+pub fn window_refusal(server_time: DateTime<Utc>) -> Step {
+    let refusal = r#"{"statusCode":401,"message":"lmts-timestamp is outside the window","error":"Unauthorized"}"#;
+    Step::json(401, refusal).header("date", &httpdate::fmt_http_date(server_time.into()))
 }
 
 /// The real service on 127.0.0.1:0 in dev mode.
