@@ -4,7 +4,8 @@
 //!   one process, as `lmts gateway` runs) against unsigned ones through nginx `proxy_pass`, in
 //!   front of the same trivial upstream (nginx answering 200), and straight to the upstream;
 //! - signed GETs through the gateway (no replay record) next to the POSTs (one each);
-//! - `/ext-authz/orders` (signed POSTs) next to `/health` on the same process;
+//! - `/ext-authz/orders` (signed POSTs, and GETs, which write no replay record) next to
+//!   `/health` on the same process;
 //! - the added latency of the gateway over a direct call, on one connection;
 //! - with `LMTS_BENCH_DATABASE_URL` (or a PostgreSQL the test kit can start), the gateway's
 //!   POSTs and GETs again on PostgreSQL.
@@ -412,6 +413,16 @@ async fn main() {
         &signing,
     );
     ext_authz.signed_target = Some("/orders");
+    let mut ext_authz_get = signed(
+        scenario(
+            "/ext-authz/orders/1, signed GET",
+            lmts.address,
+            "GET",
+            "/ext-authz/orders/1",
+        ),
+        &signing,
+    );
+    ext_authz_get.signed_target = Some("/orders/1");
     let doors = vec![
         measure(
             scenario("/health", lmts.address, "GET", "/health"),
@@ -420,6 +431,7 @@ async fn main() {
         )
         .await,
         measure(ext_authz, connections, duration).await,
+        measure(ext_authz_get, connections, duration).await,
     ];
     print_table("ext-authz next to /health, same process", &doors);
 
