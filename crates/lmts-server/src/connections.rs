@@ -14,8 +14,9 @@ use std::{
     time::Duration,
 };
 
-use axum::{extract::ConnectInfo, Router};
+use axum::{body::Body, extract::ConnectInfo, Router};
 use http::Request;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -212,9 +213,15 @@ impl Connection {
                 let in_flight = activity.begin();
                 let response = router.clone().oneshot(request);
                 async move {
-                    let response = response.await;
-                    drop(in_flight);
-                    response
+                    // The request stays in flight until its answer's last byte: a streamed
+                    // answer (the gateway's) is not idleness.
+                    let response = response.await?;
+                    Ok::<_, std::convert::Infallible>(response.map(|body| {
+                        Body::new(body.map_frame(move |frame| {
+                            let _held = &in_flight;
+                            frame
+                        }))
+                    }))
                 }
             })
         };

@@ -38,6 +38,11 @@ public = true
 method = "*"
 path = "/slow/**"
 scopes = []
+
+[[route]]
+method = "GET"
+path = "/drip"
+public = true
 "#;
 
 fn policy(text: &str) -> RoutePolicy {
@@ -347,7 +352,7 @@ async fn ext_authz_answers_as_envoy_expects() {
     assert!(public.headers().get("x-lmts-token-id").is_none());
     assert_eq!(
         public.headers()["x-envoy-auth-headers-to-remove"],
-        "x-lmts-token-id,x-lmts-profile-id,x-lmts-account,x-lmts-scopes"
+        "x-lmts-token-id,x_lmts_token_id,x-lmts-profile-id,x_lmts_profile_id,x-lmts-account,x_lmts_account,x-lmts-scopes,x_lmts_scopes"
     );
 
     let unmatched = server
@@ -418,6 +423,14 @@ async fn forward_auth_answers_as_traefik_expects() {
         )
         .await;
     assert_error(unsigned, StatusCode::UNAUTHORIZED).await;
+
+    let mut appended = described("GET", "/markets/eth");
+    appended.push(("x-forwarded-uri", "/portfolio/withdraw".to_owned()));
+    let repeated = server
+        .send_with(Method::GET, "/forward-auth", "", &appended)
+        .await;
+    let message = assert_error(repeated, StatusCode::BAD_REQUEST).await;
+    assert!(message.contains("repeated"), "{message}");
 
     let undescribed = server.get("/forward-auth").await;
     let message = assert_error(undescribed, StatusCode::BAD_REQUEST).await;
@@ -498,4 +511,119 @@ async fn a_gateway_on_the_same_sqlite_file_refuses_a_revoked_token_within_a_seco
     let after = gateway.signed(&creds, Method::POST, "/orders", ORDER).await;
     assert_error(after, StatusCode::UNAUTHORIZED).await;
     assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn paths_an_upstream_could_read_as_another_route_are_refused() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
+    // A trailing slash is the same route: the withdraw rule still decides.
+    let slash = server
+        .signed(&creds, Method::POST, "/portfolio/withdraw/", "{}")
+        .await;
+    assert_error(slash, StatusCode::FORBIDDEN).await;
+    // Sent raw: an HTTP client library would tidy some of these before sending.
+    for target in [
+        "//orders",
+        "/./orders",
+        "/markets/../orders",
+        "/orders;jsessionid=1",
+        "/%6Frders",
+        "/markets%2Fbtc",
+    ] {
+        let request = format!("POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+        let (status, body) = raw_http(&server, request.as_bytes()).await;
+        assert_eq!(status, 400, "{target}: {body}");
+        assert!(body.contains("canonical"), "{target}: {body}");
+    }
+    for request in [
+        &b"GET http://upstream.example?depth=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"get /markets/btc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let (status, body) = raw_http(&server, request).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn what_only_lmts_or_a_trusted_proxy_may_say_never_comes_from_the_client() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
+    let mut claims: Vec<(&str, String)> = [
+        (
+            "x_lmts_account",
+            "0x0000000000000000000000000000000000000bad",
+        ),
+        ("X_Lmts_Profile_Id", "1"),
+        ("forwarded", "for=6.6.6.6;proto=https"),
+        ("x-real-ip", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+    ]
+    .map(|(name, value)| (name, value.to_owned()))
+    .to_vec();
+    claims.extend(sign(&creds, now(), "GET", "/markets/btc", ""));
+    let public = server
+        .send_with(Method::GET, "/markets/btc", "", &claims)
+        .await;
+    assert_eq!(public.status(), StatusCode::OK);
+    let seen = &upstream.seen()[0];
+    for name in [
+        "x_lmts_account",
+        "x_lmts_profile_id",
+        "forwarded",
+        "x-real-ip",
+        "lmts-api-key",
+        "lmts-signature",
+    ] {
+        assert!(seen.header(name).is_none(), "{name} reached the upstream");
+    }
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_ne!(seen.header("x-forwarded-host"), Some("evil.example"));
+
+    // HEAD is served by GET routes, so a GET rule decides it.
+    let head = server
+        .send_with(Method::HEAD, "/markets/btc", "", &[])
+        .await;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(upstream.seen()[1].method, "HEAD");
+}
+
+#[tokio::test]
+async fn a_streamed_answer_outlives_the_idle_timeout() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let server = TestServer::start_with(|config| {
+        gateway_to(&upstream)(config);
+        config.connections.header_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Five chunks over 2.4 s, on a connection that counts as idle after 1 s without a request.
+    let response = server.get("/drip").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.text().await.unwrap();
+    assert_eq!(body, "drip 0\ndrip 1\ndrip 2\ndrip 3\ndrip 4\n");
+}
+
+#[tokio::test]
+async fn requests_at_the_upstream_are_bounded() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let server = TestServer::start_with(|config| {
+        gateway_to(&upstream)(config);
+        config.gateway.upstream_settings.max_in_flight = 1;
+    })
+    .await;
+    let slow = {
+        let request = server.client.get(server.url("/drip"));
+        tokio::spawn(async move { request.send().await.unwrap().text().await.unwrap() })
+    };
+    while upstream.count() == 0 {
+        settle().await;
+    }
+    let refused = server.get("/markets/btc").await;
+    let message = assert_error(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(message.contains("retry shortly"), "{message}");
+    assert!(slow.await.unwrap().ends_with("drip 4\n"));
+    assert_eq!(server.get("/markets/btc").await.status(), StatusCode::OK);
 }

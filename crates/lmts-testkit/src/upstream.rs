@@ -2,7 +2,8 @@
 //! that reaches it (method, target as received, headers, body) and answers 200 with a header
 //! of its own, a hop-by-hop header the gateway must drop, and the request's body echoed (with
 //! its `Content-Type`).
-//! Targets under `/slow` answer only after five seconds, to trip a gateway's timeout.
+//! Targets under `/slow` answer only after five seconds, to trip a gateway's timeout; under
+//! `/drip`, the answer is five chunks (`drip 0` to `drip 4`) sent 600 ms apart.
 
 use std::{
     net::SocketAddr,
@@ -105,6 +106,7 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
     let slow = target.starts_with("/slow");
+    let drip = target.starts_with("/drip");
     let content_type = parts.headers.get(http::header::CONTENT_TYPE).cloned();
     seen.lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -117,7 +119,11 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
     if slow {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    let mut response = Response::new(Body::from(body));
+    let mut response = if drip {
+        Response::new(Body::from_stream(dripping()))
+    } else {
+        Response::new(Body::from(body))
+    };
     let headers = response.headers_mut();
     if let Some(content_type) = content_type {
         headers.insert(http::header::CONTENT_TYPE, content_type);
@@ -129,4 +135,17 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
         http::HeaderValue::from_static("x-hop"),
     );
     response
+}
+
+/// Five chunks, 600 ms apart.
+fn dripping() -> impl futures_util::Stream<Item = Result<String, std::io::Error>> {
+    futures_util::stream::unfold(0, |n| async move {
+        if n == 5 {
+            return None;
+        }
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        Some((Ok(format!("drip {n}\n")), n + 1))
+    })
 }

@@ -162,13 +162,18 @@ pub struct UpstreamArgs {
     /// Seconds to wait for a connection to the upstream before answering 502.
     #[arg(long, env = "LMTS_UPSTREAM_CONNECT_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub upstream_connect_timeout_secs: u64,
+    /// Most requests at the upstream at once, each holding a connection until its answer's last byte; past it, 503.
+    #[arg(long, env = "LMTS_UPSTREAM_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub upstream_max_in_flight: u64,
 }
 
 /// Options of `lmts serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Where to listen, the store, keys and limits (shared with `gateway`).
     #[command(flatten)]
     pub node: NodeArgs,
+    /// How identity tokens are checked.
     #[command(flatten)]
     pub identity: IdentityCheckArgs,
     /// Route policy (TOML, SPEC C1): opens /ext-authz and /forward-auth, and governs --upstream.
@@ -177,6 +182,7 @@ pub struct ServeArgs {
     /// Proxy every route that is not lmts's own to this http:// origin, after the policy.
     #[arg(long, env = "LMTS_UPSTREAM", requires = "policy")]
     pub upstream: Option<String>,
+    /// How the upstream is reached.
     #[command(flatten)]
     pub upstream_args: UpstreamArgs,
 }
@@ -184,6 +190,7 @@ pub struct ServeArgs {
 /// Options of `lmts gateway`.
 #[derive(Debug, Args)]
 pub struct GatewayArgs {
+    /// Where to listen, the store, keys and limits (shared with `serve`).
     #[command(flatten)]
     pub node: NodeArgs,
     /// The http:// origin requests are forwarded to once they pass.
@@ -192,6 +199,7 @@ pub struct GatewayArgs {
     /// Route policy (TOML, SPEC C1).
     #[arg(long, env = "LMTS_POLICY")]
     pub policy: PathBuf,
+    /// How the upstream is reached.
     #[command(flatten)]
     pub upstream_args: UpstreamArgs,
 }

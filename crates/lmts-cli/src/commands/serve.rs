@@ -124,6 +124,7 @@ pub(super) fn upstream_settings(args: &UpstreamArgs) -> UpstreamSettings {
     UpstreamSettings {
         timeout: Duration::from_secs(args.upstream_timeout_secs),
         connect_timeout: Duration::from_secs(args.upstream_connect_timeout_secs),
+        max_in_flight: usize::try_from(args.upstream_max_in_flight).unwrap_or(usize::MAX),
         ..UpstreamSettings::default()
     }
 }

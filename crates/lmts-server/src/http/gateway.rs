@@ -97,6 +97,11 @@ pub async fn forward_auth(State(state): State<GatewayState>, request: Request) -
 /// The method and target a forward-auth request describes.
 fn forwarded_request(headers: &HeaderMap) -> Result<(Method, &str), ServiceError> {
     let text = |name: &str| {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(ServiceError::invalid(format!(
+                "{name} is repeated: the proxy must set it, not append to the client's"
+            )));
+        }
         headers
             .get(name)
             .and_then(|value| value.to_str().ok())
@@ -128,7 +133,12 @@ fn answer(passed: Result<(Grant, PassedBody), ApiError>, for_envoy: bool) -> Res
     let headers = response.headers_mut();
     grant.apply_to(headers);
     if for_envoy && matches!(grant, Grant::Public) {
-        let names = GRANT_HEADERS.map(|name| name.as_str().to_owned()).join(",");
+        // Both spellings: CGI-style servers read `x_lmts_account` as `x-lmts-account`.
+        let names: Vec<String> = GRANT_HEADERS
+            .iter()
+            .flat_map(|name| [name.as_str().to_owned(), name.as_str().replace('-', "_")])
+            .collect();
+        let names = names.join(",");
         if let Ok(value) = HeaderValue::try_from(names) {
             headers.insert(ENVOY_HEADERS_TO_REMOVE, value);
         }

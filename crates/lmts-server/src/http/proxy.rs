@@ -4,7 +4,10 @@
 //! section 7.6.1), the grant headers set, and both bodies streamed (a signed request's body is
 //! read whole first, because its signature covers it).
 
-use std::{net::IpAddr, time::Duration};
+use std::{sync::Arc, time::Duration};
+
+use http_body_util::BodyExt;
+use tokio::sync::Semaphore;
 
 use axum::{
     body::Body,
@@ -13,6 +16,7 @@ use axum::{
 };
 use http::{
     header::{self, HeaderName},
+    request::Parts,
     uri::{Authority, PathAndQuery, Scheme},
     HeaderMap, HeaderValue, Uri, Version,
 };
@@ -26,7 +30,8 @@ use super::{
     gateway::{pass, GatewayState, PassedBody},
     hmac::{head_of, peer_address, raw_target},
 };
-use crate::service::{Grant, ServiceError};
+use crate::service::{canonical_address, Grant, ServiceError};
+use lmts_core::signing::{HEADER_API_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 
 /// How the proxy treats its upstream.
 #[derive(Debug, Clone)]
@@ -39,6 +44,9 @@ pub struct UpstreamSettings {
     pub pool_idle_timeout: Duration,
     /// The most idle connections kept.
     pub pool_max_idle: usize,
+    /// The most requests at the upstream at once (each holds a connection until its answer's
+    /// last byte); past it, 503. Counts against `ulimit -n` beside the client connections.
+    pub max_in_flight: usize,
 }
 
 impl Default for UpstreamSettings {
@@ -48,12 +56,14 @@ impl Default for UpstreamSettings {
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle: 256,
+            max_in_flight: 1024,
         }
     }
 }
 
 /// Why an upstream URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UpstreamError {
     /// Not an absolute `http://host[:port]` URL.
     #[error("{0:?} is not an absolute http:// URL (e.g. http://127.0.0.1:9000)")]
@@ -74,6 +84,7 @@ pub struct Upstream {
     authority: Authority,
     client: Client<HttpConnector, Body>,
     settings: UpstreamSettings,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Upstream {
@@ -91,6 +102,11 @@ impl Upstream {
         if *scheme != Scheme::HTTP {
             return Err(UpstreamError::NotAUrl(url.to_owned()));
         }
+        if authority.as_str().contains('@') {
+            return Err(UpstreamError::NotAUrl(
+                "(a URL with credentials: they would travel in every Host header)".to_owned(),
+            ));
+        }
         if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
             return Err(UpstreamError::HasPath(url.to_owned()));
         }
@@ -105,6 +121,7 @@ impl Upstream {
             scheme: scheme.clone(),
             authority: authority.clone(),
             client,
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
         })
     }
@@ -114,8 +131,16 @@ impl Upstream {
         format!("{}://{}", self.scheme, self.authority)
     }
 
-    /// Sends `request` and answers the upstream's response head, its body still streaming.
+    /// Sends `request` and answers the upstream's response head, its body still streaming (and
+    /// holding its place among the requests in flight until its last byte).
     async fn send(&self, request: Request) -> Result<Response, ApiError> {
+        let Ok(place) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+            tracing::debug!(upstream = %self.authority, "upstream requests in flight at their limit");
+            return Err(ServiceError::Unavailable(
+                "the gateway has as many requests at the service behind it as it allows; retry shortly".into(),
+            )
+            .into());
+        };
         let target = request.uri().path_and_query().map(PathAndQuery::to_string);
         let sent = self.client.request(request);
         let response = match tokio::time::timeout(self.settings.timeout, sent).await {
@@ -132,6 +157,10 @@ impl Upstream {
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         parts.version = Version::default();
+        let body = body.map_frame(move |frame| {
+            let _held = &place;
+            frame
+        });
         Ok(Response::from_parts(parts, Body::new(body)))
     }
 }
@@ -164,12 +193,15 @@ async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiEr
         .path_and_query(target)
         .build()
         .map_err(|_| ApiError::from(ServiceError::invalid("request target is not forwardable")))?;
-    let peer = peer_address(&parts.extensions);
+    let read_length = match &body {
+        PassedBody::Read(read) => Some(read.bytes.len()),
+        PassedBody::Stream(_) => None,
+    };
     let mut outgoing = Request::new(Body::empty());
     *outgoing.method_mut() = parts.method.clone();
     *outgoing.uri_mut() = uri;
     *outgoing.version_mut() = Version::HTTP_11;
-    *outgoing.headers_mut() = upstream_headers(state, &parts.headers, &parts.uri, peer, &grant);
+    *outgoing.headers_mut() = upstream_headers(state, &parts, &grant, read_length);
     // A read body's allowance is held until the upstream has answered.
     let (body, _allowance) = match body {
         PassedBody::Stream(body) => (body, None),
@@ -179,68 +211,96 @@ async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiEr
     state.upstream.send(outgoing).await
 }
 
-/// The headers the upstream gets: the client's, less hop-by-hop ones and any grant header,
-/// with the grant's, `Host` of the upstream and the `X-Forwarded-*` family.
+/// Headers that describe the client or the original request: believed only from a trusted
+/// proxy, and set by lmts otherwise.
+const FORWARDING_HEADERS: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "true-client-ip",
+];
+
+/// The headers the upstream gets: the client's, less hop-by-hop ones, any grant header, and
+/// (on a public route, where nothing was verified) the `lmts-*` signing headers; with the
+/// grant's, `Host` of the upstream, the `X-Forwarded-*` family, and the length of a body read
+/// whole.
 fn upstream_headers(
     state: &ProxyState,
-    received: &HeaderMap,
-    uri: &Uri,
-    peer: Option<IpAddr>,
+    parts: &Parts,
     grant: &Grant,
+    read_length: Option<usize>,
 ) -> HeaderMap {
+    let received = &parts.headers;
     let mut headers = received.clone();
     remove_hop_by_hop(&mut headers);
     headers.remove(header::EXPECT);
     grant.apply_to(&mut headers);
-    let original_host = received.get(header::HOST).cloned().or_else(|| {
-        uri.authority()
-            .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
-    });
-    if let Some(host) = original_host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    if matches!(grant, Grant::Public) {
+        for name in [HEADER_API_KEY, HEADER_TIMESTAMP, HEADER_SIGNATURE] {
+            headers.remove(name);
+        }
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    if let Ok(host) = HeaderValue::try_from(state.upstream.authority.as_str()) {
-        headers.insert(header::HOST, host);
+    match read_length {
+        Some(length) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        // A chunked body goes on chunked: a length beside it would cut it short.
+        None if received.contains_key(header::TRANSFER_ENCODING) => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        None => {}
     }
-    set_forwarded_for(&mut headers, state, peer);
+    set_forwarding(&mut headers, state, parts);
     headers
 }
 
-/// `X-Forwarded-For`: the chain a trusted proxy sent with the peer appended, or the peer alone
-/// (what an untrusted client claims is dropped).
-fn set_forwarded_for(headers: &mut HeaderMap, state: &ProxyState, peer: Option<IpAddr>) {
-    let name = HeaderName::from_static("x-forwarded-for");
-    let Some(peer) = peer else {
-        headers.remove(&name);
-        return;
-    };
-    let trusted = state
-        .gateway
-        .service
-        .settings()
-        .trusted_proxies
-        .trusts(peer);
-    let chain: Vec<&str> = if trusted {
-        headers
-            .get_all(&name)
+/// `Host` becomes the upstream's; `X-Forwarded-For` gets the peer appended to a trusted
+/// proxy's chain (or alone); `X-Forwarded-Host` and `-Proto` are a trusted proxy's, else the
+/// request's own. From anyone else, what [`FORWARDING_HEADERS`] claim is dropped first.
+fn set_forwarding(headers: &mut HeaderMap, state: &ProxyState, parts: &Parts) {
+    let peer = peer_address(&parts.extensions).map(canonical_address);
+    let trusted_proxies = &state.gateway.service.settings().trusted_proxies;
+    let chain: Vec<String> = match peer {
+        Some(peer) if trusted_proxies.trusts(peer) => headers
+            .get_all("x-forwarded-for")
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .collect()
-    } else {
-        Vec::new()
+            .map(str::to_owned)
+            .collect(),
+        _ => {
+            for name in FORWARDING_HEADERS {
+                headers.remove(name);
+            }
+            Vec::new()
+        }
     };
-    let mut value = chain.join(", ");
-    if !value.is_empty() {
-        value.push_str(", ");
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        let authority = parts.uri.authority()?;
+        HeaderValue::try_from(authority.as_str()).ok()
+    });
+    let forwarded_host = HeaderName::from_static("x-forwarded-host");
+    match original_host {
+        Some(host) if !headers.contains_key(&forwarded_host) => {
+            headers.insert(forwarded_host, host);
+        }
+        _ => {}
     }
-    value.push_str(&peer.to_string());
-    headers.remove(&name);
-    if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert(name, value);
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    if !headers.contains_key(&proto) {
+        headers.insert(proto, HeaderValue::from_static("http"));
+    }
+    if let Ok(host) = HeaderValue::try_from(state.upstream.authority.as_str()) {
+        headers.insert(header::HOST, host);
+    }
+    let hops = chain.into_iter().chain(peer.map(|peer| peer.to_string()));
+    let forwarded_for = hops.collect::<Vec<_>>().join(", ");
+    headers.remove("x-forwarded-for");
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+        if !value.is_empty() {
+            headers.insert("x-forwarded-for", value);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use lmts_core::Scope;
 
+use super::policy::path_of;
 use super::{
     policy::{Decision, RoutePolicy},
     ServiceError, VerifiedToken,
@@ -70,6 +71,7 @@ impl Gateway {
     /// What `method` on `target` (path and query as received) must show; refused outright when
     /// no rule matches under `default = "deny"`, before any signature is looked at.
     pub fn passage(&self, method: &str, target: &str) -> Result<Passage<'_>, ServiceError> {
+        check_canonical(method, target)?;
         match self.policy.decide(method, target) {
             Decision::Public { .. } => Ok(Passage::Public),
             Decision::Requires { scopes, .. } => Ok(Passage::Signed(scopes)),
@@ -99,10 +101,15 @@ impl Gateway {
 }
 
 impl Grant {
-    /// Removes every grant header from `headers`, then sets this grant's: what the upstream
-    /// reads is lmts's word, never the client's.
+    /// Removes every grant header from `headers` (in any spelling, see [`is_grant_header`]),
+    /// then sets this grant's: what the upstream reads is lmts's word, never the client's.
     pub fn apply_to(&self, headers: &mut HeaderMap) {
-        for name in &GRANT_HEADERS {
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| is_grant_header(name))
+            .cloned()
+            .collect();
+        for name in forged {
             headers.remove(name);
         }
         let Grant::Token(token) = self else {
@@ -130,7 +137,63 @@ impl Grant {
     }
 }
 
-/// The path of a request target, without its query.
-fn path_of(target: &str) -> &str {
-    target.split_once('?').map_or(target, |(path, _)| path)
+/// Refuses a request an upstream could read as another route than the policy did: a method
+/// not in upper case (the signature upper-cases it, the policy does not) or `CONNECT`; a target
+/// not starting with `/` (absolute form, `*`); a path with empty or dot segments, `;`
+/// parameters, backslashes, or percent-encoded characters that decoders turn back into
+/// ordinary ones (unreserved characters, `/`, `\`).
+fn check_canonical(method: &str, target: &str) -> Result<(), ServiceError> {
+    if method.is_empty() || !method.bytes().all(|byte| byte.is_ascii_uppercase()) {
+        return Err(ServiceError::invalid(
+            "the method must be an upper-case HTTP method",
+        ));
+    }
+    if method == "CONNECT" {
+        return Err(ServiceError::invalid("CONNECT is not forwarded"));
+    }
+    let path = path_of(target);
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(ServiceError::invalid(
+            "the request target must start with /",
+        ));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let ambiguous = path.contains(['\\', ';'])
+        || (!rest.is_empty()
+            && rest
+                .split('/')
+                .any(|segment| matches!(segment, "" | "." | "..")))
+        || encodes_an_ordinary_character(path);
+    if ambiguous {
+        return Err(ServiceError::invalid(
+            "the request path is not in canonical form (empty or dot segments, ';', '\\', or a percent-encoded character that needs no encoding): send it as the API names it",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `path` percent-encodes a character that needs no encoding, or a separator.
+fn encodes_an_ordinary_character(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().any(|(at, byte)| {
+        *byte == b'%'
+            && bytes
+                .get(at + 1..at + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(|decoded| {
+                    decoded.is_ascii_alphanumeric() || b"-._~/\\".contains(&decoded)
+                })
+    })
+}
+
+/// Whether `name` is a grant header in any spelling a server could map to it: case aside,
+/// `_` for `-` (CGI-style servers read `x_lmts_account` as `HTTP_X_LMTS_ACCOUNT`).
+fn is_grant_header(name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    name.len() > 7
+        && name[..7]
+            .iter()
+            .zip(b"x-lmts-")
+            .all(|(byte, wanted)| byte == wanted || *byte == b'_' && *wanted == b'-')
 }

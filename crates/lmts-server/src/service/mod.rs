@@ -36,7 +36,7 @@ pub use bodies::BodyAllowance;
 pub use caches::{CachedToken, SETTINGS_TTL};
 pub use error::ServiceError;
 pub use gateway::{Gateway, Grant, Passage};
-pub use proxies::{TrustedProxies, TrustedProxiesError};
+pub use proxies::{canonical_address, TrustedProxies, TrustedProxiesError};
 pub use rate_limit::RateLimit;
 use rate_limit::RateLimiter;
 pub use settings::ServiceSettings;

@@ -130,7 +130,7 @@ impl RoutePolicy {
 
     /// The rule for `method` on `target` (path and query as received).
     pub fn decide(&self, method: &str, target: &str) -> Decision<'_> {
-        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let path = path_of(target);
         let Some(route) = self.routes.iter().find(|route| route.matches(method, path)) else {
             return match self.default {
                 DefaultRule::Deny => Decision::Deny,
@@ -189,14 +189,17 @@ impl Route {
         })
     }
 
+    /// Whether the rule covers `method` on `path`. A `GET` rule covers `HEAD` too (servers
+    /// answer it with the GET handler), and `/a/b/` is `/a/b` (most routers treat them alike).
     fn matches(&self, method: &str, path: &str) -> bool {
-        if self
-            .method
-            .as_deref()
-            .is_some_and(|wanted| wanted != method)
-        {
+        let covers = |wanted: &str| wanted == method || wanted == "GET" && method == "HEAD";
+        if self.method.as_deref().is_some_and(|wanted| !covers(wanted)) {
             return false;
         }
+        let path = match path.strip_suffix('/') {
+            Some(trimmed) if !trimmed.is_empty() => trimmed,
+            _ => path,
+        };
         let Some(rest) = path.strip_prefix('/') else {
             return false;
         };
@@ -212,6 +215,11 @@ impl Route {
         }
         segments.next().is_none()
     }
+}
+
+/// The path of a request target, without its query.
+pub fn path_of(target: &str) -> &str {
+    target.split_once('?').map_or(target, |(path, _)| path)
 }
 
 /// A path pattern: `/` then segments; `*` is one segment, a final `**` the rest.

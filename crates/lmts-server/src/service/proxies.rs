@@ -14,7 +14,9 @@ pub struct TrustedProxies(Vec<IpNet>);
 
 /// A `--trusted-proxies` entry that is neither an address nor a CIDR block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an IP address or CIDR block (e.g. 10.0.0.0/8 or 127.0.0.1)")]
+#[error(
+    "{0:?} is not an IP address or CIDR block (e.g. 10.0.0.0/8 or 127.0.0.1; IPv4 written as IPv4)"
+)]
 pub struct TrustedProxiesError(String);
 
 impl FromStr for TrustedProxies {
@@ -26,10 +28,17 @@ impl FromStr for TrustedProxies {
             .map(str::trim)
             .filter(|entry| !entry.is_empty())
             .map(|entry| {
-                entry
+                let net = entry
                     .parse::<IpNet>()
                     .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| TrustedProxiesError(entry.to_owned()))
+                    .map_err(|_| TrustedProxiesError(entry.to_owned()))?;
+                // Addresses are compared as IPv4 when they are IPv4: a mapped block never would.
+                match net {
+                    IpNet::V6(v6) if v6.addr().to_ipv4_mapped().is_some() => {
+                        Err(TrustedProxiesError(entry.to_owned()))
+                    }
+                    net => Ok(net),
+                }
             })
             .collect::<Result<_, _>>()
             .map(TrustedProxies)
@@ -46,7 +55,7 @@ impl fmt::Display for TrustedProxies {
 impl TrustedProxies {
     /// Whether `address` is a trusted proxy.
     pub fn trusts(&self, address: IpAddr) -> bool {
-        let address = canonical(address);
+        let address = canonical_address(address);
         self.0.iter().any(|net| net.contains(&address))
     }
 
@@ -58,7 +67,7 @@ impl TrustedProxies {
     /// The client of a request that arrived from `peer` with `headers`. A malformed entry
     /// stops the walk at the hop that wrote it: that hop is the client.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let mut client = canonical(peer);
+        let mut client = canonical_address(peer);
         if !self.trusts(client) {
             return client;
         }
@@ -83,15 +92,15 @@ impl TrustedProxies {
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     let hop = hop.trim();
     if let Ok(address) = hop.parse::<IpAddr>() {
-        return Some(canonical(address));
+        return Some(canonical_address(address));
     }
     hop.parse::<std::net::SocketAddr>()
         .ok()
-        .map(|address| canonical(address.ip()))
+        .map(|address| canonical_address(address.ip()))
 }
 
 /// An IPv4 address seen through an IPv6 socket (`::ffff:a.b.c.d`) as the IPv4 address it is.
-fn canonical(address: IpAddr) -> IpAddr {
+pub fn canonical_address(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -169,6 +178,10 @@ mod tests {
         assert_eq!(proxies("10.0.0.0/8,::1").to_string(), "10.0.0.0/8,::1/128");
         assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
         assert!("nginx".parse::<TrustedProxies>().is_err());
+        assert!(
+            "::ffff:10.0.0.0/104".parse::<TrustedProxies>().is_err(),
+            "a mapped block would never match: IPv4 is compared as IPv4"
+        );
         assert!(proxies("").is_empty());
     }
 }

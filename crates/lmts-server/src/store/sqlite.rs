@@ -188,7 +188,7 @@ impl Backend for SqliteStore {
         self.replay.record(row).await
     }
 
-    /// Other processes on the same file: their revocations and derives, within a second.
+    /// Other processes on the same file: their revocations, within a second.
     fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {
         Some(changes::watch(self.pool.clone(), sink))
     }
