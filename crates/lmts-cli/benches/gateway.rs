@@ -309,40 +309,56 @@ fn print_table(title: &str, results: &[Measured]) {
     }
 }
 
-async fn gateway_on(
-    label: &'static [&'static str; 2],
-    lmts: &Lmts,
-    dir: &Path,
+/// How many connections each scenario runs on, for how long.
+#[derive(Debug, Clone, Copy)]
+struct Load {
     connections: usize,
     duration: Duration,
-) -> Vec<Measured> {
-    let signing = derive(lmts, dir).await;
+}
+
+impl Load {
+    /// Measures `scenarios` in turn and prints them as one table under `title`.
+    async fn table(self, title: &str, scenarios: Vec<Scenario>) -> Vec<Measured> {
+        let mut results = Vec::new();
+        for scenario in scenarios {
+            results.push(measure(scenario, self.connections, self.duration).await);
+        }
+        print_table(title, &results);
+        results
+    }
+}
+
+/// A POST of a 256-byte order to `/orders`.
+fn order(name: &'static str, address: SocketAddr) -> Scenario {
+    scenario(name, address, "POST", "/orders")
+}
+
+/// A signed request to `/ext-authz{original}`, signed for `original`.
+fn ext_authz(
+    name: &'static str,
+    lmts: &Lmts,
+    method: &'static str,
+    (target, original): (&'static str, &'static str),
+    signing: &Arc<Signing>,
+) -> Scenario {
+    let mut scenario = signed(scenario(name, lmts.address, method, target), signing);
+    scenario.signed_target = Some(original);
+    scenario
+}
+
+/// Signed POSTs and GETs through the gateway of `lmts`, with a token derived there.
+fn posts_and_gets(names: [&'static str; 2], lmts: &Lmts, signing: &Arc<Signing>) -> Vec<Scenario> {
     vec![
-        measure(
-            signed(
-                scenario(label[0], lmts.address, "POST", "/orders"),
-                &signing,
-            ),
-            connections,
-            duration,
-        )
-        .await,
-        measure(
-            signed(
-                scenario(label[1], lmts.address, "GET", "/orders/1?depth=5"),
-                &signing,
-            ),
-            connections,
-            duration,
-        )
-        .await,
+        signed(order(names[0], lmts.address), signing),
+        signed(
+            scenario(names[1], lmts.address, "GET", "/orders/1?depth=5"),
+            signing,
+        ),
     ]
 }
 
-#[tokio::main]
-async fn main() {
-    let duration = Duration::from_secs(env_number("LMTS_BENCH_SECS", 5));
-    let connections = env_number("LMTS_BENCH_CONNECTIONS", 32) as usize;
+/// nginx answering 200 to everything (the trivial upstream), and nginx `proxy_pass` to it.
+fn nginx_pair() -> (Nginx, Nginx) {
     let upstream = Nginx::start(
         "    server {\n        listen {listen};\n        keepalive_requests 1000000;\n        location / {\n            return 200 \"ok\\n\";\n        }\n    }\n",
         "1",
@@ -351,6 +367,54 @@ async fn main() {
         &format!("    upstream api {{\n        server {};\n        keepalive 64;\n    }}\n    server {{\n        listen {{listen}};\n        keepalive_requests 1000000;\n        location / {{\n            proxy_pass http://api;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        }}\n    }}\n", upstream.address()),
         "auto",
     );
+    (upstream, proxy)
+}
+
+/// The replay record's cost: the gateway's POSTs and GETs on SQLite (`lmts`), then on
+/// PostgreSQL.
+async fn replay_costs(load: Load, lmts: Lmts, dir: &Path, upstream: &Nginx) {
+    let signing = derive(&lmts, dir).await;
+    let names = [
+        "signed POST, SQLite (replay record)",
+        "signed GET, SQLite (none)",
+    ];
+    let mut scenarios = Vec::new();
+    for scenario in posts_and_gets(names, &lmts, &signing) {
+        scenarios.push(measure(scenario, load.connections, load.duration).await);
+    }
+    drop(lmts);
+    let url = match std::env::var("LMTS_BENCH_DATABASE_URL") {
+        Ok(url) => url,
+        Err(_) => lmts_testkit::PgServer::shared().database().await,
+    };
+    let pg_dir = tempfile::tempdir().unwrap();
+    let lmts = start_lmts(pg_dir.path(), upstream, Some(&url)).await;
+    let signing = derive(&lmts, pg_dir.path()).await;
+    let names = [
+        "signed POST, PostgreSQL (replay record)",
+        "signed GET, PostgreSQL (none)",
+    ];
+    for scenario in posts_and_gets(names, &lmts, &signing) {
+        scenarios.push(measure(scenario, load.connections, load.duration).await);
+    }
+    print_table("What the replay record costs on each backend", &scenarios);
+}
+
+#[tokio::main]
+async fn main() {
+    let duration = Duration::from_secs(env_number("LMTS_BENCH_SECS", 5));
+    let connections = env_number("LMTS_BENCH_CONNECTIONS", 32) as usize;
+    let (load, one) = (
+        Load {
+            connections,
+            duration,
+        },
+        Load {
+            connections: 1,
+            duration,
+        },
+    );
+    let (upstream, proxy) = nginx_pair();
     let dir = tempfile::tempdir().unwrap();
     let lmts = start_lmts(dir.path(), &upstream, None).await;
     let signing = derive(&lmts, dir.path()).await;
@@ -358,154 +422,40 @@ async fn main() {
         "{connections} connections, {} s a scenario",
         duration.as_secs()
     );
-
-    let mut through = vec![
-        measure(
-            scenario(
-                "nginx proxy_pass, unsigned POST",
-                proxy.address(),
-                "POST",
-                "/orders",
-            ),
-            connections,
-            duration,
-        )
-        .await,
+    let through = vec![
+        order("nginx proxy_pass, unsigned POST", proxy.address()),
+        signed(
+            order("lmts gateway, signed POST (SQLite)", lmts.address),
+            &signing,
+        ),
+        order("upstream direct, unsigned POST", upstream.address()),
     ];
-    through.push(
-        measure(
-            signed(
-                scenario(
-                    "lmts gateway, signed POST (SQLite)",
-                    lmts.address,
-                    "POST",
-                    "/orders",
-                ),
-                &signing,
-            ),
-            connections,
-            duration,
-        )
-        .await,
-    );
-    through.push(
-        measure(
-            scenario(
-                "upstream direct, unsigned POST",
-                upstream.address(),
-                "POST",
-                "/orders",
-            ),
-            connections,
-            duration,
-        )
-        .await,
-    );
-    print_table("Through a proxy to the same upstream", &through);
-
-    let mut ext_authz = signed(
-        scenario(
-            "/ext-authz/orders, signed POST",
-            lmts.address,
-            "POST",
-            "/ext-authz/orders",
-        ),
-        &signing,
-    );
-    ext_authz.signed_target = Some("/orders");
-    let mut ext_authz_get = signed(
-        scenario(
-            "/ext-authz/orders/1, signed GET",
-            lmts.address,
-            "GET",
-            "/ext-authz/orders/1",
-        ),
-        &signing,
-    );
-    ext_authz_get.signed_target = Some("/orders/1");
+    load.table("Through a proxy to the same upstream", through)
+        .await;
     let doors = vec![
-        measure(
-            scenario("/health", lmts.address, "GET", "/health"),
-            connections,
-            duration,
-        )
-        .await,
-        measure(ext_authz, connections, duration).await,
-        measure(ext_authz_get, connections, duration).await,
-    ];
-    print_table("ext-authz next to /health, same process", &doors);
-
-    let latency = vec![
-        measure(
-            scenario(
-                "upstream direct, 1 connection",
-                upstream.address(),
-                "POST",
-                "/orders",
-            ),
-            1,
-            duration,
-        )
-        .await,
-        measure(
-            signed(
-                scenario(
-                    "lmts gateway, 1 connection",
-                    lmts.address,
-                    "POST",
-                    "/orders",
-                ),
-                &signing,
-            ),
-            1,
-            duration,
-        )
-        .await,
-        measure(
-            scenario(
-                "nginx proxy_pass, 1 connection",
-                proxy.address(),
-                "POST",
-                "/orders",
-            ),
-            1,
-            duration,
-        )
-        .await,
-    ];
-    print_table("Added latency, one connection", &latency);
-
-    let mut replay = gateway_on(
-        &[
-            "signed POST, SQLite (replay record)",
-            "signed GET, SQLite (none)",
-        ],
-        &lmts,
-        dir.path(),
-        connections,
-        duration,
-    )
-    .await;
-    drop(lmts);
-    let database_url = std::env::var("LMTS_BENCH_DATABASE_URL").ok();
-    let url = match database_url {
-        Some(url) => url,
-        None => lmts_testkit::PgServer::shared().database().await,
-    };
-    let pg_dir = tempfile::tempdir().unwrap();
-    let lmts = start_lmts(pg_dir.path(), &upstream, Some(&url)).await;
-    replay.extend(
-        gateway_on(
-            &[
-                "signed POST, PostgreSQL (replay record)",
-                "signed GET, PostgreSQL (none)",
-            ],
+        scenario("/health", lmts.address, "GET", "/health"),
+        ext_authz(
+            "/ext-authz/orders, signed POST",
             &lmts,
-            pg_dir.path(),
-            connections,
-            duration,
-        )
-        .await,
-    );
-    print_table("What the replay record costs on each backend", &replay);
+            "POST",
+            ("/ext-authz/orders", "/orders"),
+            &signing,
+        ),
+        ext_authz(
+            "/ext-authz/orders/1, signed GET",
+            &lmts,
+            "GET",
+            ("/ext-authz/orders/1", "/orders/1"),
+            &signing,
+        ),
+    ];
+    load.table("ext-authz next to /health, same process", doors)
+        .await;
+    let latency = vec![
+        order("upstream direct, 1 connection", upstream.address()),
+        signed(order("lmts gateway, 1 connection", lmts.address), &signing),
+        order("nginx proxy_pass, 1 connection", proxy.address()),
+    ];
+    one.table("Added latency, one connection", latency).await;
+    replay_costs(load, lmts, dir.path(), &upstream).await;
 }

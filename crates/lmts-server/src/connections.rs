@@ -211,14 +211,16 @@ impl Connection {
             hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let in_flight = activity.begin();
+                let progress = activity.clone();
                 let response = router.clone().oneshot(request);
                 async move {
-                    // The request stays in flight until its answer's last byte: a streamed
-                    // answer (the gateway's) is not idleness.
                     let response = response.await?;
+                    drop(in_flight);
+                    // Each frame of the answer is progress: a streamed answer (the gateway's)
+                    // is not idleness, a stalled one is.
                     Ok::<_, std::convert::Infallible>(response.map(|body| {
                         Body::new(body.map_frame(move |frame| {
-                            let _held = &in_flight;
+                            progress.touch();
                             frame
                         }))
                     }))
@@ -270,11 +272,11 @@ impl Connection {
     }
 }
 
-/// Requests in flight on one connection, and when the last one ended.
+/// Requests in flight on one connection, and when it last made progress.
 struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
-    /// Milliseconds after `started` when the connection last had no request in flight.
+    /// Milliseconds after `started` when a request last ended or an answer last sent a frame.
     idle_since_ms: AtomicU64,
 }
 
@@ -293,7 +295,13 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// How long the connection has had no request in flight (zero while one is).
+    /// Notes progress now: a request ended, or an answer's frame went out.
+    fn touch(&self) {
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.idle_since_ms.store(now_ms, Ordering::Release);
+    }
+
+    /// How long the connection has made no progress (zero while a request is being handled).
     fn idle_for(&self) -> Duration {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Duration::ZERO;
@@ -303,14 +311,12 @@ impl Activity {
     }
 }
 
-/// A request in flight.
+/// A request being handled (until its answer's head is ready).
 struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let activity = &self.0;
-        let now_ms = u64::try_from(activity.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        activity.idle_since_ms.store(now_ms, Ordering::Release);
-        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
