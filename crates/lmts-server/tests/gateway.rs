@@ -43,6 +43,11 @@ scopes = []
 method = "GET"
 path = "/drip"
 public = true
+
+[[route]]
+method = "GET"
+path = "/ws"
+scopes = ["trading"]
 "#;
 
 fn policy(text: &str) -> RoutePolicy {
@@ -626,4 +631,56 @@ async fn requests_at_the_upstream_are_bounded() {
     assert!(message.contains("retry shortly"), "{message}");
     assert!(slow.await.unwrap().ends_with("drip 4\n"));
     assert_eq!(server.get("/markets/btc").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_signed_protocol_switch_becomes_a_tunnel_to_the_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
+    let handshake = |headers: &[(&str, String)]| {
+        let mut request = "GET /ws/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n".to_owned();
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request + "\r\n"
+    };
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let open = |request: String| {
+        let address = address.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut head = vec![0u8; 1024];
+            let read = stream.read(&mut head).await.unwrap();
+            (
+                stream,
+                String::from_utf8_lossy(&head[..read]).to_lowercase(),
+            )
+        }
+    };
+    let (_, unsigned) = open(handshake(&[])).await;
+    assert!(
+        unsigned.starts_with("http/1.1 401"),
+        "the handshake is checked: {unsigned}"
+    );
+
+    let signed = sign(&creds, now(), "GET", "/ws/?EIO=4&transport=websocket", "");
+    let (mut stream, head) = open(handshake(&signed)).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    stream.write_all(b"ping through the gateway").await.unwrap();
+    let mut echoed = vec![0u8; 24];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping through the gateway");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("x-lmts-token-id"),
+        Some(creds.token_id.as_str())
+    );
 }

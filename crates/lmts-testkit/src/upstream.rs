@@ -3,7 +3,8 @@
 //! of its own, a hop-by-hop header the gateway must drop, and the request's body echoed (with
 //! its `Content-Type`).
 //! Targets under `/slow` answer only after five seconds, to trip a gateway's timeout; under
-//! `/drip`, the answer is five chunks (`drip 0` to `drip 4`) sent 600 ms apart.
+//! `/drip`, the answer is five chunks (`drip 0` to `drip 4`) sent 600 ms apart; under `/ws`, a
+//! request with `Upgrade: echo` is answered 101 and every byte sent after it comes back.
 
 use std::{
     net::SocketAddr,
@@ -98,7 +99,13 @@ impl Drop for RecordingUpstream {
     }
 }
 
-async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> Response {
+async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, mut request: Request) -> Response {
+    let echo = request.uri().path().starts_with("/ws")
+        && request
+            .headers()
+            .get(http::header::UPGRADE)
+            .is_some_and(|value| value == "echo");
+    let upgrade = echo.then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
     let target = parts
@@ -118,6 +125,9 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
         });
     if slow {
         tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    if let Some(upgrade) = upgrade {
+        return switch_to_echo(upgrade);
     }
     let mut response = if drip {
         Response::new(Body::from_stream(dripping()))
@@ -148,4 +158,26 @@ fn dripping() -> impl futures_util::Stream<Item = Result<String, std::io::Error>
         }
         Some((Ok(format!("drip {n}\n")), n + 1))
     })
+}
+
+/// Answers 101 and, once the connection has switched, echoes every byte back.
+fn switch_to_echo(upgrade: hyper::upgrade::OnUpgrade) -> Response {
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut reader, &mut writer).await;
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("echo"),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    response
 }

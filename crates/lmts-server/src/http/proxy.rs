@@ -7,7 +7,8 @@
 use std::{sync::Arc, time::Duration};
 
 use http_body_util::BodyExt;
-use tokio::sync::Semaphore;
+use hyper::{body::Incoming, upgrade::OnUpgrade};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use axum::{
     body::Body,
@@ -18,11 +19,11 @@ use http::{
     header::{self, HeaderName},
     request::Parts,
     uri::{Authority, PathAndQuery, Scheme},
-    HeaderMap, HeaderValue, Uri, Version,
+    HeaderMap, HeaderValue, StatusCode, Uri, Version,
 };
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
+    rt::{TokioExecutor, TokioIo},
 };
 
 use super::{
@@ -132,8 +133,14 @@ impl Upstream {
     }
 
     /// Sends `request` and answers the upstream's response head, its body still streaming (and
-    /// holding its place among the requests in flight until its last byte).
-    async fn send(&self, request: Request) -> Result<Response, ApiError> {
+    /// holding its place among the requests in flight until its last byte). A request that
+    /// asked to switch protocols (`client_upgrade`), answered 101, becomes a tunnel between
+    /// the client and the upstream, holding its place until either side closes.
+    async fn send(
+        &self,
+        request: Request,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Result<Response, ApiError> {
         let Ok(place) = Arc::clone(&self.in_flight).try_acquire_owned() else {
             tracing::debug!(upstream = %self.authority, "upstream requests in flight at their limit");
             return Err(ServiceError::Unavailable(
@@ -154,6 +161,10 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
+        if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) = (response.status(), client_upgrade)
+        {
+            return Ok(tunnel(response, client, place));
+        }
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         parts.version = Version::default();
@@ -163,6 +174,53 @@ impl Upstream {
         });
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+}
+
+/// Answers the upstream's 101 to the client and, once both sides have switched, copies bytes
+/// between them until either closes.
+fn tunnel(
+    mut upstream: hyper::Response<Incoming>,
+    client: OnUpgrade,
+    place: OwnedSemaphorePermit,
+) -> Response {
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream);
+    tokio::spawn(async move {
+        let _place = place;
+        match tokio::join!(client, upstream_upgrade) {
+            (Ok(client), Ok(upstream)) => {
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+            (client, upstream) => tracing::debug!(
+                client_ok = client.is_ok(),
+                upstream_ok = upstream.is_ok(),
+                "a protocol switch did not complete"
+            ),
+        }
+    });
+    let (mut parts, _) = upstream.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    remove_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = protocol {
+        parts.headers.insert(header::UPGRADE, protocol);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    parts.version = Version::default();
+    Response::from_parts(parts, Body::empty())
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` with `Upgrade`).
+fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 /// The state of the proxy: the gateway's, and where to.
@@ -183,7 +241,11 @@ pub async fn proxy(State(state): State<ProxyState>, request: Request) -> Respons
 }
 
 async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let upgrade = requested_upgrade(&parts.headers);
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
     let target = raw_target(&parts.uri);
     let head = head_of(&state.gateway.service, &parts, &parts.method, target);
     let (grant, body) = pass(&state.gateway, head, body).await?;
@@ -202,13 +264,18 @@ async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiEr
     *outgoing.uri_mut() = uri;
     *outgoing.version_mut() = Version::HTTP_11;
     *outgoing.headers_mut() = upstream_headers(state, &parts, &grant, read_length);
+    if let Some(protocol) = upgrade {
+        let headers = outgoing.headers_mut();
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     // A read body's allowance is held until the upstream has answered.
     let (body, _allowance) = match body {
         PassedBody::Stream(body) => (body, None),
         PassedBody::Read(read) => (Body::from(read.bytes.clone()), Some(read)),
     };
     *outgoing.body_mut() = body;
-    state.upstream.send(outgoing).await
+    state.upstream.send(outgoing, client_upgrade).await
 }
 
 /// Headers that describe the client or the original request: believed only from a trusted
