@@ -97,7 +97,7 @@ pub struct NodeArgs {
     /// Requests a caller may send at once before the per-minute rate applies.
     #[arg(long, env = "LMTS_RATE_LIMIT_BURST", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
-    /// Authentication failures (401s) per minute allowed per client address before it gets 429 (0: no limit). Behind a proxy on the same host every client shares its address: set 0 there.
+    /// Authentication failures (401s) per minute allowed per client address before it gets 429 (0: no limit). Behind a load balancer, name it in --trusted-proxies so that the client is charged, not the balancer.
     #[arg(long, env = "LMTS_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
     pub auth_failures_per_minute: u32,
     /// Authentication failures a client address may make at once before the per-minute rate applies.
