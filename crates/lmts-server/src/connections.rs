@@ -16,7 +16,6 @@ use std::{
 
 use axum::{body::Body, extract::ConnectInfo, Router};
 use http::Request;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -219,10 +218,10 @@ impl Connection {
                     // Each frame of the answer is progress: a streamed answer (the gateway's)
                     // is not idleness, a stalled one is.
                     Ok::<_, std::convert::Infallible>(response.map(|body| {
-                        Body::new(body.map_frame(move |frame| {
-                            progress.touch();
-                            frame
-                        }))
+                        Body::new(Progressing {
+                            body,
+                            activity: progress,
+                        })
                     }))
                 }
             })
@@ -308,6 +307,37 @@ impl Activity {
         }
         let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
         self.started.elapsed().saturating_sub(since)
+    }
+}
+
+/// An answer's body that notes each frame as progress, and keeps its size hint (so that an
+/// answer of known length still carries `Content-Length`).
+struct Progressing {
+    body: Body,
+    activity: Arc<Activity>,
+}
+
+impl hyper::body::Body for Progressing {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -4,7 +4,7 @@
 //! its `Content-Type`).
 //! Targets under `/slow` answer only after five seconds, to trip a gateway's timeout; under
 //! `/drip`, the answer is five chunks (`drip 0` to `drip 4`) sent 600 ms apart; under `/ws`, a
-//! request with `Upgrade: echo` is answered 101 and every byte sent after it comes back.
+//! request with `Upgrade: websocket` is answered 101 and every byte sent after it comes back.
 
 use std::{
     net::SocketAddr,
@@ -104,7 +104,7 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, mut request: Request)
         && request
             .headers()
             .get(http::header::UPGRADE)
-            .is_some_and(|value| value == "echo");
+            .is_some_and(|value| value == "websocket");
     let upgrade = echo.then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
@@ -173,7 +173,7 @@ fn switch_to_echo(upgrade: hyper::upgrade::OnUpgrade) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         http::header::UPGRADE,
-        http::HeaderValue::from_static("echo"),
+        http::HeaderValue::from_static("websocket"),
     );
     headers.insert(
         http::header::CONNECTION,

@@ -165,6 +165,12 @@ pub struct UpstreamArgs {
     /// Most requests at the upstream at once, each holding a connection until its answer's last byte; past it, 503.
     #[arg(long, env = "LMTS_UPSTREAM_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub upstream_max_in_flight: u64,
+    /// Most WebSocket tunnels open at once; past it, 503.
+    #[arg(long, env = "LMTS_UPSTREAM_MAX_TUNNELS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub upstream_max_tunnels: u64,
+    /// Seconds a WebSocket tunnel may stay open (one opened before a revoke lives until then).
+    #[arg(long, env = "LMTS_TUNNEL_LIFETIME_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub tunnel_lifetime_secs: u64,
 }
 
 /// Options of `lmts serve`.

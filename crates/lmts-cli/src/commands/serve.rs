@@ -125,6 +125,8 @@ pub(super) fn upstream_settings(args: &UpstreamArgs) -> UpstreamSettings {
         timeout: Duration::from_secs(args.upstream_timeout_secs),
         connect_timeout: Duration::from_secs(args.upstream_connect_timeout_secs),
         max_in_flight: usize::try_from(args.upstream_max_in_flight).unwrap_or(usize::MAX),
+        max_tunnels: usize::try_from(args.upstream_max_tunnels).unwrap_or(usize::MAX),
+        tunnel_lifetime: Duration::from_secs(args.tunnel_lifetime_secs),
         ..UpstreamSettings::default()
     }
 }

@@ -48,6 +48,10 @@ pub struct UpstreamSettings {
     /// The most requests at the upstream at once (each holds a connection until its answer's
     /// last byte); past it, 503. Counts against `ulimit -n` beside the client connections.
     pub max_in_flight: usize,
+    /// The most WebSocket tunnels open at once; past it, 503.
+    pub max_tunnels: usize,
+    /// The longest a WebSocket tunnel stays open (a revoke does not close one already open).
+    pub tunnel_lifetime: Duration,
 }
 
 impl Default for UpstreamSettings {
@@ -58,6 +62,8 @@ impl Default for UpstreamSettings {
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle: 256,
             max_in_flight: 1024,
+            max_tunnels: 256,
+            tunnel_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -86,6 +92,7 @@ pub struct Upstream {
     client: Client<HttpConnector, Body>,
     settings: UpstreamSettings,
     in_flight: Arc<Semaphore>,
+    tunnels: Arc<Semaphore>,
 }
 
 impl Upstream {
@@ -123,6 +130,7 @@ impl Upstream {
             authority: authority.clone(),
             client,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            tunnels: Arc::new(Semaphore::new(settings.max_tunnels)),
             settings,
         })
     }
@@ -141,7 +149,11 @@ impl Upstream {
         request: Request,
         client_upgrade: Option<OnUpgrade>,
     ) -> Result<Response, ApiError> {
-        let Ok(place) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+        let places = match client_upgrade {
+            Some(_) => &self.tunnels,
+            None => &self.in_flight,
+        };
+        let Ok(place) = Arc::clone(places).try_acquire_owned() else {
             tracing::debug!(upstream = %self.authority, "upstream requests in flight at their limit");
             return Err(ServiceError::Unavailable(
                 "the gateway has as many requests at the service behind it as it allows; retry shortly".into(),
@@ -161,9 +173,23 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
-        if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) = (response.status(), client_upgrade)
-        {
-            return Ok(tunnel(response, client, place));
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let switched = response
+                .headers()
+                .get(header::UPGRADE)
+                .is_some_and(|protocol| protocol.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            return match client_upgrade {
+                Some(client) if switched => Ok(tunnel(
+                    response,
+                    client,
+                    place,
+                    self.settings.tunnel_lifetime,
+                )),
+                _ => {
+                    tracing::warn!(upstream = %self.authority, "upstream switched protocols unasked");
+                    Err(ApiError::UpstreamUnreachable)
+                }
+            };
         }
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
@@ -182,6 +208,7 @@ fn tunnel(
     mut upstream: hyper::Response<Incoming>,
     client: OnUpgrade,
     place: OwnedSemaphorePermit,
+    lifetime: Duration,
 ) -> Response {
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
     tokio::spawn(async move {
@@ -189,7 +216,8 @@ fn tunnel(
         match tokio::join!(client, upstream_upgrade) {
             (Ok(client), Ok(upstream)) => {
                 let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+                let _ = tokio::time::timeout(lifetime, copied).await;
             }
             (client, upstream) => tracing::debug!(
                 client_ok = client.is_ok(),
@@ -211,7 +239,8 @@ fn tunnel(
     Response::from_parts(parts, Body::empty())
 }
 
-/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` with `Upgrade`).
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` with `Upgrade`),
+/// when it is WebSocket: no other switch is forwarded.
 fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
         .get_all(header::CONNECTION)
@@ -219,8 +248,8 @@ fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+    let protocol = headers.get(header::UPGRADE)?;
+    (asks && protocol.as_bytes().eq_ignore_ascii_case(b"websocket")).then(|| protocol.clone())
 }
 
 /// The state of the proxy: the gateway's, and where to.
@@ -246,6 +275,7 @@ async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiEr
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    let upgrade = upgrade.filter(|_| client_upgrade.is_some());
     let target = raw_target(&parts.uri);
     let head = head_of(&state.gateway.service, &parts, &parts.method, target);
     let (grant, body) = pass(&state.gateway, head, body).await?;
@@ -278,6 +308,15 @@ async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiEr
     state.upstream.send(outgoing, client_upgrade).await
 }
 
+/// Headers some servers read as another method or path than the request's: never forwarded,
+/// since the policy decided on the request's own.
+const OVERRIDE_HEADERS: [&str; 4] = [
+    "x-http-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-prefix",
+];
+
 /// Headers that describe the client or the original request: believed only from a trusted
 /// proxy, and set by lmts otherwise.
 const FORWARDING_HEADERS: [&str; 6] = [
@@ -303,6 +342,9 @@ fn upstream_headers(
     let mut headers = received.clone();
     remove_hop_by_hop(&mut headers);
     headers.remove(header::EXPECT);
+    for name in OVERRIDE_HEADERS {
+        headers.remove(name);
+    }
     grant.apply_to(&mut headers);
     if matches!(grant, Grant::Public) {
         for name in [HEADER_API_KEY, HEADER_TIMESTAMP, HEADER_SIGNATURE] {

@@ -159,6 +159,7 @@ fn check_canonical(method: &str, target: &str) -> Result<(), ServiceError> {
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let ambiguous = path.contains(['\\', ';'])
+        || path.contains("//")
         || (!rest.is_empty()
             && rest
                 .split('/')
@@ -172,7 +173,9 @@ fn check_canonical(method: &str, target: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Whether `path` percent-encodes a character that needs no encoding, or a separator.
+/// Whether `path` percent-encodes a character that needs no encoding, a separator (`/`, `\`,
+/// `;`), a `%` (double encoding) or a control character: what some servers decode before they
+/// route.
 fn encodes_an_ordinary_character(path: &str) -> bool {
     let bytes = path.as_bytes();
     bytes.iter().enumerate().any(|(at, byte)| {
@@ -182,7 +185,9 @@ fn encodes_an_ordinary_character(path: &str) -> bool {
                 .and_then(|hex| std::str::from_utf8(hex).ok())
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
                 .is_some_and(|decoded| {
-                    decoded.is_ascii_alphanumeric() || b"-._~/\\".contains(&decoded)
+                    decoded.is_ascii_alphanumeric()
+                        || decoded.is_ascii_control()
+                        || b"-._~/\\;%".contains(&decoded)
                 })
     })
 }

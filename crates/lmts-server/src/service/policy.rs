@@ -190,16 +190,20 @@ impl Route {
     }
 
     /// Whether the rule covers `method` on `path`. A `GET` rule covers `HEAD` too (servers
-    /// answer it with the GET handler), and `/a/b/` is `/a/b` (most routers treat them alike).
+    /// answer it with the GET handler), and a rule covers `/a/b/` when it covers `/a/b` (most
+    /// routers treat them alike) as well as when it covers `/a/b/` itself (`/a/**`).
     fn matches(&self, method: &str, path: &str) -> bool {
         let covers = |wanted: &str| wanted == method || wanted == "GET" && method == "HEAD";
         if self.method.as_deref().is_some_and(|wanted| !covers(wanted)) {
             return false;
         }
-        let path = match path.strip_suffix('/') {
-            Some(trimmed) if !trimmed.is_empty() => trimmed,
-            _ => path,
-        };
+        self.matches_path(path)
+            || path
+                .strip_suffix('/')
+                .is_some_and(|trimmed| !trimmed.is_empty() && self.matches_path(trimmed))
+    }
+
+    fn matches_path(&self, path: &str) -> bool {
         let Some(rest) = path.strip_prefix('/') else {
             return false;
         };
@@ -231,6 +235,9 @@ fn parse_pattern(path: &str) -> Result<Vec<Segment>, String> {
         return Err("path must not hold a query: rules match the path only".into());
     }
     let parts: Vec<&str> = rest.split('/').collect();
+    if path != "/" && parts.iter().any(|part| part.is_empty()) {
+        return Err("path must not end in / or hold an empty segment: one trailing slash in a request is ignored, so /orders covers /orders/".into());
+    }
     parts
         .iter()
         .enumerate()
@@ -362,6 +369,30 @@ public = true
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn a_trailing_slash_is_the_route_without_it_and_rest_patterns_still_cover_it() {
+        let policy = RoutePolicy::parse(
+            "default = \"deny\"\n[[route]]\nmethod = \"*\"\npath = \"/admin/**\"\nscopes = [\"withdrawal\"]\n[[route]]\nmethod = \"GET\"\npath = \"/orders\"\nscopes = []\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            policy.decide("GET", "/admin/"),
+            Decision::Requires { line: Some(2), .. }
+        ));
+        assert!(matches!(
+            policy.decide("GET", "/orders/"),
+            Decision::Requires { line: Some(6), .. }
+        ));
+        assert!(matches!(
+            policy.decide("HEAD", "/orders"),
+            Decision::Requires { line: Some(6), .. }
+        ));
+        let trailing = RoutePolicy::parse(
+            "default = \"deny\"\n[[route]]\nmethod = \"GET\"\npath = \"/admin/\"\nscopes = []\n",
+        );
+        assert!(trailing.is_err_and(|error| error.reason.contains("trailing slash")));
     }
 
     #[test]

@@ -271,7 +271,7 @@ impl Backend for PostgresStore {
     }
 
     async fn prune_signatures(&self, now: i64) -> Result<u64, StoreError> {
-        let write = sqlx::query("DELETE FROM replay_record WHERE expires_at < $1").bind(now);
+        let write = sqlx::query("DELETE FROM used_signatures WHERE expires_at < $1").bind(now);
         self.execute(write).await
     }
 
@@ -408,7 +408,7 @@ impl ReplayWriter for PostgresReplay {
         let signatures: Vec<&[u8]> = rows.iter().map(|row| &row.signature[..]).collect();
         let expiries: Vec<i64> = rows.iter().map(|row| row.expires_at).collect();
         let inserted: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "INSERT INTO replay_record (token_id, signature, expires_at)
+            "INSERT INTO used_signatures (token_id, signature, expires_at)
              SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[])
              ON CONFLICT DO NOTHING RETURNING token_id, signature",
         )

@@ -40,7 +40,7 @@ pub const REPLAY_FILE: &str = "replay.db";
 /// follows from the timestamp it signs, so a copy has the same key, and fresh signatures land
 /// together at the key range's end instead of on a random page each (which made every batch
 /// write tens of pages to the WAL); pruning reads the key's front.
-const REPLAY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS replay_record (
+const REPLAY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS used_signatures (
     expires_at INTEGER NOT NULL,
     token_id   TEXT    NOT NULL,
     signature  TEXT    NOT NULL,
@@ -196,7 +196,7 @@ impl Backend for SqliteStore {
     }
 
     async fn prune_signatures(&self, now: i64) -> Result<u64, StoreError> {
-        let pruned = sqlx::query("DELETE FROM replay_record WHERE expires_at < ?1")
+        let pruned = sqlx::query("DELETE FROM used_signatures WHERE expires_at < ?1")
             .bind(now)
             .execute(&self.replay_pool)
             .await?;
@@ -272,7 +272,7 @@ impl ReplayWriter for SqliteReplay {
             serde_json::to_string(&batch).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
         // `WHERE true` tells SQLite's parser that `ON CONFLICT` is the upsert clause.
         let inserted: Vec<(String, String)> = sqlx::query_as(
-            "INSERT INTO replay_record (token_id, signature, expires_at)
+            "INSERT INTO used_signatures (token_id, signature, expires_at)
              SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true
              ON CONFLICT DO NOTHING RETURNING token_id, signature",
         )
