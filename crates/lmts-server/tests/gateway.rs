@@ -643,7 +643,7 @@ async fn requests_at_the_upstream_are_bounded() {
 }
 
 #[tokio::test]
-async fn a_signed_protocol_switch_becomes_a_tunnel_to_the_upstream() {
+async fn a_signed_protocol_switch_becomes_a_tunnel_that_a_revoke_closes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let upstream = RecordingUpstream::start().await.unwrap();
@@ -686,6 +686,14 @@ async fn a_signed_protocol_switch_becomes_a_tunnel_to_the_upstream() {
         .unwrap()
         .unwrap();
     assert_eq!(&echoed, b"ping through the gateway");
+
+    // A revoke closes the tunnel, as it refuses the token's next request.
+    assert_eq!(server.revoke(&creds, &creds.token_id).await.status(), StatusCode::OK);
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel of a revoked token is closed")
+        .unwrap();
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(

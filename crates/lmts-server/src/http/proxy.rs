@@ -31,7 +31,7 @@ use super::{
     gateway::{pass, GatewayState, PassedBody},
     hmac::{head_of, peer_address, raw_target},
 };
-use crate::service::{canonical_address, Grant, ServiceError};
+use crate::service::{canonical_address, Grant, ServiceError, TunnelGuard};
 use lmts_core::signing::{HEADER_API_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 
 /// How the proxy treats its upstream.
@@ -144,12 +144,8 @@ impl Upstream {
     /// holding its place among the requests in flight until its last byte). A request that
     /// asked to switch protocols (`client_upgrade`), answered 101, becomes a tunnel between
     /// the client and the upstream, holding its place until either side closes.
-    async fn send(
-        &self,
-        request: Request,
-        client_upgrade: Option<OnUpgrade>,
-    ) -> Result<Response, ApiError> {
-        let places = match client_upgrade {
+    async fn send(&self, request: Request, switch: Option<Switch>) -> Result<Response, ApiError> {
+        let places = match switch {
             Some(_) => &self.tunnels,
             None => &self.in_flight,
         };
@@ -178,10 +174,10 @@ impl Upstream {
                 .headers()
                 .get(header::UPGRADE)
                 .is_some_and(|protocol| protocol.as_bytes().eq_ignore_ascii_case(b"websocket"));
-            return match client_upgrade {
-                Some(client) if switched => Ok(tunnel(
+            return match switch {
+                Some(switch) if switched => Ok(tunnel(
                     response,
-                    client,
+                    switch,
                     place,
                     self.settings.tunnel_lifetime,
                 )),
@@ -206,18 +202,28 @@ impl Upstream {
 /// between them until either closes.
 fn tunnel(
     mut upstream: hyper::Response<Incoming>,
-    client: OnUpgrade,
+    switch: Switch,
     place: OwnedSemaphorePermit,
     lifetime: Duration,
 ) -> Response {
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
+    let Switch { client, revoked } = switch;
     tokio::spawn(async move {
         let _place = place;
         match tokio::join!(client, upstream_upgrade) {
             (Ok(client), Ok(upstream)) => {
                 let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
                 let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-                let _ = tokio::time::timeout(lifetime, copied).await;
+                let revoked = async move {
+                    match revoked {
+                        Some(mut guard) => guard.closed().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::timeout(lifetime, copied) => {}
+                    () = revoked => tracing::debug!("a tunnel closed: its token was revoked"),
+                }
             }
             (client, upstream) => tracing::debug!(
                 client_ok = client.is_ok(),
@@ -237,6 +243,13 @@ fn tunnel(
     }
     parts.version = Version::default();
     Response::from_parts(parts, Body::empty())
+}
+
+/// A request's switch to WebSocket: the client's side of it, and the hold on the token that
+/// signed the handshake (none on a public route), whose revocation closes the tunnel.
+struct Switch {
+    client: OnUpgrade,
+    revoked: Option<TunnelGuard>,
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` with `Upgrade`),
@@ -305,7 +318,14 @@ async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiEr
         PassedBody::Read(read) => (Body::from(read.bytes.clone()), Some(read)),
     };
     *outgoing.body_mut() = body;
-    state.upstream.send(outgoing, client_upgrade).await
+    let switch = client_upgrade.map(|client| Switch {
+        client,
+        revoked: match &grant {
+            Grant::Token(token) => Some(state.gateway.service.open_tunnel(token)),
+            Grant::Public => None,
+        },
+    });
+    state.upstream.send(outgoing, switch).await
 }
 
 /// Headers some servers read as another method or path than the request's: never forwarded,

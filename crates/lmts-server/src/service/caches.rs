@@ -11,7 +11,9 @@ use std::{sync::Arc, time::Duration};
 use lmts_core::{Scope, Signer, TokenId};
 use tokio::task::JoinHandle;
 
-use super::{listing::TokenListing, ttl_cache::TtlCache, ServiceError, ServiceSettings};
+use super::{
+    listing::TokenListing, ttl_cache::TtlCache, tunnels::OpenTunnels, ServiceError, ServiceSettings,
+};
 use crate::{
     crypto::Keyring,
     store::{Invalidation, PartnerProfile, PartnerSettings, Store},
@@ -45,6 +47,8 @@ pub(super) struct Caches {
     lists: TtlCache<i64, Arc<TokenListing>>,
     /// Partner settings by account as profiles carry it (EIP-55), for [`SETTINGS_TTL`].
     settings: TtlCache<String, Arc<PartnerSettings>>,
+    /// The gateway's WebSocket tunnels, by the token that opened them.
+    pub(super) tunnels: OpenTunnels,
 }
 
 impl Caches {
@@ -55,6 +59,7 @@ impl Caches {
             tokens: TtlCache::new(settings.token_cache_ttl, capacity),
             lists: TtlCache::new(settings.token_cache_ttl, capacity),
             settings: TtlCache::new(SETTINGS_TTL, capacity),
+            tunnels: OpenTunnels::default(),
         }
     }
 
@@ -149,11 +154,15 @@ impl Caches {
     /// Forgets what `invalidation` names.
     pub(super) fn forget(&self, invalidation: Invalidation) {
         match invalidation {
-            Invalidation::Token(token_id) => self.tokens.invalidate(&token_id),
+            Invalidation::Token(token_id) => {
+                self.tokens.invalidate(&token_id);
+                self.tunnels.close(&token_id);
+            }
             Invalidation::Profile(profile_id) => self.lists.invalidate(&profile_id),
             Invalidation::All => {
                 self.tokens.clear();
                 self.lists.clear();
+                self.tunnels.close_all();
             }
         }
     }

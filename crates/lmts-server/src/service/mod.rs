@@ -18,6 +18,7 @@ mod rate_limit;
 mod scheme;
 mod settings;
 mod ttl_cache;
+mod tunnels;
 mod usage;
 mod verifier;
 
@@ -41,6 +42,7 @@ pub use rate_limit::RateLimit;
 use rate_limit::RateLimiter;
 pub use settings::ServiceSettings;
 pub use ttl_cache::TtlCache;
+pub use tunnels::TunnelGuard;
 pub use verifier::{Admitted, SignedHead, VerifiedToken, Verifier};
 
 use crate::{
@@ -164,6 +166,12 @@ impl TokenService {
     /// The service's time.
     pub fn now(&self) -> DateTime<Utc> {
         self.core().clock.now()
+    }
+
+    /// Registers a WebSocket tunnel opened by `token`: the guard's `closed()` completes when the
+    /// token is revoked, here or on another instance.
+    pub fn open_tunnel(&self, token: &VerifiedToken) -> TunnelGuard {
+        self.core().caches.tunnels.open(&token.token_id)
     }
 
     /// The client of a request from `peer` with `headers`: the peer, or the address a trusted
@@ -342,6 +350,7 @@ impl TokenService {
         core.identity_rates.forget_idle();
         core.token_rates.forget_idle();
         core.failures.forget_idle();
+        core.caches.tunnels.forget_ended();
         if let Err(error) = core.store.prune_signatures(core.clock.now()).await {
             tracing::warn!(error = %error_chain(&error), "could not prune replay records");
         }

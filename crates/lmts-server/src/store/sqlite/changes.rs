@@ -2,10 +2,10 @@
 //! directory see a revoke within a second). SQLite has no notifications, so a task looks, four
 //! times a second, for tokens revoked since the latest revocation it saw, and delivers each
 //! once as invalidations of the token and of its partner's listing. Each look reaches
-//! [`LOOKBACK_MS`] further back than that revocation: a revoke takes its time before it waits
-//! for the writer, so one timed before another may commit after it; the writer gives up on a
-//! write long before the lookback has passed. (Derives elsewhere reach this process's listings
-//! when their cache entries expire.)
+//! [`LOOKBACK_MS`] further back than that revocation, or than now if that is earlier: a revoke
+//! takes its time before it waits for the writer, so one timed before another may commit after
+//! it, and a clock may step. (Derives elsewhere reach this process's listings when their cache
+//! entries expire.)
 
 use std::{collections::HashMap, time::Duration};
 
@@ -46,7 +46,11 @@ pub(super) fn watch(pool: SqlitePool, sink: InvalidationSink) -> JoinHandle<()> 
                     Err(_) => continue,
                 },
             };
-            match revoked_since(&pool, seen.latest - LOOKBACK_MS).await {
+            // Behind the latest revocation seen, or behind now if that is earlier: a revocation
+            // stamped by a clock stepped forward must not hide the ones that follow.
+            let now_ms = crate::clock::Clock::system().now().timestamp_millis();
+            let since = seen.latest.min(now_ms) - LOOKBACK_MS;
+            match revoked_since(&pool, since).await {
                 Ok(revoked) => {
                     if std::mem::take(&mut failing) {
                         // Revocations may have been missed while the file could not be read.

@@ -1,0 +1,76 @@
+//! WebSocket tunnels open through the gateway, by the token that opened them: revoking the
+//! token closes them, as it refuses the token's next request (SPEC B13). A tunnel is
+//! authenticated once, at its handshake; without this it would outlive the revoke.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+};
+
+use lmts_core::TokenId;
+use tokio::sync::watch;
+
+/// The tokens with tunnels open, each with the signal that closes them.
+#[derive(Debug, Default)]
+pub(super) struct OpenTunnels {
+    by_token: Mutex<HashMap<TokenId, watch::Sender<bool>>>,
+}
+
+/// A tunnel's hold on the token that opened it.
+#[derive(Debug)]
+pub struct TunnelGuard {
+    closed: watch::Receiver<bool>,
+}
+
+impl TunnelGuard {
+    /// Completes once the token is revoked (or the service can no longer tell it is not).
+    pub async fn closed(&mut self) {
+        let _ = self.closed.wait_for(|closed| *closed).await;
+    }
+}
+
+impl OpenTunnels {
+    /// Registers a tunnel opened by `token`.
+    pub(super) fn open(&self, token: &TokenId) -> TunnelGuard {
+        let mut by_token = self.by_token.lock().unwrap_or_else(PoisonError::into_inner);
+        let signal = by_token
+            .entry(token.clone())
+            .or_insert_with(|| watch::channel(false).0);
+        TunnelGuard {
+            closed: signal.subscribe(),
+        }
+    }
+
+    /// Closes every tunnel `token` opened.
+    pub(super) fn close(&self, token: &TokenId) {
+        let removed = self
+            .by_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(token);
+        if let Some(signal) = removed {
+            let _ = signal.send(true);
+        }
+    }
+
+    /// Closes every tunnel (an invalidation of everything: a listener was lost).
+    pub(super) fn close_all(&self) {
+        let all: Vec<_> = self
+            .by_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        for (_, signal) in all {
+            let _ = signal.send(true);
+        }
+    }
+
+    /// Forgets the tokens whose tunnels have all ended.
+    pub(super) fn forget_ended(&self) {
+        self.by_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, signal| signal.receiver_count() > 0);
+    }
+}
