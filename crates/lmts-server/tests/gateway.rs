@@ -688,7 +688,10 @@ async fn a_signed_protocol_switch_becomes_a_tunnel_that_a_revoke_closes() {
     assert_eq!(&echoed, b"ping through the gateway");
 
     // A revoke closes the tunnel, as it refuses the token's next request.
-    assert_eq!(server.revoke(&creds, &creds.token_id).await.status(), StatusCode::OK);
+    assert_eq!(
+        server.revoke(&creds, &creds.token_id).await.status(),
+        StatusCode::OK
+    );
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
         .await
