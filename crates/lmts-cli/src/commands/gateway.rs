@@ -2,13 +2,16 @@
 
 use lmts_server::server::{shutdown_signal, GatewayConfig, Server, ServerConfig};
 
-use super::serve::{init_logging, node_config, read_policy, upstream_settings};
+use super::{
+    policy,
+    serve::{init_logging, node_config, upstream_settings},
+};
 use crate::{cli::GatewayArgs, exit::CommandError};
 
 /// Runs the gateway until SIGTERM or Ctrl-C.
 pub async fn run(args: GatewayArgs) -> Result<(), CommandError> {
     init_logging(args.node.log_format);
-    let policy = read_policy(&args.policy)?;
+    let policy = policy::load(&args.policy)?;
     let config = ServerConfig {
         token_endpoints: false,
         gateway: GatewayConfig {

@@ -34,7 +34,9 @@ pub fn run(command: PolicyCommand, output: &Output) -> Result<(), CommandError> 
     }
 }
 
-fn load(file: &Path) -> Result<RoutePolicy, CommandError> {
+/// The route policy in `file`; one that cannot be read or does not parse is a configuration
+/// error naming the file, and the line and reason.
+pub(super) fn load(file: &Path) -> Result<RoutePolicy, CommandError> {
     let text = std::fs::read_to_string(file)
         .map_err(|error| ConfigError(format!("cannot read {}: {error}", file.display())))?;
     RoutePolicy::parse(&text)

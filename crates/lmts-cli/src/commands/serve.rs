@@ -8,7 +8,7 @@ use lmts_server::{
     connections::ConnectionLimits,
     http::proxy::UpstreamSettings,
     server::{shutdown_signal, GatewayConfig, IdentityConfig, Server, ServerConfig},
-    service::{policy::RoutePolicy, RateLimit},
+    service::RateLimit,
     store::PostgresOptions,
     ServiceSettings,
 };
@@ -110,15 +110,6 @@ fn identity_config(args: IdentityCheckArgs) -> IdentityConfig {
     }
 }
 
-/// The route policy at `path`; a file that does not parse stops the start with its line and
-/// reason.
-pub(super) fn read_policy(path: &Path) -> Result<RoutePolicy, CommandError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigError(format!("policy file {}: {error}", path.display())))?;
-    RoutePolicy::parse(&text)
-        .map_err(|error| ConfigError(format!("policy file {}: {error}", path.display())).into())
-}
-
 /// How the gateway reaches its upstream.
 pub(super) fn upstream_settings(args: &UpstreamArgs) -> UpstreamSettings {
     UpstreamSettings {
@@ -132,7 +123,11 @@ pub(super) fn upstream_settings(args: &UpstreamArgs) -> UpstreamSettings {
 }
 
 fn config(args: ServeArgs) -> Result<ServerConfig, CommandError> {
-    let policy = args.policy.as_deref().map(read_policy).transpose()?;
+    let policy = args
+        .policy
+        .as_deref()
+        .map(super::policy::load)
+        .transpose()?;
     Ok(ServerConfig {
         dev: args.identity.dev,
         identity: identity_config(args.identity),

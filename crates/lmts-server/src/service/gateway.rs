@@ -63,11 +63,6 @@ impl Gateway {
         }
     }
 
-    /// The policy it applies.
-    pub fn policy(&self) -> &RoutePolicy {
-        &self.policy
-    }
-
     /// What `method` on `target` (path and query as received) must show; refused outright when
     /// no rule matches under `default = "deny"`, before any signature is looked at.
     pub fn passage(&self, method: &str, target: &str) -> Result<Passage<'_>, ServiceError> {
