@@ -46,12 +46,12 @@ fn filled(count: usize) -> (TtlCache<TokenId, Arc<CachedToken>>, Vec<Signer>) {
             signers.push(signer.clone());
         }
         let id = TokenId::new(token_id(i));
-        let entry = Arc::new(CachedToken {
-            token_id: id.clone(),
-            profile: profile.clone(),
-            scopes: vec![Scope::Trading],
+        let entry = Arc::new(CachedToken::new(
+            id.clone(),
+            profile.clone(),
+            vec![Scope::Trading],
             signer,
-        });
+        ));
         cache.insert(cache.generation(), id, entry);
     }
     (cache, signers)

@@ -18,7 +18,8 @@ use super::{
     hmac::{head_of, raw_target},
 };
 use crate::service::{
-    gateway::GRANT_HEADERS, Gateway, Grant, Passage, ServiceError, SignedHead, TokenService,
+    gateway::GRANT_HEADERS_BOTH_SPELLINGS, Gateway, Grant, Passage, ServiceError, SignedHead,
+    TokenService,
 };
 
 /// The prefix Envoy is configured with (`path_prefix`): what follows it is the original target.
@@ -133,15 +134,10 @@ fn answer(passed: Result<(Grant, PassedBody), ApiError>, for_envoy: bool) -> Res
     let headers = response.headers_mut();
     grant.apply_to(headers);
     if for_envoy && matches!(grant, Grant::Public) {
-        // Both spellings: CGI-style servers read `x_lmts_account` as `x-lmts-account`.
-        let names: Vec<String> = GRANT_HEADERS
-            .iter()
-            .flat_map(|name| [name.as_str().to_owned(), name.as_str().replace('-', "_")])
-            .collect();
-        let names = names.join(",");
-        if let Ok(value) = HeaderValue::try_from(names) {
-            headers.insert(ENVOY_HEADERS_TO_REMOVE, value);
-        }
+        headers.insert(
+            ENVOY_HEADERS_TO_REMOVE,
+            HeaderValue::from_static(GRANT_HEADERS_BOTH_SPELLINGS),
+        );
     }
     response
 }

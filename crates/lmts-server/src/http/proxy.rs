@@ -18,7 +18,7 @@ use axum::{
 use http::{
     header::{self, HeaderName},
     request::Parts,
-    uri::{Authority, PathAndQuery, Scheme},
+    uri::{Authority, Scheme},
     HeaderMap, HeaderValue, StatusCode, Uri, Version,
 };
 use hyper_util::{
@@ -89,6 +89,8 @@ pub enum UpstreamError {
 pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
+    /// `authority` as the `Host` header every forwarded request carries.
+    host: HeaderValue,
     client: Client<HttpConnector, Body>,
     settings: UpstreamSettings,
     in_flight: Arc<Semaphore>,
@@ -125,7 +127,10 @@ impl Upstream {
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle)
             .build(connector);
+        let host = HeaderValue::try_from(authority.as_str())
+            .map_err(|_| UpstreamError::NotAUrl(url.to_owned()))?;
         Ok(Self {
+            host,
             scheme: scheme.clone(),
             authority: authority.clone(),
             client,
@@ -156,11 +161,11 @@ impl Upstream {
             )
             .into());
         };
-        let target = request.uri().path_and_query().map(PathAndQuery::to_string);
+        let uri = request.uri().clone();
         let sent = self.client.request(request);
         let response = match tokio::time::timeout(self.settings.timeout, sent).await {
             Err(_) => {
-                tracing::warn!(upstream = %self.authority, ?target, "upstream did not answer in time");
+                tracing::warn!(%uri, "upstream did not answer in time");
                 return Err(ApiError::UpstreamTimeout);
             }
             Ok(Err(error)) => {
@@ -420,9 +425,7 @@ fn set_forwarding(headers: &mut HeaderMap, state: &ProxyState, parts: &Parts) {
     if !headers.contains_key(&proto) {
         headers.insert(proto, HeaderValue::from_static("http"));
     }
-    if let Ok(host) = HeaderValue::try_from(state.upstream.authority.as_str()) {
-        headers.insert(header::HOST, host);
-    }
+    headers.insert(header::HOST, state.upstream.host.clone());
     let hops = chain.into_iter().chain(peer.map(|peer| peer.to_string()));
     let forwarded_for = hops.collect::<Vec<_>>().join(", ");
     headers.remove("x-forwarded-for");

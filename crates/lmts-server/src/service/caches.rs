@@ -6,8 +6,12 @@
 //! ([`Store::caches_may_answer`]): on PostgreSQL, while this instance can prove it hears other
 //! instances' revocations. Otherwise every lookup reads the store, and caches nothing.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
+use http::HeaderValue;
 use lmts_core::{Scope, Signer, TokenId};
 use tokio::task::JoinHandle;
 
@@ -35,6 +39,27 @@ pub struct CachedToken {
     pub scopes: Vec<Scope>,
     /// The prepared signer.
     pub signer: Signer,
+    /// The values of the gateway's grant headers, made at the token's first gateway request
+    /// (boxed: a token only the token endpoints see pays a pointer for it).
+    pub(super) grant_values: OnceLock<Box<[Option<HeaderValue>; 4]>>,
+}
+
+impl CachedToken {
+    /// The verification state of a live token.
+    pub fn new(
+        token_id: TokenId,
+        profile: PartnerProfile,
+        scopes: Vec<Scope>,
+        signer: Signer,
+    ) -> Self {
+        Self {
+            token_id,
+            profile,
+            scopes,
+            signer,
+            grant_values: OnceLock::new(),
+        }
+    }
 }
 
 /// What the service keeps in memory, each entry bounded by a TTL as the backstop for a missed
@@ -95,12 +120,12 @@ impl Caches {
             let secret = keyring
                 .open(token_id, &credentials.sealed)
                 .map_err(|error| Some(error.into()))?;
-            Ok(Arc::new(CachedToken {
-                token_id: credentials.token_id,
-                profile: credentials.profile,
-                scopes: credentials.scopes,
-                signer: Signer::new(&secret),
-            }))
+            Ok(Arc::new(CachedToken::new(
+                credentials.token_id,
+                credentials.profile,
+                credentials.scopes,
+                Signer::new(&secret),
+            )))
         };
         let owned_key = |entry: &Arc<CachedToken>| entry.token_id.clone();
         let found = if store.caches_may_answer() {

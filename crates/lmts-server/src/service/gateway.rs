@@ -6,9 +6,11 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use lmts_core::Scope;
+use lmts_core::{scope::join_scopes, Scope, TokenId};
 
 use super::policy::path_of;
+use crate::store::PartnerProfile;
+
 use super::{
     policy::{Decision, RoutePolicy},
     ServiceError, VerifiedToken,
@@ -110,27 +112,37 @@ impl Grant {
         let Grant::Token(token) = self else {
             return;
         };
-        let scopes = token
-            .scopes
-            .iter()
-            .map(Scope::as_str)
-            .collect::<Vec<_>>()
-            .join(",");
-        let values = [
-            token.token_id.as_str().to_owned(),
-            token.profile.id.to_string(),
-            token.profile.account.clone(),
-            scopes,
-        ];
-        for (name, value) in GRANT_HEADERS.into_iter().zip(values) {
-            // Ids are URL-safe, accounts hexadecimal and scopes known words: always valid
-            // header values; a value that somehow is not is left out rather than guessed.
-            if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(name, value);
+        let values = token
+            .grant_values
+            .get_or_init(|| Box::new(grant_values(&token.token_id, &token.profile, &token.scopes)));
+        for (name, value) in GRANT_HEADERS.into_iter().zip(values.iter()) {
+            if let Some(value) = value {
+                headers.insert(name, value.clone());
             }
         }
     }
 }
+
+/// The values of [`GRANT_HEADERS`] for a token, made once per cached token rather than on
+/// every request. Ids are URL-safe, accounts hexadecimal and scopes
+/// known words: always valid header values; one that somehow is not is left out, not guessed.
+fn grant_values(
+    token_id: &TokenId,
+    profile: &PartnerProfile,
+    scopes: &[Scope],
+) -> [Option<HeaderValue>; 4] {
+    [
+        token_id.as_str().to_owned(),
+        profile.id.to_string(),
+        profile.account.clone(),
+        join_scopes(scopes),
+    ]
+    .map(|value| HeaderValue::try_from(value).ok())
+}
+
+/// `x-envoy-auth-headers-to-remove` on a public route: the grant headers in both spellings
+/// (CGI-style servers read `x_lmts_account` as `x-lmts-account`).
+pub const GRANT_HEADERS_BOTH_SPELLINGS: &str = "x-lmts-token-id,x_lmts_token_id,x-lmts-profile-id,x_lmts_profile_id,x-lmts-account,x_lmts_account,x-lmts-scopes,x_lmts_scopes";
 
 /// Refuses a request an upstream could read as another route than the policy did: a method
 /// not in upper case (the signature upper-cases it, the policy does not) or `CONNECT`; a target
