@@ -17,7 +17,7 @@ const MAX_BATCH: usize = 512;
 const MAX_QUEUED: usize = 8192;
 
 /// One signature to remember until `expires_at` (Unix milliseconds).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) struct ReplayRow {
     /// The token that signed.
     pub token_id: String,
@@ -35,10 +35,13 @@ pub(super) trait ReplayWriter: Send + Sync + 'static {
     async fn insert_new(&self, rows: &[ReplayRow]) -> Result<Vec<(String, [u8; 32])>, sqlx::Error>;
 }
 
+/// Where a waiter hears whether its row was new.
+type Answer = oneshot::Sender<Result<bool, StoreError>>;
+
 /// A signature waiting for its batch, and who waits for the answer.
 struct Pending {
     row: ReplayRow,
-    answer: oneshot::Sender<Result<bool, StoreError>>,
+    answer: Answer,
 }
 
 /// The queue of the replay record: cheap to clone; its writing tasks end when every clone is
@@ -86,15 +89,17 @@ async fn write_batches(
                 return;
             }
         }
-        let rows: Vec<ReplayRow> = batch.iter().map(|pending| pending.row.clone()).collect();
+        let (rows, answers): (Vec<ReplayRow>, Vec<_>) = batch
+            .into_iter()
+            .map(|pending| (pending.row, pending.answer))
+            .unzip();
         match writer.insert_new(&rows).await {
-            Ok(inserted) => answer_all(batch, inserted),
+            Ok(inserted) => answer_all(rows, answers, inserted),
             Err(error) => {
                 tracing::warn!(%error, rows = rows.len(), "replay record batch not written");
                 let error = Arc::new(error);
-                for pending in batch {
-                    let failed = StoreError::NotCommitted(Some(Arc::clone(&error)));
-                    let _ = pending.answer.send(Err(failed));
+                for answer in answers {
+                    let _ = answer.send(Err(StoreError::NotCommitted(Some(Arc::clone(&error)))));
                 }
             }
         }
@@ -102,10 +107,9 @@ async fn write_batches(
 }
 
 /// Tells each waiter whether its row was new: of two copies in one batch, the first is.
-fn answer_all(batch: Vec<Pending>, inserted: Vec<(String, [u8; 32])>) {
+fn answer_all(rows: Vec<ReplayRow>, answers: Vec<Answer>, inserted: Vec<(String, [u8; 32])>) {
     let mut new: HashSet<(String, [u8; 32])> = inserted.into_iter().collect();
-    for pending in batch {
-        let key = (pending.row.token_id, pending.row.signature);
-        let _ = pending.answer.send(Ok(new.remove(&key)));
+    for (row, answer) in rows.into_iter().zip(answers) {
+        let _ = answer.send(Ok(new.remove(&(row.token_id, row.signature))));
     }
 }

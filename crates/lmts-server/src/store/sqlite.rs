@@ -288,7 +288,13 @@ impl ReplayWriter for SqliteReplay {
 
 /// Lower-case hexadecimal of a signature.
 fn hex(signature: &[u8; 32]) -> String {
-    signature.iter().map(|byte| format!("{byte:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(64);
+    for byte in signature {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    text
 }
 
 /// The signature `text` spells in hexadecimal, if it does.
