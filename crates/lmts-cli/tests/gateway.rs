@@ -9,32 +9,17 @@ use std::{collections::BTreeSet, path::Path};
 
 use common::*;
 use lmts_core::TokenSecret;
-use lmts_testkit::{nginx::Nginx, upstream::RecordingUpstream};
+use lmts_testkit::{nginx::Nginx, policy::SPEC_EXAMPLE, upstream::RecordingUpstream};
 
 const PYTHON_SDK: &str = "limitless-sdk==1.3.0";
 
-const POLICY: &str = r#"
-default = "deny"
-
-[[route]]
-method = "POST"
-path = "/orders"
-scopes = ["trading"]
-
-[[route]]
-method = "GET"
-path = "/orders/**"
-scopes = ["trading"]
-
-[[route]]
-method = "*"
-path = "/portfolio/withdraw"
-scopes = ["withdrawal"]
-"#;
+/// SPEC C1's example, with the reads of orders a trading token may make.
+const READ_ORDERS: &str =
+    "\n[[route]]\nmethod = \"GET\"\npath = \"/orders/**\"\nscopes = [\"trading\"]\n";
 
 fn write_policy(dir: &Path) -> String {
     let path = dir.join("policy.toml");
-    std::fs::write(&path, POLICY).unwrap();
+    std::fs::write(&path, format!("{SPEC_EXAMPLE}{READ_ORDERS}")).unwrap();
     path.to_str().unwrap().to_owned()
 }
 

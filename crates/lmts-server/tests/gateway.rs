@@ -13,42 +13,29 @@ use lmts_server::{
     server::{GatewayConfig, ServerConfig},
     service::{policy::RoutePolicy, TrustedProxies},
 };
-use lmts_testkit::upstream::RecordingUpstream;
+use lmts_testkit::{policy::SPEC_EXAMPLE, upstream::RecordingUpstream};
 use reqwest::{Method, StatusCode};
 
-const POLICY: &str = r#"
-default = "deny"
-
+/// SPEC C1's example, and the routes these tests add to it.
+fn policy_text() -> String {
+    let added = "
 [[route]]
-method = "POST"
-path = "/orders"
-scopes = ["trading"]
-
-[[route]]
-method = "*"
-path = "/portfolio/withdraw"
-scopes = ["withdrawal"]
-
-[[route]]
-method = "GET"
-path = "/markets/**"
-public = true
-
-[[route]]
-method = "*"
-path = "/slow/**"
+method = \"*\"
+path = \"/slow/**\"
 scopes = []
 
 [[route]]
-method = "GET"
-path = "/drip"
+method = \"GET\"
+path = \"/drip\"
 public = true
 
 [[route]]
-method = "GET"
-path = "/ws"
-scopes = ["trading"]
-"#;
+method = \"GET\"
+path = \"/ws\"
+scopes = [\"trading\"]
+";
+    format!("{SPEC_EXAMPLE}{added}")
+}
 
 fn policy(text: &str) -> RoutePolicy {
     RoutePolicy::parse(text).unwrap()
@@ -59,7 +46,7 @@ fn gateway_to(upstream: &RecordingUpstream) -> impl FnOnce(&mut ServerConfig) {
     let url = upstream.url();
     move |config| {
         config.gateway = GatewayConfig {
-            policy: Some(policy(POLICY)),
+            policy: Some(policy(&policy_text())),
             upstream: Some(url),
             upstream_settings: UpstreamSettings {
                 timeout: Duration::from_secs(1),
@@ -296,7 +283,8 @@ async fn the_gateway_alone_serves_no_token_endpoint_and_trusts_proxies_it_is_tol
         config.service.trusted_proxies = "127.0.0.1".parse::<TrustedProxies>().unwrap();
         config.gateway = GatewayConfig {
             policy: Some(policy(&format!(
-                "{POLICY}\n[[route]]\nmethod = \"GET\"\npath = \"/auth/**\"\npublic = true\n"
+                "{}\n[[route]]\nmethod = \"GET\"\npath = \"/auth/**\"\npublic = true\n",
+                policy_text()
             ))),
             upstream: Some(url),
             upstream_settings: UpstreamSettings::default(),
@@ -327,7 +315,7 @@ async fn the_gateway_alone_serves_no_token_endpoint_and_trusts_proxies_it_is_tol
 #[tokio::test]
 async fn ext_authz_answers_as_envoy_expects() {
     let (server, creds) = TestServer::with_token(|config| {
-        config.gateway.policy = Some(policy(POLICY));
+        config.gateway.policy = Some(policy(&policy_text()));
     })
     .await;
     let target = "/orders?market=btc%2Dusd";
@@ -382,7 +370,7 @@ async fn ext_authz_answers_as_envoy_expects() {
 #[tokio::test]
 async fn forward_auth_answers_as_traefik_expects() {
     let (server, creds) = TestServer::with_token(|config| {
-        config.gateway.policy = Some(policy(POLICY));
+        config.gateway.policy = Some(policy(&policy_text()));
     })
     .await;
     let described = |method: &str, uri: &str| {
@@ -502,7 +490,7 @@ async fn a_gateway_on_the_same_sqlite_file_refuses_a_revoked_token_within_a_seco
         config.data_dir = data_dir;
         config.token_endpoints = false;
         config.gateway = GatewayConfig {
-            policy: Some(policy(POLICY)),
+            policy: Some(policy(&policy_text())),
             upstream: Some(url),
             upstream_settings: UpstreamSettings::default(),
         };

@@ -23,6 +23,7 @@
 #![allow(clippy::panic)]
 
 pub mod nginx;
+pub mod policy;
 mod signatures;
 pub mod upstream;
 

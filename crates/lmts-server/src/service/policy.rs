@@ -286,24 +286,7 @@ impl fmt::Display for DefaultRule {
 mod tests {
     use super::*;
 
-    const SPEC_EXAMPLE: &str = r#"
-default = "deny"
-
-[[route]]
-method = "POST"
-path = "/orders"
-scopes = ["trading"]
-
-[[route]]
-method = "*"
-path = "/portfolio/withdraw"
-scopes = ["withdrawal"]
-
-[[route]]
-method = "GET"
-path = "/markets/**"
-public = true
-"#;
+    use lmts_testkit::policy::SPEC_EXAMPLE;
 
     #[test]
     fn the_first_matching_rule_decides_on_the_path_alone() {
