@@ -7,6 +7,8 @@
 #
 #   cargo build --release -p lmts-cli && bench/gateway-wrk.sh [SECONDS] [CONNECTIONS]
 #
+# NGINX_WORKERS (default auto: one per core) sets nginx's worker processes; LMTS the binary.
+#
 # Needs nginx, wrk and python3 (Debian: apt-get install nginx wrk python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ DIR=$(mktemp -d /tmp/lmts-gateway-bench.XXXXXX)
 trap 'kill $(cat "$DIR"/nginx.pid) "$LMTS_PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
 user=""; [ "$(id -u)" = 0 ] && user="user root;"
 cat > "$DIR/nginx.conf" <<CONF
-daemon on; $user worker_processes auto; pid $DIR/nginx.pid; error_log $DIR/error.log warn;
+daemon on; $user worker_processes ${NGINX_WORKERS:-auto}; pid $DIR/nginx.pid; error_log $DIR/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off; client_body_temp_path $DIR/cb; proxy_temp_path $DIR/pt;
@@ -62,7 +64,7 @@ sig = base64.b64encode(hmac.new(base64.b64decode(sys.argv[2]), f"{ts}\nGET\n/ord
 print(f'wrk.headers["lmts-api-key"] = "{sys.argv[1]}"\nwrk.headers["lmts-timestamp"] = "{ts}"\nwrk.headers["lmts-signature"] = "{sig}"')
 PY
 }
-echo "wrk -t1 -c$CONNS, ${SECS} s each"
+echo "wrk -t1 -c$CONNS, ${SECS} s each, nginx workers: ${NGINX_WORKERS:-auto}"
 echo "| scenario | req/s | p50 | p99 | non-2xx |"
 echo "|---|---:|---:|---:|---:|"
 run "nginx proxy_pass, unsigned 256-byte POST" http://127.0.0.1:19101/orders/1 "$DIR/unsigned.lua"
