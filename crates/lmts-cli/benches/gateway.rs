@@ -188,9 +188,7 @@ fn lmts_command() -> Command {
 }
 
 async fn start_lmts(dir: &Path, upstream: &Nginx, database_url: Option<&str>) -> Lmts {
-    let address: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .unwrap();
+    let address = lmts_testkit::free_loopback_address();
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
     let mut command = lmts_command();

@@ -71,6 +71,13 @@ fn fail(what: impl AsRef<str>) -> ! {
     panic!("{}\n{INSTALL_HINT}", what.as_ref())
 }
 
+/// A loopback address no one listens on now, for a server a test is about to start.
+pub fn free_loopback_address() -> std::net::SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap_or_else(|error| panic!("no free loopback port: {error}"))
+}
+
 pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -209,10 +216,7 @@ impl PgServer {
             .tempdir()
             .unwrap_or_else(|e| fail(format!("temporary directory: {e}")));
         let as_postgres_user = is_root();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| fail(format!("no free port: {e}")));
+        let port = free_loopback_address().port();
         let cluster = Cluster {
             bin,
             data: dir.path().join("data"),

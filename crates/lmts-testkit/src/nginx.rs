@@ -5,7 +5,7 @@
 
 use std::{
     fmt::Write as _,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -42,7 +42,7 @@ impl Nginx {
             .prefix("lmts-nginx-")
             .tempdir()
             .unwrap_or_else(|error| panic!("temporary directory for nginx: {error}"));
-        let address = free_address();
+        let address = crate::free_loopback_address();
         let block = http_block.replace("{listen}", &address.to_string());
         let config_path = dir.path().join("nginx.conf");
         std::fs::write(&config_path, configuration(dir.path(), &block, workers))
@@ -131,13 +131,6 @@ fn load_balancing(backends: &[SocketAddr]) -> String {
     format!(
         "    upstream backends {{\n{servers}        keepalive 64;\n    }}\n    server {{\n        listen {{listen}};\n        location / {{\n            proxy_pass http://backends;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n            add_header X-Upstream-Addr $upstream_addr always;\n        }}\n    }}\n"
     )
-}
-
-/// A loopback address no one listens on now.
-fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .unwrap_or_else(|error| panic!("no free port for nginx: {error}"))
 }
 
 /// The nginx binary: on `PATH`, or where Debian installs it.

@@ -10,7 +10,6 @@
 use std::{
     fs,
     io::Write,
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Output, Stdio},
     time::Duration,
@@ -91,11 +90,7 @@ impl Service {
         extra: &[&str],
         level: &str,
     ) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = lmts_testkit::free_loopback_address().port();
         let listen = format!("127.0.0.1:{port}");
         let log_file = fs::OpenOptions::new()
             .create(true)
