@@ -1,5 +1,5 @@
 //! `lmts request` against a loopback server that verifies every signature and records what it
-//! received (lmts-testkit's `SignatureRecorder`), in every build: the client-only one
+//! received (lmts-testkit's verifying `RecordingUpstream`), in every build: the client-only one
 //! (`--no-default-features`) as much as the full one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -7,24 +7,27 @@ mod common;
 
 use common::*;
 use lmts_core::HmacCredentials;
-use lmts_testkit::SignatureRecorder;
+use lmts_testkit::upstream::RecordingUpstream;
 use serde_json::Value;
 
 const SECRET: &str = "c3VwZXItc2VjcmV0LWtleQ==";
 
-async fn recorder() -> SignatureRecorder {
-    SignatureRecorder::start(&HmacCredentials::new("lmts_cli", SECRET).unwrap()).await
+async fn recorder() -> RecordingUpstream {
+    RecordingUpstream::verifying(&HmacCredentials::new("lmts_cli", SECRET).unwrap())
+        .await
+        .unwrap()
 }
 
 /// Runs `lmts` against the recorder with the environment's credentials, `secret` signing.
 fn run(
-    recorder: &SignatureRecorder,
+    recorder: &RecordingUpstream,
     secret: &str,
     args: &[&str],
     stdin: Option<&str>,
 ) -> std::process::Output {
+    let url = recorder.url();
     let env = [
-        ("LIMITLESS_API_URL", recorder.base()),
+        ("LIMITLESS_API_URL", url.as_str()),
         ("LIMITLESS_API_TOKEN_ID", "lmts_cli"),
         ("LIMITLESS_API_TOKEN_SECRET", secret),
         ("NO_COLOR", "1"),
@@ -65,10 +68,10 @@ async fn a_body_from_a_file_is_sent_and_signed_byte_for_byte() {
     let echo: Value = serde_json::from_str(body).unwrap();
     assert_eq!(echo["target"], "/orders/caf%C3%A9?market=btc%20usd");
 
-    let received = recorder.received();
+    let received = recorder.seen();
     assert_eq!(received.len(), 1);
     let post = &received[0];
-    assert_eq!(post.verdict, Ok(()));
+    assert_eq!(post.verdict, Some(Ok(())));
     assert_eq!(post.method, "POST");
     assert_eq!(post.body, order.as_bytes());
     assert_eq!(post.header("content-type"), Some("application/json"));
@@ -100,8 +103,8 @@ async fn a_body_from_standard_input_and_the_answer_as_one_json_object() {
     assert_eq!(answer["headers"]["x-recorder"], "verified");
     assert_eq!(answer["body"]["method"], "PATCH");
     assert_eq!(answer["body"]["body"], "size=2\n");
-    let received = recorder.received();
-    assert_eq!(received[0].verdict, Ok(()));
+    let received = recorder.seen();
+    assert_eq!(received[0].verdict, Some(Ok(())));
     assert_eq!(received[0].body, b"size=2\n");
     assert_eq!(received[0].header("content-type"), Some("text/plain"));
 }
@@ -136,7 +139,7 @@ async fn a_refused_request_prints_the_answer_and_exits_4() {
     assert_eq!(quiet.status.code(), Some(4));
     let body: Value = serde_json::from_slice(&quiet.stdout).unwrap();
     assert_eq!(body["statusCode"], 401, "--quiet prints the body alone");
-    assert_eq!(recorder.received().len(), 2);
+    assert_eq!(recorder.seen().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,5 +160,5 @@ async fn bad_input_is_exit_3_and_nothing_is_sent() {
             stderr(&output)
         );
     }
-    assert!(recorder.received().is_empty());
+    assert!(recorder.seen().is_empty());
 }

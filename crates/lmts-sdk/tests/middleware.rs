@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use lmts_sdk::{HmacCredentials, HmacSigning};
-use lmts_testkit::SignatureRecorder;
+use lmts_testkit::upstream::RecordingUpstream;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 
 fn credentials() -> HmacCredentials {
@@ -18,13 +18,13 @@ fn signing_client(credentials: HmacCredentials) -> ClientWithMiddleware {
 
 #[tokio::test]
 async fn a_middleware_client_passes_the_verifying_server() {
-    let recorder = SignatureRecorder::start(&credentials()).await;
+    let recorder = RecordingUpstream::verifying(&credentials()).await.unwrap();
     let client = signing_client(credentials());
     let body = br#"{"market":"btc","size":1}"#;
     let posted = client
         .post(format!(
             "{}/orders/caf%C3%A9?market=btc%20usd",
-            recorder.base()
+            recorder.url()
         ))
         .query(&[("tag", "a b")])
         .header("content-type", "application/json")
@@ -34,15 +34,18 @@ async fn a_middleware_client_passes_the_verifying_server() {
         .unwrap();
     assert_eq!(posted.status(), 200, "{}", posted.text().await.unwrap());
     let fetched = client
-        .get(format!("{}/orders", recorder.base()))
+        .get(format!("{}/orders", recorder.url()))
         .send()
         .await
         .unwrap();
     assert_eq!(fetched.status(), 200);
 
-    let received = recorder.received();
+    let received = recorder.seen();
     assert_eq!(received.len(), 2);
-    assert!(received.iter().all(|r| r.verdict.is_ok()), "{received:?}");
+    assert!(
+        received.iter().all(|r| r.verdict == Some(Ok(()))),
+        "{received:?}"
+    );
     assert_eq!(
         received[0].target,
         "/orders/caf%C3%A9?market=btc%20usd&tag=a+b"
@@ -54,17 +57,17 @@ async fn a_middleware_client_passes_the_verifying_server() {
 
 #[tokio::test]
 async fn the_server_refuses_another_key_and_a_stream_is_never_sent() {
-    let recorder = SignatureRecorder::start(&credentials()).await;
+    let recorder = RecordingUpstream::verifying(&credentials()).await.unwrap();
     let wrong = HmacCredentials::new("lmts_m", "c2VjcmV0").unwrap();
     let refused = signing_client(wrong)
-        .get(format!("{}/orders", recorder.base()))
+        .get(format!("{}/orders", recorder.url()))
         .send()
         .await
         .unwrap();
     assert_eq!(refused.status(), 401, "the server really verifies");
 
     let error = signing_client(credentials())
-        .post(format!("{}/orders", recorder.base()))
+        .post(format!("{}/orders", recorder.url()))
         .body(reqwest::Body::wrap(String::from("{}")))
         .send()
         .await
@@ -76,5 +79,5 @@ async fn the_server_refuses_another_key_and_a_stream_is_never_sent() {
                 .contains("streaming request body cannot be signed"),
         "{error}"
     );
-    assert_eq!(recorder.received().len(), 1);
+    assert_eq!(recorder.seen().len(), 1);
 }

@@ -9,7 +9,7 @@ use chrono::TimeDelta;
 use common::*;
 use lmts_core::signing::{parse_timestamp, CanonicalMessage, DEFAULT_WINDOW};
 use lmts_sdk::{ApiToken, Client, DeriveApiTokenInput, Error, HmacCredentials, RetryPolicy};
-use lmts_testkit::SignatureRecorder;
+use lmts_testkit::upstream::RecordingUpstream;
 use serde_json::{json, Value};
 
 /// Every recorded request carries a valid signature of what the scripted server received;
@@ -34,8 +34,8 @@ fn signing_times(recorded: &[Recorded]) -> Vec<String> {
 
 #[tokio::test]
 async fn the_exact_target_and_body_sent_are_signed() {
-    let recorder = SignatureRecorder::start(&credentials()).await;
-    let client = client(recorder.base(), RetryPolicy::none());
+    let recorder = RecordingUpstream::verifying(&credentials()).await.unwrap();
+    let client = client(&recorder.url(), RetryPolicy::none());
     let order = json!({"market": "btc", "side": "buy", "size": 1.5, "note": "ünïcode"});
     let response = client
         .post("/orders/café?market=btc%20usd")
@@ -62,10 +62,13 @@ async fn the_exact_target_and_body_sent_are_signed() {
     let deleted = client.delete("/orders/7?").send().await.unwrap();
     assert!(deleted.is_success(), "{}", deleted.text());
 
-    let received = recorder.received();
+    let received = recorder.seen();
     assert_eq!(received.len(), 3);
     let (post, put, delete) = (&received[0], &received[1], &received[2]);
-    assert!(received.iter().all(|r| r.verdict.is_ok()), "{received:?}");
+    assert!(
+        received.iter().all(|r| r.verdict == Some(Ok(()))),
+        "{received:?}"
+    );
     assert_eq!(post.method, "POST");
     assert_eq!(post.target, target);
     assert_eq!(post.body, serde_json::to_vec(&order).unwrap());
@@ -83,10 +86,10 @@ async fn the_exact_target_and_body_sent_are_signed() {
 
 #[tokio::test]
 async fn a_refusal_is_an_answer_until_error_for_status_types_it() {
-    let recorder = SignatureRecorder::start(&credentials()).await;
+    let recorder = RecordingUpstream::verifying(&credentials()).await.unwrap();
     let wrong = HmacCredentials::new("lmts_t", "c2VjcmV0").unwrap();
     let client = Client::builder()
-        .base_url(recorder.base())
+        .base_url(recorder.url())
         .credentials(wrong)
         .build()
         .unwrap();
@@ -97,12 +100,12 @@ async fn a_refusal_is_an_answer_until_error_for_status_types_it() {
     assert!(api.is_authentication());
     assert_eq!(api.messages, ["signature does not match the request"]);
     assert_eq!(
-        recorder.received().len(),
+        recorder.seen().len(),
         1,
         "a 401 in step with the clock is final"
     );
 
-    let unsigned = Client::new(recorder.base()).unwrap().get("/x").send().await;
+    let unsigned = Client::new(recorder.url()).unwrap().get("/x").send().await;
     assert!(
         matches!(unsigned, Err(Error::MissingCredentials)),
         "{unsigned:?}"
@@ -111,7 +114,7 @@ async fn a_refusal_is_an_answer_until_error_for_status_types_it() {
         let refused = client.get("/x").header(reserved, "v").send().await;
         assert!(matches!(refused, Err(Error::InvalidInput(_))), "{reserved}");
     }
-    assert_eq!(recorder.received().len(), 1, "nothing refused was sent");
+    assert_eq!(recorder.seen().len(), 1, "nothing refused was sent");
 }
 
 #[tokio::test]

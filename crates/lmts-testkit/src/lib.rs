@@ -9,8 +9,8 @@
 //! server and removes its directory when the test binary exits. When neither is possible, the
 //! tests fail with a message saying how to install PostgreSQL: never a silent skip.
 //!
-//! [`SignatureRecorder`] stands in for a service behind lmts: it verifies and records every
-//! signed request it receives.
+//! [`upstream::RecordingUpstream::verifying`] stands in for a service that checks signatures
+//! itself: it verifies and records every signed request it receives.
 //!
 //! ```no_run
 //! # async fn run() {
@@ -24,10 +24,7 @@
 
 pub mod nginx;
 pub mod policy;
-mod signatures;
 pub mod upstream;
-
-pub use signatures::{Received, SignatureRecorder};
 
 use std::{
     net::TcpListener,

@@ -5,6 +5,12 @@
 //! Targets under `/slow` answer only after five seconds, to trip a gateway's timeout; under
 //! `/drip`, the answer is five chunks (`drip 0` to `drip 4`) sent 600 ms apart; under `/ws`, a
 //! request with `Upgrade: websocket` is answered 101 and every byte sent after it comes back.
+//!
+//! [`RecordingUpstream::verifying`] stands in for a service that checks signatures itself (an
+//! order API behind nothing, say): each request's `lmts-*` signature is checked as SPEC A4 and
+//! B7 say, over the raw target and body bytes, with one credential; a signed request is
+//! answered 200 with the JSON `{"method", "target", "body"}` it received and the header
+//! `x-recorder: verified`, any other 401 with an A5 body naming the reason.
 
 use std::{
     net::SocketAddr,
@@ -15,10 +21,17 @@ use std::{
 use axum::{
     body::{to_bytes, Body},
     extract::{Request, State},
-    response::Response,
-    Router,
+    response::{IntoResponse, Response},
+    Json, Router,
 };
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
+use lmts_core::{
+    clock::Clock,
+    signing::{
+        CanonicalMessage, DEFAULT_WINDOW, HEADER_API_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    },
+    HmacCredentials, Signer,
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 /// One request as the upstream received it.
@@ -32,6 +45,10 @@ pub struct Seen {
     pub headers: HeaderMap,
     /// The body.
     pub body: Vec<u8>,
+    /// For [`RecordingUpstream::verifying`]: `Ok` when the three headers name the expected
+    /// token and sign this request within the window, otherwise why not; `None` when no
+    /// signature is checked.
+    pub verdict: Option<Result<(), String>>,
 }
 
 impl Seen {
@@ -45,23 +62,62 @@ impl Seen {
 #[derive(Debug)]
 pub struct RecordingUpstream {
     address: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    shared: Arc<Shared>,
     task: JoinHandle<()>,
+}
+
+/// What the server task and its handle share.
+#[derive(Debug)]
+struct Shared {
+    seen: Mutex<Vec<Seen>>,
+    expected: Option<Expected>,
+}
+
+/// The credential a verifying upstream checks signatures with.
+struct Expected {
+    token_id: String,
+    signer: Signer,
+}
+
+impl std::fmt::Debug for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expected")
+            .field("token_id", &self.token_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RecordingUpstream {
     /// Starts one on a free loopback port.
     pub async fn start() -> std::io::Result<Self> {
+        Self::serve(None).await
+    }
+
+    /// Starts one that checks every request's signature with `credentials` (module docs).
+    pub async fn verifying(credentials: &HmacCredentials) -> std::io::Result<Self> {
+        Self::serve(Some(Expected {
+            token_id: credentials.token_id.to_string(),
+            signer: credentials.signer(),
+        }))
+        .await
+    }
+
+    async fn serve(expected: Option<Expected>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let router = Router::new().fallback(record).with_state(Arc::clone(&seen));
+        let shared = Arc::new(Shared {
+            seen: Mutex::new(Vec::new()),
+            expected,
+        });
+        let router = Router::new()
+            .fallback(record)
+            .with_state(Arc::clone(&shared));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
         Ok(Self {
             address,
-            seen,
+            shared,
             task,
         })
     }
@@ -78,7 +134,8 @@ impl RecordingUpstream {
 
     /// Every request received so far, in order.
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen
+        self.shared
+            .seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -86,7 +143,8 @@ impl RecordingUpstream {
 
     /// How many requests it received.
     pub fn count(&self) -> usize {
-        self.seen
+        self.shared
+            .seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
@@ -99,7 +157,7 @@ impl Drop for RecordingUpstream {
     }
 }
 
-async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, mut request: Request) -> Response {
+async fn record(State(shared): State<Arc<Shared>>, mut request: Request) -> Response {
     let echo = request.uri().path().starts_with("/ws")
         && request
             .headers()
@@ -115,14 +173,28 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, mut request: Request)
     let slow = target.starts_with("/slow");
     let drip = target.starts_with("/drip");
     let content_type = parts.headers.get(http::header::CONTENT_TYPE).cloned();
-    seen.lock()
+    let method = parts.method.to_string();
+    let verdict = shared
+        .expected
+        .as_ref()
+        .map(|expected| verdict(expected, &method, &target, &parts.headers, &body));
+    let checked = verdict
+        .clone()
+        .map(|verdict| checked_answer(verdict, &method, &target, &body));
+    shared
+        .seen
+        .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(Seen {
-            method: parts.method.to_string(),
+            method,
             target,
             headers: parts.headers,
             body: body.to_vec(),
+            verdict,
         });
+    if let Some(answer) = checked {
+        return answer;
+    }
     if slow {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
@@ -180,4 +252,67 @@ fn switch_to_echo(upgrade: hyper::upgrade::OnUpgrade) -> Response {
         http::HeaderValue::from_static("upgrade"),
     );
     response
+}
+
+/// The signature check of one request.
+fn verdict(
+    expected: &Expected,
+    method: &str,
+    target: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| format!("{name} is missing"))
+    };
+    let api_key = header(HEADER_API_KEY)?;
+    if api_key != expected.token_id {
+        return Err(format!(
+            "{HEADER_API_KEY} {api_key:?} is not the expected token"
+        ));
+    }
+    let message = CanonicalMessage::new(header(HEADER_TIMESTAMP)?, method, target, body);
+    expected
+        .signer
+        .verify(
+            &message,
+            header(HEADER_SIGNATURE)?,
+            Clock::system().now(),
+            DEFAULT_WINDOW,
+        )
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
+/// A verifying upstream's answer: what it received, or why the signature did not hold.
+fn checked_answer(
+    verdict: Result<(), String>,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> Response {
+    match verdict {
+        Ok(()) => (
+            StatusCode::OK,
+            [("x-recorder", "verified")],
+            Json(serde_json::json!({
+                "method": method,
+                "target": target,
+                "body": String::from_utf8_lossy(body),
+            })),
+        )
+            .into_response(),
+        Err(reason) => (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({
+                "statusCode": 401,
+                "message": reason,
+                "error": "Unauthorized",
+            })),
+        )
+            .into_response(),
+    }
 }
