@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod request;
 #[cfg(feature = "server")]
 mod server;
+mod values;
 
 pub use request::RequestArgs;
 #[cfg(feature = "server")]
@@ -217,6 +218,16 @@ pub struct DeriveArgs {
     /// A scope to request; repeat for several (default: trading).
     #[arg(long = "scope")]
     pub scopes: Vec<String>,
+    /// The token stops working after this span: 3600s, 90m, 12h, 30d, 2w (at most a year).
+    #[arg(long, value_name = "SPAN", value_parser = values::parse_span, conflicts_with = "expires_at")]
+    pub expires_in: Option<chrono::TimeDelta>,
+    /// The token stops working at this RFC 3339 time (at most a year ahead).
+    #[arg(long, value_name = "TIME", value_parser = values::parse_time)]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Accept the token's requests only from this address or CIDR block; repeat, or separate
+    /// with commas (at most 32; default: any address).
+    #[arg(long = "allow-ip", value_name = "CIDR", value_delimiter = ',', value_parser = values::parse_block)]
+    pub allowed_ips: Vec<lmts_sdk::IpNet>,
     /// Save the credentials under this profile name (default name: "default").
     #[arg(long, num_args = 0..=1, default_missing_value = "default")]
     pub save: Option<String>,

@@ -7,9 +7,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use chrono::{DateTime, TimeDelta, Utc};
 use lmts_core::{
     error_chain::error_chain,
     files::{self, FileError},
+    signing::format_timestamp,
 };
 use lmts_sdk::HmacCredentials;
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,13 @@ pub struct SavedProfile {
     pub token_id: String,
     /// The secret, standard base64.
     pub secret: String,
+    /// When the token expires, if it does (SPEC C2).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "lmts_core::wire::rfc3339_millis::option"
+    )]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Drop for SavedProfile {
@@ -55,6 +64,7 @@ impl fmt::Debug for SavedProfile {
             .field("base_url", &self.base_url)
             .field("token_id", &self.token_id)
             .field("secret", &"[redacted]")
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }
@@ -109,6 +119,99 @@ impl CredentialsFile {
     }
 }
 
+/// Credentials chosen for a signing command, and the service they belong to if known.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The credentials.
+    pub credentials: HmacCredentials,
+    /// The base URL saved with them.
+    pub base_url: Option<String>,
+    /// The profile they were saved under and their expiry, when they came from the file.
+    pub saved_as: Option<(String, Option<DateTime<Utc>>)>,
+}
+
+/// How close to their expiry saved credentials warn on use.
+pub const EXPIRY_WARNING: TimeDelta = TimeDelta::days(7);
+
+impl Resolved {
+    /// A warning for credentials that expire within [`EXPIRY_WARNING`] of `now`, or expired.
+    pub fn expiry_warning(&self, now: DateTime<Utc>) -> Option<String> {
+        let (name, Some(expires_at)) = self.saved_as.as_ref()? else {
+            return None;
+        };
+        let at = format_timestamp(*expires_at);
+        if *expires_at <= now {
+            Some(format!(
+                "the credentials of profile {name:?} expired at {at}; derive new ones"
+            ))
+        } else if *expires_at - now < EXPIRY_WARNING {
+            let hours = (*expires_at - now).num_hours();
+            Some(format!(
+                "the credentials of profile {name:?} expire at {at} (in {} days {} hours); derive new ones before then",
+                hours / 24,
+                hours % 24
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Picks credentials: the named profile; else `LIMITLESS_API_TOKEN_ID` and
+/// `LIMITLESS_API_TOKEN_SECRET`; else the profile `default`.
+pub fn resolve(profile: Option<&str>, path: &Path) -> Result<Resolved, CommandError> {
+    let from_file = |name: &str, required: bool| -> Result<Option<Resolved>, CommandError> {
+        let file = CredentialsFile::load(path)?;
+        match file.profiles.get(name) {
+            Some(saved) => Ok(Some(Resolved {
+                credentials: saved.credentials(name)?,
+                base_url: saved.base_url.clone(),
+                saved_as: Some((name.to_owned(), saved.expires_at)),
+            })),
+            None if required => Err(ConfigError(format!(
+                "no profile {name:?} in {}; derive one with `lmts tokens derive --save {name}`",
+                path.display()
+            ))
+            .into()),
+            None => Ok(None),
+        }
+    };
+    if let Some(name) = profile {
+        if let Some(resolved) = from_file(name, true)? {
+            return Ok(resolved);
+        }
+    }
+    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    match (var(lmts_sdk::ENV_TOKEN_ID), var(lmts_sdk::ENV_TOKEN_SECRET)) {
+        (Some(id), Some(secret)) => {
+            let credentials = HmacCredentials::new(id, &secret)
+                .map_err(|error| ConfigError(format!("{}: {error}", lmts_sdk::ENV_TOKEN_SECRET)))?;
+            return Ok(Resolved {
+                credentials,
+                base_url: None,
+                saved_as: None,
+            });
+        }
+        (None, None) => {}
+        _ => {
+            return Err(ConfigError(format!(
+                "set both {} and {}, or neither",
+                lmts_sdk::ENV_TOKEN_ID,
+                lmts_sdk::ENV_TOKEN_SECRET
+            ))
+            .into())
+        }
+    }
+    from_file(DEFAULT_PROFILE, false)?.ok_or_else(|| {
+        ConfigError(format!(
+            "no credentials: pass --profile, set {} and {}, or save some with `lmts tokens derive --save`",
+            lmts_sdk::ENV_TOKEN_ID,
+            lmts_sdk::ENV_TOKEN_SECRET
+        ))
+        .into()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +227,7 @@ mod tests {
             SavedProfile {
                 base_url: Some("http://127.0.0.1:8080".into()),
                 token_id: "lmts_x".into(),
+                expires_at: None,
                 secret: "c3VwZXItc2VjcmV0LWtleQ==".into(),
             },
         );
@@ -165,6 +269,7 @@ mod tests {
                 base_url: None,
                 token_id: "lmts_one".into(),
                 secret: "c2VjcmV0".into(),
+                expires_at: None,
             },
         );
         file.save(&path).unwrap();
@@ -247,66 +352,37 @@ mod tests {
             "{message}"
         );
     }
-}
 
-/// Credentials chosen for a signing command, and the service they belong to if known.
-#[derive(Debug)]
-pub struct Resolved {
-    /// The credentials.
-    pub credentials: HmacCredentials,
-    /// The base URL saved with them.
-    pub base_url: Option<String>,
-}
-
-/// Picks credentials: the named profile; else `LIMITLESS_API_TOKEN_ID` and
-/// `LIMITLESS_API_TOKEN_SECRET`; else the profile `default`.
-pub fn resolve(profile: Option<&str>, path: &Path) -> Result<Resolved, CommandError> {
-    let from_file = |name: &str, required: bool| -> Result<Option<Resolved>, CommandError> {
-        let file = CredentialsFile::load(path)?;
-        match file.profiles.get(name) {
-            Some(saved) => Ok(Some(Resolved {
-                credentials: saved.credentials(name)?,
-                base_url: saved.base_url.clone(),
-            })),
-            None if required => Err(ConfigError(format!(
-                "no profile {name:?} in {}; derive one with `lmts tokens derive --save {name}`",
-                path.display()
-            ))
-            .into()),
-            None => Ok(None),
-        }
-    };
-    if let Some(name) = profile {
-        if let Some(resolved) = from_file(name, true)? {
-            return Ok(resolved);
-        }
+    #[test]
+    fn saved_credentials_warn_in_their_last_week_and_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.toml");
+        let now = lmts_core::signing::parse_timestamp("2027-01-01T00:00:00.000Z").unwrap();
+        let warning = |expires_at: Option<DateTime<Utc>>| {
+            let mut file = CredentialsFile::default();
+            file.profiles.insert(
+                "bot".into(),
+                SavedProfile {
+                    base_url: None,
+                    token_id: "lmts_one".into(),
+                    secret: "c2VjcmV0".into(),
+                    expires_at,
+                },
+            );
+            file.save(&path).unwrap();
+            resolve(Some("bot"), &path).unwrap().expiry_warning(now)
+        };
+        assert_eq!(warning(None), None);
+        assert_eq!(warning(Some(now + TimeDelta::days(7))), None);
+        let soon = warning(Some(now + TimeDelta::hours(75))).unwrap();
+        assert!(
+            soon.contains("profile \"bot\" expire at 2027-01-04T03:00:00.000Z (in 3 days 3 hours)"),
+            "{soon}"
+        );
+        let past = warning(Some(now)).unwrap();
+        assert!(
+            past.contains("expired at 2027-01-01T00:00:00.000Z"),
+            "{past}"
+        );
     }
-    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-    match (var(lmts_sdk::ENV_TOKEN_ID), var(lmts_sdk::ENV_TOKEN_SECRET)) {
-        (Some(id), Some(secret)) => {
-            let credentials = HmacCredentials::new(id, &secret)
-                .map_err(|error| ConfigError(format!("{}: {error}", lmts_sdk::ENV_TOKEN_SECRET)))?;
-            return Ok(Resolved {
-                credentials,
-                base_url: None,
-            });
-        }
-        (None, None) => {}
-        _ => {
-            return Err(ConfigError(format!(
-                "set both {} and {}, or neither",
-                lmts_sdk::ENV_TOKEN_ID,
-                lmts_sdk::ENV_TOKEN_SECRET
-            ))
-            .into())
-        }
-    }
-    from_file(DEFAULT_PROFILE, false)?.ok_or_else(|| {
-        ConfigError(format!(
-            "no credentials: pass --profile, set {} and {}, or save some with `lmts tokens derive --save`",
-            lmts_sdk::ENV_TOKEN_ID,
-            lmts_sdk::ENV_TOKEN_SECRET
-        ))
-        .into()
-    })
 }

@@ -539,3 +539,62 @@ fn policy_check_and_explain() {
         stderr(&refused)
     );
 }
+
+#[tokio::test]
+async fn derive_sets_expiry_and_addresses_which_list_shows_and_saved_credentials_warn_of() {
+    let session = Session::start().await;
+    let derived =
+        session.derive_saved_as_bot(&["--expires-in", "3d", "--allow-ip", "127.0.0.1/8,::1"]);
+    let expires_at = derived["expiresAt"].as_str().unwrap().to_owned();
+    assert_eq!(
+        derived["allowedIps"],
+        serde_json::json!(["127.0.0.0/8", "::1/128"])
+    );
+    let saved = fs::read_to_string(&session.credentials).unwrap();
+    assert!(saved.contains(&expires_at), "{saved}");
+
+    let table = session.run(&["tokens", "list", "--profile", "bot"], &[], None);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    assert!(
+        text.contains("EXPIRES")
+            && text.contains(&expires_at)
+            && text.contains("127.0.0.0/8,::1/128"),
+        "{text}"
+    );
+    let warning = stderr(&table);
+    assert!(
+        warning.contains(&format!(
+            "profile \"bot\" expire at {expires_at} (in 2 days 23 hours)"
+        )),
+        "{warning}"
+    );
+
+    for (options, expected) in [
+        (&["--expires-in", "30 days"][..], "is not a span like"),
+        (
+            &["--allow-ip", "localhost"][..],
+            "is not an IP address or CIDR block",
+        ),
+        (
+            &["--expires-in", "1d", "--expires-at", "2030-01-01T00:00:00Z"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--expires-in", "400d"][..],
+            "expiresAt must be at most one year ahead",
+        ),
+    ] {
+        // On the command line: clap may refuse before reading standard input.
+        let identity = session.identity();
+        let mut args = vec!["tokens", "derive", "--identity-token", &identity];
+        args.extend_from_slice(options);
+        let refused = session.run(&args, &[], None);
+        assert!(!refused.status.success(), "{options:?}");
+        assert!(
+            stderr(&refused).contains(expected),
+            "{options:?}: {}",
+            stderr(&refused)
+        );
+    }
+}

@@ -139,7 +139,10 @@ async fn acknowledged_work_survives_twenty_sigkills() {
         .unwrap()
         .unwrap()
         .profile;
-    let live = store.active_tokens(profile.id).await.unwrap();
+    let live = store
+        .active_tokens(profile.id, lmts_server::clock::Clock::system().now())
+        .await
+        .unwrap();
     assert!(!live.is_empty());
     for record in live {
         let credentials = store

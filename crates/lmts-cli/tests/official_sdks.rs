@@ -36,11 +36,24 @@ fn node_modules_with_sdk() -> PathBuf {
     prefix.join("node_modules")
 }
 
-/// Runs `command` (a seed-flow script) against a fresh `lmts serve --dev`.
+/// Runs `command` (a seed-flow script) against a fresh `lmts serve --dev`, where the partner
+/// already holds a token with SPEC C2's expiry and addresses: the SDK must parse a list that
+/// carries them (unknown fields to it), and list two tokens.
 async fn run_seed_flow(mut command: Command) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let service = Service::start(&data, &dir.path().join("log"), &[]).await;
+    let expires_at = lmts_server::clock::Clock::system().now() + chrono::TimeDelta::days(30);
+    let body = serde_json::json!({
+        "label": "with-lifecycle",
+        "expiresAt": lmts_core::signing::format_timestamp(expires_at),
+        "allowedIps": ["127.0.0.0/8", "::1"],
+    });
+    let (_, _, held) = derive_token(&service.base, &data, &body.to_string()).await;
+    assert_eq!(
+        held["allowedIps"],
+        serde_json::json!(["127.0.0.0/8", "::1/128"])
+    );
     let output = command
         .env("LMTS_BASE_URL", &service.base)
         .env("LMTS_IDENTITY_TOKEN", identity_token(&data))
@@ -49,7 +62,9 @@ async fn run_seed_flow(mut command: Command) {
     let (out, err) = (stdout(&output), stderr(&output));
     assert!(output.status.success(), "stdout:\n{out}\nstderr:\n{err}");
     assert!(
-        out.contains("refused after revoke") && out.trim_end().ends_with("OK"),
+        out.contains("listed 2")
+            && out.contains("refused after revoke")
+            && out.trim_end().ends_with("OK"),
         "{out}"
     );
 }

@@ -290,7 +290,10 @@ async fn sigterm_shuts_down_gracefully_and_writes_pending_usage() {
         .unwrap()
         .unwrap()
         .profile;
-    let tokens = store.active_tokens(profile.id).await.unwrap();
+    let tokens = store
+        .active_tokens(profile.id, lmts_server::clock::Clock::system().now())
+        .await
+        .unwrap();
     assert!(
         tokens[0].last_used_at.is_some(),
         "pending lastUsedAt written at shutdown"

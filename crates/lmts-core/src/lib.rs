@@ -19,6 +19,7 @@
 //! # Ok::<(), lmts_core::secret::SecretError>(())
 //! ```
 
+pub mod addresses;
 #[cfg(feature = "clock")]
 pub mod clock;
 pub mod credentials;

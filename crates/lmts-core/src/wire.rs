@@ -3,12 +3,19 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{scope::Scope, secret::TokenSecret};
 
 /// The longest label a token may carry, in characters.
 pub const MAX_LABEL_CHARS: usize = 128;
+
+/// The latest `expiresAt` a token derived at `now` may carry: one year ahead (SPEC C2).
+pub fn latest_expiry(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.checked_add_months(chrono::Months::new(12))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
 
 /// An API token's id: the `lmts-api-key` header value and the `{tokenId}` of revoke.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -78,6 +85,23 @@ pub struct DeriveApiTokenInput {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(nullable))]
     pub scopes: Vec<Scope>,
+    /// When the token stops working (SPEC C2): in the future, at most a year ahead
+    /// ([`latest_expiry`]); none: never.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339_millis::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTimeSchema>))]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The address blocks requests may come from (SPEC C2), at most
+    /// [`MAX_ALLOWED_IPS`](crate::addresses::MAX_ALLOWED_IPS); empty: any address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Vec<String>, max_items = 32, nullable)
+    )]
+    pub allowed_ips: Vec<IpNet>,
 }
 
 /// The partner profile a token belongs to.
@@ -119,6 +143,18 @@ pub struct DeriveApiTokenResponse {
     pub created_at: DateTime<Utc>,
     /// The scopes granted.
     pub scopes: Vec<Scope>,
+    /// When the token expires (SPEC C2); null: never. Absent from answers of services
+    /// without the extension, read as null.
+    #[serde(default, with = "rfc3339_millis::option")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<DateTimeSchema>, required = true)
+    )]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The address blocks requests may come from (SPEC C2); empty: any address.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, required = true))]
+    pub allowed_ips: Vec<IpNet>,
     /// The partner profile the token belongs to.
     pub profile: ProfileRef,
 }
@@ -139,6 +175,17 @@ pub struct ApiToken {
     #[serde(with = "rfc3339_millis")]
     #[cfg_attr(feature = "openapi", schema(value_type = DateTimeSchema))]
     pub created_at: DateTime<Utc>,
+    /// When the token expires (SPEC C2); null: never.
+    #[serde(default, with = "rfc3339_millis::option")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<DateTimeSchema>, required = true)
+    )]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The address blocks requests may come from (SPEC C2); empty: any address.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, required = true))]
+    pub allowed_ips: Vec<IpNet>,
     /// When the token last authenticated a request; null (`None`) before its first use.
     #[serde(with = "rfc3339_millis::option")]
     #[cfg_attr(
@@ -292,6 +339,8 @@ mod tests {
             created_at: DateTime::parse_from_rfc3339("2026-03-23T12:34:56.789Z")
                 .unwrap()
                 .with_timezone(&Utc),
+            expires_at: None,
+            allowed_ips: Vec::new(),
             last_used_at: None,
         };
         let value: Value = serde_json::to_value(&token).unwrap();
@@ -302,11 +351,60 @@ mod tests {
                 "label": null,
                 "scopes": ["trading"],
                 "createdAt": "2026-03-23T12:34:56.789Z",
+                "expiresAt": null,
+                "allowedIps": [],
                 "lastUsedAt": null
             })
         );
         let back: ApiToken = serde_json::from_value(value).unwrap();
         assert_eq!(back, token);
+    }
+
+    #[test]
+    fn lifecycle_fields_are_written_canonically_and_read_when_absent() {
+        let input = DeriveApiTokenInput {
+            expires_at: Some(
+                DateTime::parse_from_rfc3339("2026-04-01T00:00:00+02:00")
+                    .unwrap()
+                    .with_timezone(&Utc),
+            ),
+            allowed_ips: vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "::1/128".parse().unwrap(),
+            ],
+            ..DeriveApiTokenInput::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&input).unwrap(),
+            json!({
+                "expiresAt": "2026-03-31T22:00:00.000Z",
+                "allowedIps": ["203.0.113.0/24", "::1/128"]
+            })
+        );
+        // A list item of a service without the extension (the published API).
+        let plain: ApiToken = serde_json::from_value(json!({
+            "tokenId": "tok_1", "label": null, "scopes": ["trading"],
+            "createdAt": "2026-03-23T12:34:56.789Z", "lastUsedAt": null
+        }))
+        .unwrap();
+        assert_eq!((plain.expires_at, plain.allowed_ips), (None, Vec::new()));
+    }
+
+    #[test]
+    fn the_latest_expiry_is_a_calendar_year_ahead() {
+        let at = |text| {
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert_eq!(
+            latest_expiry(at("2027-02-28T10:00:00Z")),
+            at("2028-02-28T10:00:00Z")
+        );
+        assert_eq!(
+            latest_expiry(at("2028-02-29T10:00:00Z")),
+            at("2029-02-28T10:00:00Z")
+        );
     }
 
     #[test]

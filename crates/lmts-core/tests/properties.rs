@@ -104,8 +104,17 @@ proptest! {
         scopes in proptest::collection::vec(any_scope(), 0..6),
         created in any_time(),
         used in proptest::option::of(any_time()),
+        expires in proptest::option::of(any_time()),
+        v4 in proptest::collection::vec((any::<[u8; 4]>(), 0u8..=32), 0..4),
     ) {
-        let token = ApiToken { token_id: TokenId::new(id), label, scopes, created_at: created, last_used_at: used };
+        let allowed_ips = v4
+            .into_iter()
+            .map(|(octets, prefix)| ipnet::Ipv4Net::new(octets.into(), prefix).unwrap().trunc().into())
+            .collect();
+        let token = ApiToken {
+            token_id: TokenId::new(id), label, scopes, created_at: created,
+            expires_at: expires, allowed_ips, last_used_at: used,
+        };
         let json = serde_json::to_string(&token).unwrap();
         prop_assert_eq!(serde_json::from_str::<ApiToken>(&json).unwrap(), token);
     }

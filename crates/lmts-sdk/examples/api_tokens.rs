@@ -31,6 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             DeriveApiTokenInput {
                 label: Some("example".into()),
                 scopes: vec![Scope::Trading],
+                ..Default::default()
             },
         )
         .await?;

@@ -2,6 +2,7 @@
 
 use crate::{client::Client, error::Error, response::ApiResponse};
 use lmts_core::{
+    addresses::MAX_ALLOWED_IPS,
     scope::{canonical_scopes, check_scope_rules},
     wire::{
         ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities,
@@ -46,6 +47,12 @@ fn check_derive_input(input: &DeriveApiTokenInput) -> Result<(), Error> {
                 "label is {chars} characters; at most {MAX_LABEL_CHARS} are allowed"
             )));
         }
+    }
+    if input.allowed_ips.len() > MAX_ALLOWED_IPS {
+        return Err(Error::InvalidInput(format!(
+            "allowed_ips holds {} blocks; at most {MAX_ALLOWED_IPS} are allowed",
+            input.allowed_ips.len()
+        )));
     }
     check_scope_rules(&canonical_scopes(input.scopes.iter().cloned()))
         .map_err(|rule| Error::InvalidInput(rule.to_owned()))
@@ -173,20 +180,33 @@ mod tests {
         let long = DeriveApiTokenInput {
             label: Some("é".repeat(129)),
             scopes: vec![],
+            ..Default::default()
         };
         assert!(check_derive_input(&long).is_err());
         let at_limit = DeriveApiTokenInput {
             label: Some("é".repeat(128)),
             scopes: vec![],
+            ..Default::default()
         };
         assert!(check_derive_input(&at_limit).is_ok());
         let orphan = DeriveApiTokenInput {
             label: None,
             scopes: vec![Scope::DelegatedSigning],
+            ..Default::default()
         };
         assert!(matches!(
             check_derive_input(&orphan),
             Err(Error::InvalidInput(_))
+        ));
+        let block = |i: u8| format!("10.0.{i}.0/24").parse().unwrap();
+        let many = |count: u8| DeriveApiTokenInput {
+            allowed_ips: (0..count).map(block).collect(),
+            ..Default::default()
+        };
+        assert!(check_derive_input(&many(32)).is_ok());
+        assert!(matches!(
+            check_derive_input(&many(33)),
+            Err(Error::InvalidInput(message)) if message.contains("at most 32")
         ));
     }
 }

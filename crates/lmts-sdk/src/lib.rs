@@ -19,6 +19,8 @@
 //!     .derive_token(&identity_token, DeriveApiTokenInput {
 //!         label: Some("production-bot".into()),
 //!         scopes: vec![Scope::Trading, Scope::AccountCreation, Scope::DelegatedSigning],
+//!         expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::days(90)),
+//!         ..Default::default()
 //!     })
 //!     .await?; // derived.secret is a TokenSecret: redacted in Debug, zeroized on drop
 //!
@@ -70,6 +72,7 @@ pub use client::{
 };
 pub use error::{ApiError, Error};
 pub use lmts_core::{
+    addresses::IpNet,
     signing,
     wire::{
         ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities, ProfileRef,

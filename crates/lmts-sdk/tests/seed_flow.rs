@@ -55,6 +55,7 @@ async fn the_whole_seed_flow_and_the_refusal_of_revoked_credentials() {
                     Scope::AccountCreation,
                     Scope::DelegatedSigning,
                 ],
+                ..Default::default()
             },
         )
         .await
@@ -113,6 +114,7 @@ async fn api_errors_keep_status_messages_and_body() {
             DeriveApiTokenInput {
                 label: None,
                 scopes: vec![Scope::Withdrawal],
+                ..Default::default()
             },
         )
         .await
@@ -149,6 +151,7 @@ async fn input_errors_are_caught_before_the_network() {
     let long = DeriveApiTokenInput {
         label: Some("x".repeat(129)),
         scopes: vec![],
+        ..Default::default()
     };
     assert!(matches!(
         tokens.derive_token("t", long).await,
@@ -157,6 +160,7 @@ async fn input_errors_are_caught_before_the_network() {
     let orphan = DeriveApiTokenInput {
         label: None,
         scopes: vec![Scope::DelegatedSigning],
+        ..Default::default()
     };
     assert!(matches!(
         tokens.derive_token("t", orphan).await,

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lmts_core::{signing::CanonicalMessage, Scope, Signer, TokenId, TokenSecret};
 use lmts_server::{
-    service::{CachedToken, TtlCache},
+    service::{CachedToken, TtlCache, Validity},
     store::PartnerProfile,
 };
 
@@ -51,6 +51,7 @@ fn filled(count: usize) -> (TtlCache<TokenId, Arc<CachedToken>>, Vec<Signer>) {
             profile.clone(),
             vec![Scope::Trading],
             signer,
+            Validity::default(),
         ));
         cache.insert(cache.generation(), id, entry);
     }

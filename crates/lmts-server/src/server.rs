@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub token_endpoints: bool,
     /// The gateway of SPEC C1 in this process, if any.
     pub gateway: GatewayConfig,
+    /// The service's time (the system clock; tests move it).
+    pub clock: Clock,
 }
 
 /// The gateway of SPEC C1: a route policy, and an upstream to proxy to.
@@ -111,6 +113,7 @@ impl ServerConfig {
             postgres: PostgresOptions::default(),
             token_endpoints: true,
             gateway: GatewayConfig::default(),
+            clock: Clock::system(),
         }
     }
 }
@@ -354,7 +357,7 @@ impl Server {
             upstream = doors.upstream.as_ref().map(Upstream::origin),
             "lmts service ready"
         );
-        let service = TokenService::new(config.service, store, keyring, identity, Clock::system());
+        let service = TokenService::new(config.service, store, keyring, identity, config.clock);
         Ok(Self {
             listener,
             service,

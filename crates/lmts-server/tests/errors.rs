@@ -23,7 +23,7 @@ async fn token_count(server: &TestServer, account: &str) -> usize {
     server
         .service
         .store()
-        .active_tokens(profile.id)
+        .active_tokens(profile.id, lmts_server::clock::Clock::system().now())
         .await
         .unwrap()
         .len()

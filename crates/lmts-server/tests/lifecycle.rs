@@ -55,13 +55,25 @@ async fn derive_answers_201_with_every_field_of_the_contract() {
     assert_eq!(
         keys,
         [
+            "allowedIps",
             "apiKey",
             "createdAt",
+            "expiresAt",
             "profile",
             "scopes",
             "secret",
             "tokenId"
         ]
+    );
+    assert_eq!(
+        json["expiresAt"],
+        Value::Null,
+        "SPEC C2: null without an expiry"
+    );
+    assert_eq!(
+        json["allowedIps"],
+        serde_json::json!([]),
+        "SPEC C2: empty for any"
     );
     let token_id = json["tokenId"].as_str().unwrap();
     assert_eq!(json["apiKey"], json["tokenId"]);
@@ -158,7 +170,15 @@ async fn list_shows_only_the_callers_live_tokens_with_exact_fields() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["createdAt", "label", "lastUsedAt", "scopes", "tokenId"],
+            [
+                "allowedIps",
+                "createdAt",
+                "expiresAt",
+                "label",
+                "lastUsedAt",
+                "scopes",
+                "tokenId"
+            ],
             "no secret listed"
         );
         assert!(is_millis_rfc3339(&token["createdAt"]));
@@ -194,7 +214,7 @@ async fn last_used_at_is_written_to_the_store_off_the_request_path() {
     let records = server
         .service
         .store()
-        .active_tokens(profile.id)
+        .active_tokens(profile.id, lmts_server::clock::Clock::system().now())
         .await
         .unwrap();
     assert!(records[0].last_used_at.is_some(), "flushed to the store");

@@ -67,6 +67,8 @@ impl Harness {
                     label: None,
                     scopes: vec![Scope::Trading],
                     created_at: start,
+                    expires_at: None,
+                    allowed_ips: Vec::new(),
                     sealed: keyring.seal("tok_m", &secret).unwrap(),
                 },
                 Some(10),

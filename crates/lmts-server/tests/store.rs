@@ -25,6 +25,8 @@ fn token(id: &str, profile_id: i64, at: DateTime<Utc>) -> NewToken {
         label: Some(format!("label of {id}")),
         scopes: vec![Scope::Trading, Scope::Withdrawal],
         created_at: at,
+        expires_at: None,
+        allowed_ips: Vec::new(),
         sealed: SealedSecret {
             key_id: "k1".into(),
             sealed: vec![1, 2, 3],
@@ -129,6 +131,50 @@ async fn tokens_respect_the_active_limit(store: &dyn Store) {
         .unwrap();
 }
 
+async fn expired_tokens_leave_the_list_the_limit_and_revocation(store: &dyn Store) {
+    let profile = store
+        .upsert_profile("did:privy:expiry", "0x05", t(0))
+        .await
+        .unwrap();
+    let expiring = NewToken {
+        expires_at: Some(t(10)),
+        allowed_ips: vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ],
+        ..token("e1", profile.id, t(1))
+    };
+    store.insert_token(&expiring, Some(2)).await.unwrap();
+    store
+        .insert_token(&token("e2", profile.id, t(2)), Some(2))
+        .await
+        .unwrap();
+    let credentials = store.token_credentials("e1").await.unwrap().unwrap();
+    assert_eq!(
+        (credentials.expires_at, &credentials.allowed_ips),
+        (Some(t(10)), &expiring.allowed_ips)
+    );
+    let listed = store.active_tokens(profile.id, t(9)).await.unwrap();
+    assert_eq!(listed[0].expires_at, Some(t(10)));
+    assert_eq!(listed[0].allowed_ips, expiring.allowed_ips);
+    assert_eq!(listed[1].allowed_ips, Vec::new());
+    assert!(matches!(
+        store
+            .insert_token(&token("e3", profile.id, t(9)), Some(2))
+            .await,
+        Err(StoreError::LimitReached { limit: 2 })
+    ));
+    // From its expiry on, it is not live: not listed, not counted, not revocable.
+    let listed = store.active_tokens(profile.id, t(10)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].token_id, TokenId::new("e2"));
+    store
+        .insert_token(&token("e3", profile.id, t(10)), Some(2))
+        .await
+        .unwrap();
+    assert!(!store.revoke_token(profile.id, "e1", t(11)).await.unwrap());
+}
+
 async fn revocation_is_per_profile_and_once(store: &dyn Store) {
     let owner = store
         .upsert_profile("did:privy:owner", "0x02", t(0))
@@ -163,7 +209,10 @@ async fn revocation_is_per_profile_and_once(store: &dyn Store) {
     assert_eq!(credentials.sealed.sealed, vec![1, 2, 3]);
     assert_eq!(credentials.scopes, vec![Scope::Trading, Scope::Withdrawal]);
 
-    let active = store.active_tokens(owner.id).await.unwrap();
+    let active = store
+        .active_tokens(owner.id, lmts_server::clock::Clock::system().now())
+        .await
+        .unwrap();
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].token_id, TokenId::new("r2"));
     assert_eq!(active[0].label.as_deref(), Some("label of r2"));
@@ -188,7 +237,10 @@ async fn usage_only_moves_forward(store: &dyn Store) {
         .record_usage(&[(TokenId::new("u1"), t(5)), (TokenId::new("gone"), t(5))])
         .await
         .unwrap();
-    let active = store.active_tokens(profile.id).await.unwrap();
+    let active = store
+        .active_tokens(profile.id, lmts_server::clock::Clock::system().now())
+        .await
+        .unwrap();
     assert_eq!(active[0].last_used_at, Some(t(10)));
 }
 
@@ -289,8 +341,22 @@ async fn concurrent_writes_stay_atomic_and_independent(store: Arc<dyn Store>) {
     }
     assert_eq!(duplicates, 10, "ten ids were used twice");
     assert_eq!((stored, refused), (25, 15));
-    assert_eq!(store.active_tokens(limited.id).await.unwrap().len(), 25);
-    assert_eq!(store.active_tokens(unlimited.id).await.unwrap().len(), 30);
+    assert_eq!(
+        store
+            .active_tokens(limited.id, lmts_server::clock::Clock::system().now())
+            .await
+            .unwrap()
+            .len(),
+        25
+    );
+    assert_eq!(
+        store
+            .active_tokens(unlimited.id, lmts_server::clock::Clock::system().now())
+            .await
+            .unwrap()
+            .len(),
+        30
+    );
 }
 
 /// The whole suite against one store.
@@ -299,6 +365,7 @@ async fn store_contract(store: &dyn Store) {
     profiles_are_created_once_and_follow_the_wallet(store).await;
     settings_resolve_own_then_default_then_built_in(store).await;
     tokens_respect_the_active_limit(store).await;
+    expired_tokens_leave_the_list_the_limit_and_revocation(store).await;
     revocation_is_per_profile_and_once(store).await;
     usage_only_moves_forward(store).await;
     signatures_are_recorded_once_until_they_expire(store).await;

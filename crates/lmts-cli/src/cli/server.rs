@@ -340,9 +340,9 @@ pub struct IdentityTokenArgs {
     /// The wallet address the token speaks for.
     #[arg(long)]
     pub account: String,
-    /// Lifetime, as a number with s, m, h or d.
-    #[arg(long, default_value = "1h")]
-    pub ttl: String,
+    /// Lifetime: 90s, 30m, 1h, 2d or 1w.
+    #[arg(long, default_value = "1h", value_parser = super::values::parse_lifetime)]
+    pub ttl: chrono::TimeDelta,
     /// The audience (Privy app id) to write.
     #[arg(long, env = "LMTS_PRIVY_APP_ID", default_value = "lmts-dev")]
     pub app_id: String,

@@ -116,6 +116,7 @@ async fn derive_token(
             DeriveApiTokenInput {
                 label: Some("demo".into()),
                 scopes: vec![Scope::Trading],
+                ..Default::default()
             },
         )
         .await?;

@@ -40,7 +40,7 @@ pub async fn run(args: RequestArgs, output: &Output) -> Result<(), CommandError>
     let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| ConfigError(format!("{:?} is not an HTTP method", args.method)))?;
     let body = body_bytes(args.body.as_deref())?;
-    let client = tokens::signing_client(&args.service, &args.credentials)?;
+    let client = tokens::signing_client(&args.service, &args.credentials, output)?;
     let mut request = client.request(method, &args.path);
     let mut content_type_given = false;
     for header in &args.headers {

@@ -63,6 +63,9 @@ pub fn run(args: SignArgs, output: &Output) -> Result<(), CommandError> {
         args.credentials.profile.as_deref(),
         &args.credentials.credentials_file,
     )?;
+    if let Some(warning) = resolved.expiry_warning(Clock::system().now()) {
+        output.warn(&warning);
+    }
     let body = body_bytes(args.body.as_deref())?;
     let timestamp = match &args.timestamp {
         Some(given) => {

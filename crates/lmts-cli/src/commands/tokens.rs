@@ -2,8 +2,11 @@
 
 use std::{io::Read, path::Path};
 
+use chrono::{DateTime, Utc};
 use lmts_core::{scope::join_scopes as scopes_text, signing::format_timestamp};
-use lmts_sdk::{Client, DeriveApiTokenInput, Error as SdkError, Scope, DEFAULT_BASE_URL};
+use lmts_sdk::{
+    clock::Clock, Client, DeriveApiTokenInput, Error as SdkError, IpNet, Scope, DEFAULT_BASE_URL,
+};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -127,6 +130,15 @@ async fn capabilities(
 async fn derive(args: DeriveArgs, output: &Output) -> Result<(), CommandError> {
     let token = identity_token(&args.identity)?;
     let client = client(&args.service, None)?;
+    let expires_at = match args.expires_in {
+        Some(span) => Some(
+            Clock::system()
+                .now()
+                .checked_add_signed(span)
+                .ok_or_else(|| ConfigError("--expires-in is too far ahead".into()))?,
+        ),
+        None => args.expires_at,
+    };
     let input = DeriveApiTokenInput {
         label: args.label,
         scopes: args
@@ -134,6 +146,8 @@ async fn derive(args: DeriveArgs, output: &Output) -> Result<(), CommandError> {
             .iter()
             .map(|scope| Scope::from(scope.as_str()))
             .collect(),
+        expires_at,
+        allowed_ips: args.allowed_ips,
     };
     let derived = match client.api_tokens().derive_token(&token, input).await {
         Ok(derived) => derived,
@@ -162,6 +176,7 @@ async fn derive(args: DeriveArgs, output: &Output) -> Result<(), CommandError> {
                 base_url: Some(client.base_url().trim_end_matches('/').to_owned()),
                 token_id: derived.token_id.to_string(),
                 secret: derived.secret.to_base64().to_string(),
+                expires_at: derived.expires_at,
             },
         );
         file.save(&args.credentials_file)?;
@@ -177,6 +192,8 @@ async fn derive(args: DeriveArgs, output: &Output) -> Result<(), CommandError> {
             ("token id", derived.token_id.to_string()),
             ("scopes", scopes_text(&derived.scopes)),
             ("created at", format_timestamp(derived.created_at)),
+            ("expires at", expiry_text(derived.expires_at)),
+            ("allowed ips", blocks_text(&derived.allowed_ips)),
             (
                 "profile",
                 format!("{} ({})", derived.profile.id, derived.profile.account),
@@ -189,15 +206,34 @@ async fn derive(args: DeriveArgs, output: &Output) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// A client signing with the credentials `credentials` picks, for the first base URL given.
+/// `expiresAt` as the tables show it.
+fn expiry_text(expires_at: Option<DateTime<Utc>>) -> String {
+    expires_at.map_or_else(|| "never".into(), format_timestamp)
+}
+
+/// `allowedIps` as the tables show it.
+fn blocks_text(blocks: &[IpNet]) -> String {
+    if blocks.is_empty() {
+        return "any".into();
+    }
+    let blocks: Vec<String> = blocks.iter().map(IpNet::to_string).collect();
+    blocks.join(",")
+}
+
+/// A client signing with the credentials `credentials` picks, for the first base URL given;
+/// saved credentials close to their expiry warn.
 pub(super) fn signing_client(
     service: &ServiceArgs,
     credentials: &CredentialArgs,
+    output: &Output,
 ) -> Result<Client, CommandError> {
     let resolved = credentials_file::resolve(
         credentials.profile.as_deref(),
         &credentials.credentials_file,
     )?;
+    if let Some(warning) = resolved.expiry_warning(Clock::system().now()) {
+        output.warn(&warning);
+    }
     Ok(client(service, resolved.base_url.as_deref())?.with_credentials(resolved.credentials))
 }
 
@@ -206,7 +242,7 @@ async fn list(
     credentials: CredentialArgs,
     output: &Output,
 ) -> Result<(), CommandError> {
-    let client = signing_client(&service, &credentials)?;
+    let client = signing_client(&service, &credentials, output)?;
     let tokens = client
         .api_tokens()
         .list_tokens()
@@ -230,6 +266,8 @@ async fn list(
                 token.label.clone().unwrap_or_else(|| "-".into()),
                 scopes_text(&token.scopes),
                 format_timestamp(token.created_at),
+                expiry_text(token.expires_at),
+                blocks_text(&token.allowed_ips),
                 token
                     .last_used_at
                     .map_or_else(|| "never".into(), format_timestamp),
@@ -237,7 +275,15 @@ async fn list(
         })
         .collect();
     output.table(
-        &["TOKEN ID", "LABEL", "SCOPES", "CREATED", "LAST USED"],
+        &[
+            "TOKEN ID",
+            "LABEL",
+            "SCOPES",
+            "CREATED",
+            "EXPIRES",
+            "ALLOWED IPS",
+            "LAST USED",
+        ],
         &rows,
     );
     Ok(())
@@ -249,7 +295,7 @@ async fn revoke(
     credentials: CredentialArgs,
     output: &Output,
 ) -> Result<(), CommandError> {
-    let client = signing_client(&service, &credentials)?;
+    let client = signing_client(&service, &credentials, output)?;
     let message = client
         .api_tokens()
         .revoke_token(&token_id)

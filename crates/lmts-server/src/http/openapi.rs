@@ -406,11 +406,19 @@ mod tests {
             label: None,
             scopes: Scope::KNOWN.to_vec(),
             created_at: at("2026-03-23T12:34:56.789Z"),
+            expires_at: None,
+            allowed_ips: Vec::new(),
             last_used_at: None,
         };
         assert_fits(&token);
+        let blocks = vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ];
         assert_fits(&ApiToken {
             label: Some("l".repeat(MAX_LABEL_CHARS)),
+            expires_at: Some(at("2027-03-23T00:00:00Z")),
+            allowed_ips: blocks.clone(),
             last_used_at: Some(at("2026-03-24T00:00:00Z")),
             ..token
         });
@@ -420,6 +428,8 @@ mod tests {
             token_id: TokenId::new("tok_1"),
             created_at: at("2026-03-23T12:34:56.789Z"),
             scopes: vec![Scope::Trading],
+            expires_at: Some(at("2027-03-23T00:00:00Z")),
+            allowed_ips: blocks.clone(),
             profile: ProfileRef {
                 id: i64::from(i32::MAX),
                 account: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
@@ -447,6 +457,8 @@ mod tests {
         assert_fits(&DeriveApiTokenInput {
             label: Some("bot".into()),
             scopes: vec![Scope::Withdrawal],
+            expires_at: Some(at("2027-03-23T00:00:00Z")),
+            allowed_ips: blocks,
         });
     }
 
@@ -458,9 +470,18 @@ mod tests {
         assert!(!fits(input, &json!({ "label": 5 })));
         let token = json!({
             "tokenId": "tok_1", "label": null, "scopes": ["trading"],
-            "createdAt": "2026-03-23T12:34:56.789Z", "lastUsedAt": null
+            "createdAt": "2026-03-23T12:34:56.789Z", "expiresAt": null, "allowedIps": [],
+            "lastUsedAt": null
         });
         assert!(fits(schema("ApiToken"), &token));
+        for field in ["expiresAt", "allowedIps"] {
+            let mut without = token.clone();
+            without.as_object_mut().unwrap().remove(field);
+            assert!(
+                !fits(schema("ApiToken"), &without),
+                "{field} is always answered"
+            );
+        }
         let mut missing = token.clone();
         missing.as_object_mut().unwrap().remove("lastUsedAt");
         assert!(!fits(schema("ApiToken"), &missing));

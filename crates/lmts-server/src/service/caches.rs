@@ -11,12 +11,14 @@ use std::{
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use http::HeaderValue;
 use lmts_core::{Scope, Signer, TokenId};
 use tokio::task::JoinHandle;
 
 use super::{
-    listing::TokenListing, ttl_cache::TtlCache, tunnels::OpenTunnels, ServiceError, ServiceSettings,
+    listing::TokenListing, ttl_cache::TtlCache, tunnels::OpenTunnels, validity::Validity,
+    ServiceError, ServiceSettings,
 };
 use crate::{
     crypto::Keyring,
@@ -39,6 +41,8 @@ pub struct CachedToken {
     pub scopes: Vec<Scope>,
     /// The prepared signer.
     pub signer: Signer,
+    /// When and from where it may be used.
+    pub validity: Validity,
     /// The values of the gateway's grant headers, made at the token's first gateway request
     /// (boxed: a token only the token endpoints see pays a pointer for it).
     pub(super) grant_values: OnceLock<Box<[Option<HeaderValue>; 4]>>,
@@ -51,12 +55,14 @@ impl CachedToken {
         profile: PartnerProfile,
         scopes: Vec<Scope>,
         signer: Signer,
+        validity: Validity,
     ) -> Self {
         Self {
             token_id,
             profile,
             scopes,
             signer,
+            validity,
             grant_values: OnceLock::new(),
         }
     }
@@ -125,6 +131,10 @@ impl Caches {
                 credentials.profile,
                 credentials.scopes,
                 Signer::new(&secret),
+                Validity {
+                    expires_at: credentials.expires_at,
+                    allowed_ips: credentials.allowed_ips.into(),
+                },
             )))
         };
         let owned_key = |entry: &Arc<CachedToken>| entry.token_id.clone();
@@ -140,14 +150,16 @@ impl Caches {
         }
     }
 
-    /// The live tokens of a profile, rendered for listing.
+    /// The live tokens of a profile at `now`, rendered for listing (a cached listing may hold
+    /// tokens that expired since: [`TokenListing::render`] leaves them out).
     pub(super) async fn listing(
         &self,
         store: &dyn Store,
         profile_id: i64,
+        now: DateTime<Utc>,
     ) -> Result<Arc<TokenListing>, ServiceError> {
         let load = || async {
-            let records = store.active_tokens(profile_id).await?;
+            let records = store.active_tokens(profile_id, now).await?;
             let listing = TokenListing::new(records).map_err(|error| {
                 tracing::error!(error = %error, "token list could not be rendered");
                 ServiceError::Internal

@@ -2,14 +2,18 @@
 //! token it creates (SPEC B4).
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use chrono::{DateTime, SubsecRound as _, Utc};
+use ipnet::IpNet;
 use lmts_core::{
+    addresses::{parse_block, MAX_ALLOWED_IPS},
     scope::{canonical_scopes, check_scope_rules},
-    wire::MAX_LABEL_CHARS,
+    signing::format_timestamp,
+    wire::{latest_expiry, MAX_LABEL_CHARS},
     Scope, TokenId, TokenSecret,
 };
 use serde_json::Value;
 
-use super::ServiceError;
+use super::{validity::Validity, ServiceError};
 use crate::crypto::Keyring;
 
 /// A derive request that passed validation.
@@ -19,6 +23,8 @@ pub(super) struct DeriveRequest {
     pub label: Option<String>,
     /// The requested scopes, merged and in the contract's order.
     pub scopes: Vec<Scope>,
+    /// When and where the token may be used (SPEC C2).
+    pub validity: Validity,
 }
 
 /// A JSON object whose keys are unique: `{"label":"a","label":"b"}` is ambiguous (parsers
@@ -53,13 +59,18 @@ impl<'de> serde::Deserialize<'de> for UniqueKeys {
     }
 }
 
-/// Validates a derive body (SPEC A2, B2, B3), listing every problem found. An empty body is
-/// the same as `{}`; fields other than `label` and `scopes` are ignored.
-pub(super) fn parse_derive_body(bytes: &[u8]) -> Result<DeriveRequest, ServiceError> {
+/// Validates a derive body received at `now` (SPEC A2, B2, B3, C2), listing every problem
+/// found. An empty body is the same as `{}`; fields other than `label`, `scopes`, `expiresAt`
+/// and `allowedIps` are ignored.
+pub(super) fn parse_derive_body(
+    bytes: &[u8],
+    now: DateTime<Utc>,
+) -> Result<DeriveRequest, ServiceError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(DeriveRequest {
             label: None,
             scopes: canonical_scopes([]),
+            validity: Validity::default(),
         });
     }
     let value: Value = serde_json::from_slice(bytes)
@@ -110,12 +121,83 @@ pub(super) fn parse_derive_body(bytes: &[u8]) -> Result<DeriveRequest, ServiceEr
     if let Err(rule) = check_scope_rules(&scopes) {
         problems.push(rule.to_owned());
     }
+    let validity = Validity {
+        expires_at: parse_expiry(fields.get("expiresAt"), now, &mut problems),
+        allowed_ips: parse_allowed_ips(fields.get("allowedIps"), &mut problems).into(),
+    };
     if problems.is_empty() {
-        Ok(DeriveRequest { label, scopes })
+        Ok(DeriveRequest {
+            label,
+            scopes,
+            validity,
+        })
     } else {
         problems.dedup();
         Err(ServiceError::Invalid(problems))
     }
+}
+
+/// `expiresAt`: absent or null for never, else an RFC 3339 date-time after `now` and at most a
+/// year ahead, kept to the millisecond the wire shows.
+fn parse_expiry(
+    value: Option<&Value>,
+    now: DateTime<Utc>,
+    problems: &mut Vec<String>,
+) -> Option<DateTime<Utc>> {
+    let text = match value {
+        None | Some(Value::Null) => return None,
+        Some(Value::String(text)) => text,
+        Some(_) => {
+            problems.push(EXPIRY_SHAPE.to_owned());
+            return None;
+        }
+    };
+    let Ok(parsed) = DateTime::parse_from_rfc3339(text) else {
+        problems.push(EXPIRY_SHAPE.to_owned());
+        return None;
+    };
+    let expires_at = parsed.with_timezone(&Utc).trunc_subsecs(3);
+    let latest = latest_expiry(now);
+    if expires_at <= now {
+        problems.push("expiresAt must be in the future".to_owned());
+    } else if expires_at > latest {
+        problems.push(format!(
+            "expiresAt must be at most one year ahead (no later than {})",
+            format_timestamp(latest)
+        ));
+    }
+    Some(expires_at)
+}
+
+const EXPIRY_SHAPE: &str = "expiresAt must be an RFC 3339 date-time (e.g. 2027-01-01T00:00:00Z)";
+
+/// `allowedIps`: absent, null or an array of at most [`MAX_ALLOWED_IPS`] address blocks, read
+/// canonically; a block given twice is kept once.
+fn parse_allowed_ips(value: Option<&Value>, problems: &mut Vec<String>) -> Vec<IpNet> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) if items.len() <= MAX_ALLOWED_IPS => items,
+        Some(Value::Array(_)) => {
+            problems.push(format!(
+                "allowedIps must hold at most {MAX_ALLOWED_IPS} address blocks"
+            ));
+            return Vec::new();
+        }
+        Some(_) => {
+            problems.push("allowedIps must be an array of CIDR strings".to_owned());
+            return Vec::new();
+        }
+    };
+    let mut blocks: Vec<IpNet> = Vec::with_capacity(items.len());
+    for item in items {
+        match item.as_str().map(parse_block) {
+            Some(Ok(block)) if !blocks.contains(&block) => blocks.push(block),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => problems.push(format!("allowedIps: {error}")),
+            None => problems.push("allowedIps must be an array of CIDR strings".to_owned()),
+        }
+    }
+    blocks
 }
 
 /// The longest token id any version issued or could store.
@@ -152,8 +234,17 @@ pub(super) fn new_secret(keyring: &Keyring) -> Result<TokenSecret, ServiceError>
 mod tests {
     use super::*;
 
+    /// The instant the tests derive at.
+    fn now() -> DateTime<Utc> {
+        lmts_core::signing::parse_timestamp("2026-03-23T12:00:00.000Z").unwrap()
+    }
+
+    fn parse(body: &[u8]) -> Result<DeriveRequest, ServiceError> {
+        parse_derive_body(body, now())
+    }
+
     fn problems(body: &str) -> Vec<String> {
-        match parse_derive_body(body.as_bytes()) {
+        match parse(body.as_bytes()) {
             Err(ServiceError::Invalid(problems)) => problems,
             other => panic!("expected 400 for {body}, got {other:?}"),
         }
@@ -168,10 +259,11 @@ mod tests {
             r#"{"scopes":null}"#,
         ] {
             assert_eq!(
-                parse_derive_body(body.as_bytes()).unwrap(),
+                parse(body.as_bytes()).unwrap(),
                 DeriveRequest {
                     label: None,
-                    scopes: vec![Scope::Trading]
+                    scopes: vec![Scope::Trading],
+                    validity: Validity::default(),
                 },
                 "{body}"
             );
@@ -180,7 +272,7 @@ mod tests {
 
     #[test]
     fn scopes_are_merged_ordered_and_checked() {
-        let request = parse_derive_body(
+        let request = parse(
             br#"{"label":"bot","scopes":["delegated_signing","trading","trading"],"profile":{"id":1}}"#,
         )
         .unwrap();
@@ -210,7 +302,7 @@ mod tests {
         let found = problems(r#"{"label":"a","scopes":["trading"],"label":"b"}"#);
         assert!(found[0].starts_with("duplicate key \"label\""), "{found:?}");
         assert!(
-            parse_derive_body(br#"{"label":{"x":1,"y":1}}"#).is_err(),
+            parse(br#"{"label":{"x":1,"y":1}}"#).is_err(),
             "nested objects are not labels"
         );
     }
@@ -235,11 +327,74 @@ mod tests {
     #[test]
     fn label_limit_counts_characters_not_bytes() {
         let at_limit = format!(r#"{{"label":"{}"}}"#, "é".repeat(128));
-        assert!(parse_derive_body(at_limit.as_bytes()).is_ok());
+        assert!(parse(at_limit.as_bytes()).is_ok());
         let over = format!(r#"{{"label":"{}"}}"#, "é".repeat(129));
         assert_eq!(
             problems(&over),
             vec!["label must be at most 128 characters"]
+        );
+    }
+
+    #[test]
+    fn expiry_is_in_the_future_within_a_year_and_kept_to_the_millisecond() {
+        let request = parse(br#"{"expiresAt":"2026-03-24T14:00:00.123456+02:00"}"#).unwrap();
+        assert_eq!(
+            request.validity.expires_at,
+            Some(lmts_core::signing::parse_timestamp("2026-03-24T12:00:00.123Z").unwrap())
+        );
+        assert!(parse(br#"{"expiresAt":"2027-03-23T12:00:00Z"}"#).is_ok());
+        assert_eq!(
+            problems(r#"{"expiresAt":"2027-03-23T12:00:00.001Z"}"#),
+            vec![
+                "expiresAt must be at most one year ahead (no later than 2027-03-23T12:00:00.000Z)"
+            ]
+        );
+        for past in ["2026-03-23T12:00:00Z", "2020-01-01T00:00:00Z"] {
+            let body = format!(r#"{{"expiresAt":"{past}"}}"#);
+            assert_eq!(problems(&body), vec!["expiresAt must be in the future"]);
+        }
+        for bad in [r#""tomorrow""#, "1774353600", r#""2026-03-24""#, "{}"] {
+            let body = format!(r#"{{"expiresAt":{bad}}}"#);
+            assert!(
+                problems(&body)[0].starts_with("expiresAt must be an RFC 3339"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(br#"{"expiresAt":null}"#).unwrap().validity.expires_at,
+            None
+        );
+    }
+
+    #[test]
+    fn allowed_ips_are_canonical_bounded_and_named_when_wrong() {
+        let request =
+            parse(br#"{"allowedIps":["203.0.113.7/24","2001:db8::/32","203.0.113.0/24"]}"#)
+                .unwrap();
+        let shown: Vec<String> = request
+            .validity
+            .allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["203.0.113.0/24", "2001:db8::/32"]);
+        let found = problems(r#"{"allowedIps":["10.0.0.0/33","::ffff:10.0.0.1",7]}"#);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|problem| problem.starts_with("allowedIps")),
+            "{found:?}"
+        );
+        let many: Vec<String> = (0..33).map(|i| format!("\"10.0.0.{i}\"")).collect();
+        let body = format!(r#"{{"allowedIps":[{}]}}"#, many.join(","));
+        assert_eq!(
+            problems(&body),
+            vec!["allowedIps must hold at most 32 address blocks"]
+        );
+        assert_eq!(
+            problems(r#"{"allowedIps":"10.0.0.0/8"}"#),
+            vec!["allowedIps must be an array of CIDR strings"]
         );
     }
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use lmts_core::{signing::format_timestamp_into, wire::ApiToken, TokenId};
 
+use super::validity::is_live;
 use crate::store::TokenRecord;
 
 /// A partner's live tokens, oldest first, ready to answer a list request.
@@ -20,6 +21,8 @@ const NULL_LAST_FIELD: &str = "null}";
 #[derive(Debug)]
 struct ListedToken {
     token_id: TokenId,
+    /// When it leaves the list.
+    expires_at: Option<DateTime<Utc>>,
     /// `lastUsedAt` as stored.
     last_used_at: Option<DateTime<Utc>>,
     /// The token's JSON object up to the value of `lastUsedAt`, its last field.
@@ -40,12 +43,15 @@ impl TokenListing {
                     label: record.label,
                     scopes: record.scopes,
                     created_at: record.created_at,
+                    expires_at: record.expires_at,
+                    allowed_ips: record.allowed_ips,
                     last_used_at: None,
                 };
                 let mut head = serde_json::to_string(&token)?;
                 head.truncate(head.len().saturating_sub(NULL_LAST_FIELD.len()));
                 Ok(ListedToken {
                     token_id: token.token_id,
+                    expires_at: token.expires_at,
                     last_used_at: record.last_used_at,
                     head,
                 })
@@ -55,13 +61,21 @@ impl TokenListing {
         Ok(Self { tokens, head_bytes })
     }
 
-    /// The JSON array of the tokens; each `lastUsedAt` is the later of the stored value and
-    /// `latest_use` (uses this instance saw but has not written yet).
-    pub fn render(&self, latest_use: impl Fn(&TokenId) -> Option<DateTime<Utc>>) -> String {
+    /// The JSON array of the tokens still live at `now`; each `lastUsedAt` is the later of the
+    /// stored value and `latest_use` (uses this instance saw but has not written yet).
+    pub fn render(
+        &self,
+        now: DateTime<Utc>,
+        latest_use: impl Fn(&TokenId) -> Option<DateTime<Utc>>,
+    ) -> String {
         // Per token: a comma, a quoted 24-character timestamp and the closing brace.
         let mut body = String::with_capacity(self.head_bytes + self.tokens.len() * 28 + 2);
         body.push('[');
-        for (index, token) in self.tokens.iter().enumerate() {
+        let live = self
+            .tokens
+            .iter()
+            .filter(|token| is_live(token.expires_at, now));
+        for (index, token) in live.enumerate() {
             if index > 0 {
                 body.push(',');
             }
@@ -97,6 +111,8 @@ mod tests {
             label: label.map(str::to_owned),
             scopes: vec![Scope::Trading, Scope::Withdrawal],
             created_at: at("2026-03-23T12:34:56.789Z"),
+            expires_at: None,
+            allowed_ips: Vec::new(),
             last_used_at: last_used.map(at),
         }
     }
@@ -105,7 +121,11 @@ mod tests {
     fn renders_exactly_what_serde_renders_for_the_wire_type() {
         let records = vec![
             record("lmts_a", None, None),
-            record("lmts_b", Some("quote \" back \\ slash \u{1F600} \n"), None),
+            TokenRecord {
+                expires_at: Some(at("2026-03-24T00:00:00.000Z")),
+                allowed_ips: vec!["203.0.113.0/24".parse().unwrap()],
+                ..record("lmts_b", Some("quote \" back \\ slash \u{1F600} \n"), None)
+            },
             record("lmts_c", Some("bot"), Some("2026-03-23T13:00:00.000Z")),
             record("lmts_d", Some(""), Some("2026-03-23T13:00:00.000Z")),
         ];
@@ -122,20 +142,46 @@ mod tests {
                 label: record.label.clone(),
                 scopes: record.scopes.clone(),
                 created_at: record.created_at,
+                expires_at: record.expires_at,
+                allowed_ips: record.allowed_ips.clone(),
                 last_used_at: record.last_used_at.max(latest_use(&record.token_id)),
             })
             .collect();
         let listing = TokenListing::new(records).unwrap();
         assert_eq!(
-            listing.render(latest_use),
+            listing.render(at("2026-03-23T23:59:59.999Z"), latest_use),
             serde_json::to_string(&expected).unwrap()
         );
     }
 
     #[test]
+    fn a_token_leaves_the_list_at_its_expiry() {
+        let records = vec![
+            TokenRecord {
+                expires_at: Some(at("2026-03-24T00:00:00.000Z")),
+                ..record("lmts_a", None, None)
+            },
+            record("lmts_b", None, None),
+        ];
+        let listing = TokenListing::new(records).unwrap();
+        let ids = |now| {
+            let listed: Vec<ApiToken> =
+                serde_json::from_str(&listing.render(at(now), |_| None)).unwrap();
+            listed
+                .into_iter()
+                .map(|token| token.token_id.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids("2026-03-23T23:59:59.999Z"), ["lmts_a", "lmts_b"]);
+        assert_eq!(ids("2026-03-24T00:00:00.000Z"), ["lmts_b"]);
+    }
+
+    #[test]
     fn an_empty_list_is_an_empty_array() {
         assert_eq!(
-            TokenListing::new(Vec::new()).unwrap().render(|_| None),
+            TokenListing::new(Vec::new())
+                .unwrap()
+                .render(at("2026-03-23T00:00:00Z"), |_| None),
             "[]"
         );
     }

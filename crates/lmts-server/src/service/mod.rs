@@ -20,6 +20,7 @@ mod settings;
 mod ttl_cache;
 mod tunnels;
 mod usage;
+mod validity;
 mod verifier;
 
 use std::{net::IpAddr, sync::Arc};
@@ -37,12 +38,14 @@ pub use bodies::BodyAllowance;
 pub use caches::{CachedToken, SETTINGS_TTL};
 pub use error::ServiceError;
 pub use gateway::{Gateway, Grant, Passage};
-pub use proxies::{canonical_address, TrustedProxies, TrustedProxiesError};
+pub use lmts_core::addresses::canonical_address;
+pub use proxies::{TrustedProxies, TrustedProxiesError};
 pub use rate_limit::RateLimit;
 use rate_limit::RateLimiter;
 pub use settings::ServiceSettings;
 pub use ttl_cache::TtlCache;
 pub use tunnels::TunnelGuard;
+pub use validity::Validity;
 pub use verifier::{Admitted, SignedHead, VerifiedToken, Verifier};
 
 use crate::{
@@ -230,7 +233,8 @@ impl TokenService {
         body: &[u8],
     ) -> Result<DeriveApiTokenResponse, ServiceError> {
         let core = self.core();
-        let request = derive::parse_derive_body(body)?;
+        let now = core.clock.now();
+        let request = derive::parse_derive_body(body, now)?;
         let settings = core.managing_settings(&profile.account).await?;
         check_allowed(&request.scopes, &settings.allowed_scopes)?;
         let token_id = derive::new_token_id(&core.keyring)?;
@@ -241,7 +245,9 @@ impl TokenService {
             profile_id: profile.id,
             label: request.label,
             scopes: request.scopes,
-            created_at: core.clock.now(),
+            created_at: now,
+            expires_at: request.validity.expires_at,
+            allowed_ips: request.validity.allowed_ips.into_vec(),
         };
         match core
             .store
@@ -263,6 +269,8 @@ impl TokenService {
             token_id: token.token_id,
             created_at: token.created_at,
             scopes: token.scopes,
+            expires_at: token.expires_at,
+            allowed_ips: token.allowed_ips,
             profile: ProfileRef {
                 id: profile.id,
                 account: profile.account.clone(),
@@ -270,15 +278,17 @@ impl TokenService {
         })
     }
 
-    /// The caller's partner's live tokens, oldest first, as the JSON array of the answer.
+    /// The caller's partner's live tokens (neither revoked nor expired), oldest first, as the
+    /// JSON array of the answer.
     pub async fn list(&self, caller: &VerifiedToken) -> Result<String, ServiceError> {
         let core = self.core();
         core.managing_settings(&caller.profile.account).await?;
+        let now = core.clock.now();
         let listing = core
             .caches
-            .listing(core.store.as_ref(), caller.profile.id)
+            .listing(core.store.as_ref(), caller.profile.id, now)
             .await?;
-        Ok(listing.render(|token_id| core.usage.latest(token_id)))
+        Ok(listing.render(now, |token_id| core.usage.latest(token_id)))
     }
 
     /// Revokes a live token of the caller's partner. An unknown id, another partner's token

@@ -6,6 +6,7 @@ use std::{net::IpAddr, str::FromStr};
 
 use http::HeaderMap;
 use ipnet::IpNet;
+use lmts_core::addresses::{canonical_address, parse_block, BlockError};
 
 /// The proxies whose `X-Forwarded-For` is believed (`--trusted-proxies`). Empty by default:
 /// the client is the peer, whatever the headers say.
@@ -14,10 +15,8 @@ pub struct TrustedProxies(Vec<IpNet>);
 
 /// A `--trusted-proxies` entry that is neither an address nor a CIDR block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not an IP address or CIDR block (e.g. 10.0.0.0/8 or 127.0.0.1; IPv4 written as IPv4)"
-)]
-pub struct TrustedProxiesError(String);
+#[error(transparent)]
+pub struct TrustedProxiesError(#[from] BlockError);
 
 impl FromStr for TrustedProxies {
     type Err = TrustedProxiesError;
@@ -25,21 +24,8 @@ impl FromStr for TrustedProxies {
     /// A comma-separated list of addresses and CIDR blocks.
     fn from_str(list: &str) -> Result<Self, Self::Err> {
         list.split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .map(|entry| {
-                let net = entry
-                    .parse::<IpNet>()
-                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| TrustedProxiesError(entry.to_owned()))?;
-                // Addresses are compared as IPv4 when they are IPv4: a mapped block never would.
-                match net {
-                    IpNet::V6(v6) if v6.addr().to_ipv4_mapped().is_some() => {
-                        Err(TrustedProxiesError(entry.to_owned()))
-                    }
-                    net => Ok(net),
-                }
-            })
+            .filter(|entry| !entry.trim().is_empty())
+            .map(|entry| parse_block(entry).map_err(TrustedProxiesError::from))
             .collect::<Result<_, _>>()
             .map(TrustedProxies)
     }
@@ -85,14 +71,6 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse::<std::net::SocketAddr>()
         .ok()
         .map(|address| canonical_address(address.ip()))
-}
-
-/// An IPv4 address seen through an IPv6 socket (`::ffff:a.b.c.d`) as the IPv4 address it is.
-pub fn canonical_address(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]

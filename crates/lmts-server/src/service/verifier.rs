@@ -45,7 +45,8 @@ pub struct SignedHead<'a> {
 
 /// Verifies signed requests in two steps, [`Verifier::admit`] on the head and
 /// [`Admitted::verify`] on the body: the client's failure budget, window, live token,
-/// signature (constant time), rate limit and the replay record. Cheap to clone.
+/// signature (constant time), the token's expiry and allowed addresses, rate limit and the
+/// replay record. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Verifier(pub(super) Arc<Core>);
 
@@ -117,8 +118,9 @@ pub struct Admitted<'v, 'a> {
 }
 
 impl Admitted<'_, '_> {
-    /// The second half: the signature over the head and `body`, the token's rate limit and,
-    /// for a state-changing request, the replay record.
+    /// The second half: the signature over the head and `body`, the token's expiry and
+    /// allowed addresses ([`Validity`](super::validity::Validity)), its rate limit and, for a
+    /// state-changing request, the replay record.
     pub async fn verify(self, body: &[u8]) -> Result<VerifiedToken, ServiceError> {
         let verifier = self.verifier;
         match self.check(body).await {
@@ -140,6 +142,8 @@ impl Admitted<'_, '_> {
             .signer
             .verify(&message, self.values.signature, head.now, window)
             .map_err(refusal)?;
+        // Only after the signature: nobody without the secret learns a token's expiry or blocks.
+        token.validity.check(head.now, head.client)?;
         Core::check_rate(&core.token_rates, &token.token_id)?;
         if is_state_changing(head.method) {
             // A copy whose head arrived inside the window may finish its body up to the body

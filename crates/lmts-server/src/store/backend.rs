@@ -213,8 +213,8 @@ where
         token_id: &str,
     ) -> Result<Option<TokenCredentials>, StoreError> {
         let read = sqlx::query(
-            "SELECT t.token_id, t.scopes, t.revoked_at, t.key_id, t.sealed_secret,
-                    p.id, p.subject, p.account
+            "SELECT t.token_id, t.scopes, t.revoked_at, t.expires_at, t.allowed_ips,
+                    t.key_id, t.sealed_secret, p.id, p.subject, p.account
              FROM api_tokens t JOIN profiles p ON p.id = t.profile_id
              WHERE t.token_id = $1",
         )
@@ -232,12 +232,20 @@ where
         counted.iter().map(StoredRow::key_count).collect()
     }
 
-    async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError> {
+    async fn active_tokens(
+        &self,
+        profile_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
         let read = sqlx::query(
-            "SELECT token_id, label, scopes, created_at, last_used_at FROM api_tokens
-             WHERE profile_id = $1 AND revoked_at IS NULL ORDER BY created_at, token_id",
+            "SELECT token_id, label, scopes, created_at, expires_at, allowed_ips, last_used_at
+             FROM api_tokens
+             WHERE profile_id = $1 AND revoked_at IS NULL
+                 AND (expires_at IS NULL OR expires_at > $2)
+             ORDER BY created_at, token_id",
         )
-        .bind(stored_profile_id::<B::Database>(profile_id)?);
+        .bind(stored_profile_id::<B::Database>(profile_id)?)
+        .bind(millis(now));
         let listed = self.fetch_all(read).await?;
         listed.iter().map(StoredRow::token_record).collect()
     }
@@ -250,7 +258,8 @@ where
     ) -> Result<bool, StoreError> {
         let write = sqlx::query(
             "UPDATE api_tokens SET revoked_at = $3
-             WHERE token_id = $1 AND profile_id = $2 AND revoked_at IS NULL",
+             WHERE token_id = $1 AND profile_id = $2 AND revoked_at IS NULL
+                 AND (expires_at IS NULL OR expires_at > $3)",
         )
         .bind(token_id.to_owned())
         .bind(stored_profile_id::<B::Database>(profile_id)?)

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use lmts_core::{scope::join_scopes as scopes_to_text, Scope, TokenId};
 
 pub use postgres::{PostgresOptions, PostgresStore, REVOCATION_CHANNEL};
@@ -90,6 +91,10 @@ pub struct NewToken {
     pub scopes: Vec<Scope>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// When it stops working; `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The address blocks requests may come from; empty: any.
+    pub allowed_ips: Vec<IpNet>,
     /// The sealed secret.
     pub sealed: SealedSecret,
 }
@@ -105,6 +110,10 @@ pub struct TokenCredentials {
     pub scopes: Vec<Scope>,
     /// Whether it was revoked.
     pub revoked: bool,
+    /// When it stops working; `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The address blocks requests may come from; empty: any.
+    pub allowed_ips: Vec<IpNet>,
     /// The sealed secret.
     pub sealed: SealedSecret,
 }
@@ -120,6 +129,10 @@ pub struct TokenRecord {
     pub scopes: Vec<Scope>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// When it stops working; `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The address blocks requests may come from; empty: any.
+    pub allowed_ips: Vec<IpNet>,
     /// Last authenticated use, as last flushed.
     pub last_used_at: Option<DateTime<Utc>>,
 }
@@ -218,8 +231,9 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// Stores a token unless its profile already holds `max_active` active tokens
-    /// ([`StoreError::LimitReached`]; `None`: no limit); check and insert are one atomic step.
+    /// Stores a token unless its profile already holds `max_active` live tokens (neither
+    /// revoked nor expired at the new token's creation; [`StoreError::LimitReached`]; `None`:
+    /// no limit); check and insert are one atomic step.
     async fn insert_token(
         &self,
         token: &NewToken,
@@ -232,10 +246,15 @@ pub trait Store: Send + Sync + 'static {
         token_id: &str,
     ) -> Result<Option<TokenCredentials>, StoreError>;
 
-    /// The live tokens of a profile, oldest first.
-    async fn active_tokens(&self, profile_id: i64) -> Result<Vec<TokenRecord>, StoreError>;
+    /// The live tokens of a profile at `now` (neither revoked nor expired), oldest first.
+    async fn active_tokens(
+        &self,
+        profile_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
 
-    /// Revokes a live token of `profile_id`; false when there is no such live token.
+    /// Revokes a live token of `profile_id` (neither revoked nor expired at `now`); false when
+    /// there is no such live token.
     ///
     /// Answers only once the revocation is final on every other instance sharing the store
     /// (SPEC C1): each has forgotten the token, or can no longer answer from its caches. A
@@ -283,4 +302,13 @@ pub trait Store: Send + Sync + 'static {
 /// A time in its stored form: milliseconds since the epoch.
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
+}
+
+/// Address blocks in their stored form: canonical CIDR text, comma-separated; `''` for none.
+fn blocks_to_text(blocks: &[IpNet]) -> String {
+    blocks
+        .iter()
+        .map(IpNet::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -25,7 +25,7 @@ use self::{
 };
 use super::{
     backend::{Backend, Statement},
-    millis,
+    blocks_to_text, millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
     rows::stored_profile_id,
     scopes_to_text, InvalidationSink, NewToken, StoreError,
@@ -210,10 +210,13 @@ impl PostgresStore {
             // Counting stops at the limit, so it costs at most that many rows.
             let active: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens
-                 WHERE profile_id = $1 AND revoked_at IS NULL LIMIT $2) AS active",
+                 WHERE profile_id = $1 AND revoked_at IS NULL
+                     AND (expires_at IS NULL OR expires_at > $3)
+                 LIMIT $2) AS active",
             )
             .bind(profile)
             .bind(i64::from(max_active))
+            .bind(millis(token.created_at))
             .fetch_one(&mut *transaction)
             .await
             .map_err(store_error)?;
@@ -222,15 +225,17 @@ impl PostgresStore {
             }
         }
         sqlx::query(
-            "INSERT INTO api_tokens
-                 (token_id, profile_id, label, scopes, created_at, key_id, sealed_secret)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_tokens (token_id, profile_id, label, scopes, created_at,
+                 expires_at, allowed_ips, key_id, sealed_secret)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(token.token_id.as_str())
         .bind(profile)
         .bind(token.label.as_deref())
         .bind(scopes_to_text(&token.scopes))
         .bind(millis(token.created_at))
+        .bind(token.expires_at.map(millis))
+        .bind(blocks_to_text(&token.allowed_ips))
         .bind(&token.sealed.key_id)
         .bind(&token.sealed.sealed)
         .execute(&mut *transaction)

@@ -6,7 +6,8 @@
 //! id, is [`StoreDatabase::ProfileId`].
 
 use chrono::{DateTime, Utc};
-use lmts_core::{Scope, TokenId};
+use ipnet::IpNet;
+use lmts_core::{addresses::parse_block, Scope, TokenId};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Postgres, Row, Sqlite, Type};
 
 use super::{PartnerProfile, PartnerSettings, StoreError, TokenCredentials, TokenRecord};
@@ -56,6 +57,12 @@ pub(super) trait StoredRow {
 
     /// A master key id and how many live secrets it seals, from `key_id, sealed`.
     fn key_count(&self) -> Result<(String, u64), StoreError>;
+
+    /// A token's expiry, from `expires_at`.
+    fn expires_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// A token's address blocks, from `allowed_ips`.
+    fn allowed_ips(&self) -> Result<Vec<IpNet>, StoreError>;
 }
 
 impl<R> StoredRow for R
@@ -92,6 +99,8 @@ where
             profile: self.profile()?,
             scopes: scopes_from_text(&scopes),
             revoked: revoked_at.is_some(),
+            expires_at: self.expires_at()?,
+            allowed_ips: self.allowed_ips()?,
             sealed: SealedSecret {
                 key_id: self.try_get("key_id")?,
                 sealed: self.try_get("sealed_secret")?,
@@ -107,6 +116,8 @@ where
             label: self.try_get("label")?,
             scopes: scopes_from_text(&scopes),
             created_at: time_from_millis(self.try_get("created_at")?)?,
+            expires_at: self.expires_at()?,
+            allowed_ips: self.allowed_ips()?,
             last_used_at: last_used.map(time_from_millis).transpose()?,
         })
     }
@@ -114,6 +125,22 @@ where
     fn key_count(&self) -> Result<(String, u64), StoreError> {
         let sealed: i64 = self.try_get("sealed")?;
         Ok((self.try_get("key_id")?, sealed.unsigned_abs()))
+    }
+
+    fn expires_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let expires_at: Option<i64> = self.try_get("expires_at")?;
+        expires_at.map(time_from_millis).transpose()
+    }
+
+    fn allowed_ips(&self) -> Result<Vec<IpNet>, StoreError> {
+        let text: String = self.try_get("allowed_ips")?;
+        text.split(',')
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                parse_block(part)
+                    .map_err(|_| StoreError::Corrupt(format!("address block {part:?}")))
+            })
+            .collect()
     }
 }
 

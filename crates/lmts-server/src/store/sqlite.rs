@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     backend::{Backend, Statement},
+    blocks_to_text,
     group_commit::GroupCommitter,
     millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
@@ -214,11 +215,12 @@ impl Backend for SqliteStore {
         // One statement on the one writer: no concurrent derive can slip in between the count
         // and the insert. The count stops at the limit, so it costs at most that many rows.
         let statement = sqlx::query(
-            "INSERT INTO api_tokens
-                 (token_id, profile_id, label, scopes, created_at, key_id, sealed_secret)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+            "INSERT INTO api_tokens (token_id, profile_id, label, scopes, created_at,
+                 expires_at, allowed_ips, key_id, sealed_secret)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?9, ?10, ?6, ?7
              WHERE ?8 IS NULL OR (SELECT COUNT(*) FROM (
                  SELECT 1 FROM api_tokens WHERE profile_id = ?2 AND revoked_at IS NULL
+                     AND (expires_at IS NULL OR expires_at > ?5)
                  LIMIT ?8)) < ?8",
         )
         .bind(token.token_id.as_str().to_owned())
@@ -228,7 +230,9 @@ impl Backend for SqliteStore {
         .bind(millis(token.created_at))
         .bind(token.sealed.key_id.clone())
         .bind(token.sealed.sealed.clone())
-        .bind(max_active.map(i64::from));
+        .bind(max_active.map(i64::from))
+        .bind(token.expires_at.map(millis))
+        .bind(blocks_to_text(&token.allowed_ips));
         match (self.writes.execute(statement).await?, max_active) {
             (0, Some(limit)) => Err(StoreError::LimitReached { limit }),
             _ => Ok(()),

@@ -296,6 +296,42 @@ pub fn now() -> DateTime<Utc> {
     lmts_server::clock::Clock::system().now()
 }
 
+/// A clock the test sets: it stands still between moves, so that a request lands on the
+/// instant the test means. It starts at the system's time, so identity tokens issued now are
+/// valid on it.
+#[derive(Clone)]
+pub struct TestClock {
+    millis: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        Self {
+            millis: std::sync::Arc::new(now().timestamp_millis().into()),
+        }
+    }
+}
+
+impl TestClock {
+    /// The clock to give the service.
+    pub fn clock(&self) -> lmts_server::clock::Clock {
+        let this = self.clone();
+        lmts_server::clock::Clock::from_fn(move || this.now())
+    }
+
+    /// The service's time.
+    pub fn now(&self) -> DateTime<Utc> {
+        let millis = self.millis.load(std::sync::atomic::Ordering::SeqCst);
+        DateTime::from_timestamp_millis(millis).unwrap()
+    }
+
+    /// Moves the service's time to `at`.
+    pub fn set(&self, at: DateTime<Utc>) {
+        self.millis
+            .store(at.timestamp_millis(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 pub fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
