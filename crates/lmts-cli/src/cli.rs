@@ -219,7 +219,7 @@ pub struct DeriveArgs {
     #[arg(long = "scope")]
     pub scopes: Vec<String>,
     /// The token stops working after this span: 3600s, 90m, 12h, 30d, 2w (at most a year).
-    #[arg(long, value_name = "SPAN", value_parser = values::parse_span, conflicts_with = "expires_at")]
+    #[arg(long, value_name = "SPAN", value_parser = values::parse_lifetime, conflicts_with = "expires_at")]
     pub expires_in: Option<chrono::TimeDelta>,
     /// The token stops working at this RFC 3339 time (at most a year ahead).
     #[arg(long, value_name = "TIME", value_parser = values::parse_time)]

@@ -11,6 +11,10 @@ use crate::{scope::Scope, secret::TokenSecret};
 /// The longest label a token may carry, in characters.
 pub const MAX_LABEL_CHARS: usize = 128;
 
+/// The header that makes a derive idempotent (SPEC C2): the same key from the same partner
+/// within 24 hours answers the first derive again.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// The latest `expiresAt` a token derived at `now` may carry: one year ahead (SPEC C2).
 pub fn latest_expiry(now: DateTime<Utc>) -> DateTime<Utc> {
     now.checked_add_months(chrono::Months::new(12))

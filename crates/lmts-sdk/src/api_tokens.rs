@@ -6,7 +6,7 @@ use lmts_core::{
     scope::{canonical_scopes, check_scope_rules},
     wire::{
         ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities,
-        RevokeApiTokenResponse, MAX_LABEL_CHARS,
+        RevokeApiTokenResponse, IDEMPOTENCY_KEY, MAX_LABEL_CHARS,
     },
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -37,6 +37,20 @@ fn check_identity_token(token: &str) -> Result<&str, Error> {
         ));
     }
     Ok(token)
+}
+
+/// The restriction `input` asked for that the answer does not carry, if any.
+fn ignored_restrictions(
+    input: &DeriveApiTokenInput,
+    derived: &DeriveApiTokenResponse,
+) -> Option<&'static str> {
+    if input.expires_at.is_some() && derived.expires_at.is_none() {
+        Some("expiresAt")
+    } else if !input.allowed_ips.is_empty() && derived.allowed_ips.is_empty() {
+        Some("allowedIps")
+    } else {
+        None
+    }
 }
 
 fn check_derive_input(input: &DeriveApiTokenInput) -> Result<(), Error> {
@@ -88,8 +102,12 @@ impl<'a> ApiTokens<'a> {
 
     /// Derives a new scoped token. Its secret is in the answer, and only there: keep it.
     ///
-    /// Never retried once it may have reached the service, so a lost answer cannot leave an
-    /// unknown second token behind.
+    /// Sent with an `Idempotency-Key` of its own (SPEC C2), so that after a timeout or a lost
+    /// connection it is retried safely: the service answers the first derive again instead of
+    /// creating a second token. A service that ignores `expires_at` or `allowed_ips` (one
+    /// without SPEC C2, such as the published API) gets the token it derived revoked, and the
+    /// call fails with [`Error::Unsupported`]: a token is never handed back without the
+    /// restrictions asked for.
     pub async fn derive_token(
         &self,
         identity_token: &str,
@@ -106,14 +124,48 @@ impl<'a> ApiTokens<'a> {
         identity_token: &str,
         input: DeriveApiTokenInput,
     ) -> Result<ApiResponse<DeriveApiTokenResponse>, Error> {
+        let key = format!("lmts-sdk-{:032x}", fastrand::u128(..));
+        self.derive_token_with_key(identity_token, input, &key)
+            .await
+    }
+
+    /// [`ApiTokens::derive_token_with_response`] under the caller's `idempotency_key` (1 to 255
+    /// visible ASCII characters): the same key and input within 24 hours answer the first
+    /// derive again, also from another process (a bot restarted mid-derive).
+    pub async fn derive_token_with_key(
+        &self,
+        identity_token: &str,
+        input: DeriveApiTokenInput,
+        idempotency_key: &str,
+    ) -> Result<ApiResponse<DeriveApiTokenResponse>, Error> {
         let token = check_identity_token(identity_token)?;
         check_derive_input(&input)?;
-        self.client
+        let derived = self
+            .client
             .post("/auth/api-tokens/derive")
             .identity(token)
+            .header(IDEMPOTENCY_KEY, idempotency_key)
             .json(&input)
-            .send_decoded()
-            .await
+            .send_decoded::<DeriveApiTokenResponse>()
+            .await?;
+        match ignored_restrictions(&input, derived.body()) {
+            None => Ok(derived),
+            Some(ignored) => Err(self.undo(derived.into_body(), ignored).await),
+        }
+    }
+
+    /// Revokes a token derived without the restrictions asked for, and says so.
+    async fn undo(&self, derived: DeriveApiTokenResponse, ignored: &str) -> Error {
+        let scoped = self.client.with_credentials(derived.credentials());
+        let revoked = scoped.api_tokens().revoke_token(&derived.token_id).await;
+        let outcome = match revoked {
+            Ok(_) => "it was revoked".to_owned(),
+            Err(error) => format!("revoking it failed ({error}): revoke it yourself"),
+        };
+        Error::Unsupported(format!(
+            "the service ignored {ignored} (it does not implement SPEC C2) and derived token {} without it; {outcome}",
+            derived.token_id
+        ))
     }
 
     /// The partner's live tokens (never their secrets).

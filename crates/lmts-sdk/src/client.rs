@@ -14,6 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use lmts_core::{
     signing::{HEADER_API_KEY, HEADER_IDENTITY, HEADER_SIGNATURE, HEADER_TIMESTAMP},
+    wire::IDEMPOTENCY_KEY,
     HmacCredentials, Signer,
 };
 use reqwest::{
@@ -107,15 +108,22 @@ pub(crate) enum Auth {
 enum Effect {
     /// Safe methods (GET, HEAD, OPTIONS, TRACE): repeating them changes nothing.
     None,
+    /// A change the service promises to make once per `Idempotency-Key`: lmts's derive (SPEC
+    /// C2). Repeated like a safe request.
+    Once,
     /// Every other method (SPEC B6's state-changing POST, PUT, PATCH, DELETE, and any unknown
     /// one): repeat only when the service certainly did not act.
     Changes,
 }
 
 impl Effect {
-    fn of(method: &Method) -> Self {
-        if method.is_safe() {
+    fn of(call: &Call) -> Self {
+        if call.method.is_safe() {
             Effect::None
+        } else if call.answerer == Answerer::TokenService
+            && call.headers.contains_key(IDEMPOTENCY_KEY)
+        {
+            Effect::Once
         } else {
             Effect::Changes
         }
@@ -410,7 +418,7 @@ impl Client {
         };
         Ok(PreparedCall {
             target: request_target(&call.url),
-            effect: Effect::of(&call.method),
+            effect: Effect::of(&call),
             signing,
             call,
         })
@@ -470,7 +478,7 @@ impl Client {
         retries: u32,
         error: &reqwest::Error,
     ) -> Option<Duration> {
-        let may_retry = effect == Effect::None || error.is_connect();
+        let may_retry = effect != Effect::Changes || error.is_connect();
         if may_retry && retries < self.shared.retry.max_retries {
             self.shared.retry.delay(retries, None)
         } else {
@@ -488,7 +496,7 @@ impl Client {
         response: &SignedResponse,
     ) -> Option<Duration> {
         let retryable = match (effect, answerer) {
-            (Effect::None, _) => matches!(response.status(), 429 | 502 | 503 | 504),
+            (Effect::None | Effect::Once, _) => matches!(response.status(), 429 | 502 | 503 | 504),
             (Effect::Changes, Answerer::TokenService) => matches!(response.status(), 429 | 503),
             (Effect::Changes, Answerer::Any) => response.status() == 429,
         };

@@ -27,6 +27,10 @@ pub enum Error {
     /// The service answered with an error status.
     #[error("{0}")]
     Api(Box<ApiError>),
+    /// The service does not do what the call asked for (it answered success without it), and
+    /// what it did was undone where possible; the text says what, and what is left to do.
+    #[error("unsupported by the service: {0}")]
+    Unsupported(String),
     /// The service answered success with a body that does not parse.
     #[error("could not decode the {status} answer")]
     Decode {

@@ -4,12 +4,13 @@ use std::time::Duration;
 
 /// Exponential backoff with jitter, honouring `Retry-After`.
 ///
-/// A request that may have had an effect is never repeated: a derive or a revoke is retried
-/// only when the service certainly did not act on it (the connection was refused, or it
-/// answered 429 or 503), and any other state-changing request ([`Client::request`] with a
-/// method other than GET, HEAD, OPTIONS, TRACE) only after a refused connection or a 429: a
-/// 503 from a service behind a gateway does not prove it did nothing. Reads are also retried
-/// after timeouts, dropped connections, 502, 503 and 504.
+/// A request that may have had an effect is never repeated: a revoke is retried only when the
+/// service certainly did not act on it (the connection was refused, or it answered 429 or
+/// 503), and any other state-changing request ([`Client::request`] with a method other than
+/// GET, HEAD, OPTIONS, TRACE) only after a refused connection or a 429: a 503 from a service
+/// behind a gateway does not prove it did nothing. Reads are also retried after timeouts,
+/// dropped connections, 502, 503 and 504, and so is a derive, which goes with an
+/// `Idempotency-Key` that makes lmts answer a repeat with the first derive (SPEC C2).
 ///
 /// [`Client::request`]: crate::Client::request
 #[derive(Debug, Clone, PartialEq, Eq)]

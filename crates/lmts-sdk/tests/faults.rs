@@ -113,7 +113,7 @@ async fn a_success_body_that_does_not_parse_is_a_decode_error() {
 }
 
 #[tokio::test]
-async fn a_connection_dropped_mid_response_is_retried_for_reads_only() {
+async fn a_connection_dropped_mid_response_is_retried_for_reads_and_keyed_derives() {
     let truncated =
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n[{\"tok";
     let (base, connections) = dropping_server(truncated).await;
@@ -134,23 +134,111 @@ async fn a_connection_dropped_mid_response_is_retried_for_reads_only() {
     assert!(matches!(derive, Error::Transport(_)), "{derive:?}");
     assert_eq!(
         *connections.lock().unwrap(),
+        3,
+        "a derive goes with an Idempotency-Key, so it is re-sent like a read"
+    );
+    let (base, connections) = dropping_server(truncated).await;
+    let post = client(&base, fast_retries())
+        .post("/orders")
+        .header("idempotency-key", "k1")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(post, Error::Transport(_)), "{post:?}");
+    assert_eq!(
+        *connections.lock().unwrap(),
         1,
-        "a derive that reached the server is never re-sent"
+        "another service's POST is never re-sent, whatever its headers promise"
     );
 }
 
 #[tokio::test]
-async fn a_derive_or_revoke_failing_after_sending_is_not_retried() {
-    for status in [500, 502, 504] {
+async fn a_derive_is_retried_under_one_idempotency_key_after_a_gateway_error() {
+    for status in [502, 503, 504] {
         let server =
             Scripted::start(vec![Step::json(status, "{}"), Step::json(201, DERIVED)]).await;
-        let error = client(&server.base, fast_retries())
+        let derived = client(&server.base, fast_retries())
             .api_tokens()
             .derive_token("identity", DeriveApiTokenInput::default())
             .await
-            .unwrap_err();
-        assert_eq!(error.status(), Some(status));
-        assert_eq!(server.recorded().len(), 1, "derive after {status}");
+            .unwrap();
+        assert_eq!(derived.token_id.as_str(), "lmts_x");
+        let keys: Vec<String> = server
+            .recorded()
+            .iter()
+            .map(|r| r.header("idempotency-key").unwrap().to_owned())
+            .collect();
+        assert_eq!(keys.len(), 2, "after {status}");
+        assert_eq!(keys[0], keys[1], "one key for both attempts");
+        assert!(
+            keys[0].starts_with("lmts-sdk-") && keys[0].len() == 41,
+            "{}",
+            keys[0]
+        );
+    }
+    let twice = Scripted::start(vec![Step::json(201, DERIVED), Step::json(201, DERIVED)]).await;
+    let api = client(&twice.base, fast_retries());
+    for _ in 0..2 {
+        api.api_tokens()
+            .derive_token("identity", DeriveApiTokenInput::default())
+            .await
+            .unwrap();
+    }
+    let recorded = twice.recorded();
+    assert_ne!(
+        recorded[0].header("idempotency-key"),
+        recorded[1].header("idempotency-key"),
+        "each derive has a key of its own"
+    );
+}
+
+#[tokio::test]
+async fn a_service_that_ignores_the_restrictions_asked_for_gets_its_token_revoked() {
+    let server = Scripted::start(vec![
+        Step::json(201, DERIVED),
+        Step::json(200, r#"{"message":"API token revoked"}"#),
+    ])
+    .await;
+    let input = DeriveApiTokenInput {
+        allowed_ips: vec!["203.0.113.0/24".parse().unwrap()],
+        ..DeriveApiTokenInput::default()
+    };
+    let error = client(&server.base, fast_retries())
+        .api_tokens()
+        .derive_token("identity", input)
+        .await
+        .unwrap_err();
+    let Error::Unsupported(message) = &error else {
+        panic!("{error:?}");
+    };
+    assert!(
+        message.contains("ignored allowedIps") && message.contains("it was revoked"),
+        "{message}"
+    );
+    let recorded = server.recorded();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(
+        (recorded[1].method.as_str(), recorded[1].target.as_str()),
+        ("DELETE", "/auth/api-tokens/lmts_x")
+    );
+    assert!(
+        recorded[1].header("lmts-signature").is_some(),
+        "signed by the new token"
+    );
+}
+
+#[tokio::test]
+async fn a_derive_failing_with_500_or_a_revoke_failing_after_sending_is_not_retried() {
+    for status in [500, 502, 504] {
+        let server =
+            Scripted::start(vec![Step::json(status, "{}"), Step::json(201, DERIVED)]).await;
+        let derived = client(&server.base, fast_retries())
+            .api_tokens()
+            .derive_token("identity", DeriveApiTokenInput::default())
+            .await;
+        let expected = if status == 500 { 1 } else { 2 };
+        assert_eq!(derived.is_ok(), status != 500, "derive after {status}");
+        assert_eq!(server.recorded().len(), expected, "derive after {status}");
 
         let server = Scripted::start(vec![
             Step::json(status, "{}"),

@@ -201,3 +201,52 @@ async fn a_skewed_local_clock_is_corrected_from_the_servers_date() {
     // Learnt once, shared by clients of the same pool.
     assert_eq!(scoped.api_tokens().list_tokens().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_keyed_derive_answers_the_same_token_and_restrictions_round_trip() {
+    let server = RealServer::start().await;
+    let identity_token = server.identity_token(ALICE);
+    let client = Client::new(&server.base).unwrap();
+    let expires_at = now() + TimeDelta::days(30);
+    let input = DeriveApiTokenInput {
+        label: Some("restarted-bot".into()),
+        expires_at: Some(expires_at),
+        allowed_ips: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        ..Default::default()
+    };
+    let first = client
+        .api_tokens()
+        .derive_token_with_key(&identity_token, input.clone(), "restarted-bot-1")
+        .await
+        .unwrap()
+        .into_body();
+    let again = client
+        .api_tokens()
+        .derive_token_with_key(&identity_token, input.clone(), "restarted-bot-1")
+        .await
+        .unwrap()
+        .into_body();
+    assert_eq!(again.token_id, first.token_id);
+    assert_eq!(again.secret.expose_secret(), first.secret.expose_secret());
+    assert_eq!(first.allowed_ips, input.allowed_ips);
+    assert_eq!(
+        first.expires_at.unwrap().timestamp_millis(),
+        expires_at.timestamp_millis()
+    );
+    let other = client
+        .api_tokens()
+        .derive_token_with_key(
+            &identity_token,
+            DeriveApiTokenInput::default(),
+            "restarted-bot-1",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(other.status(), Some(409));
+
+    let scoped = client.with_credentials(first.credentials());
+    let listed = scoped.api_tokens().list_tokens().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].allowed_ips, input.allowed_ips);
+    assert_eq!(listed[0].expires_at, first.expires_at);
+}

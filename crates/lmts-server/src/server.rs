@@ -246,7 +246,7 @@ fn identity_verifier(config: &ServerConfig) -> Result<IdentityVerifier, ServeErr
 /// token is sealed at all (a lost key file is never silently replaced).
 async fn keyring_for(config: &ServerConfig, store: &dyn Store) -> Result<Keyring, ServeError> {
     let retired = &config.retired_master_keys;
-    let sealed = store.sealed_key_counts().await?;
+    let sealed = store.sealed_key_counts(config.clock.now()).await?;
     let keyring = match &config.master_key {
         Some(key) => Keyring::from_base64(key, retired)?,
         None => match Keyring::load(&config.data_dir, retired)? {

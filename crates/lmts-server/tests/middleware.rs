@@ -70,6 +70,7 @@ impl Harness {
                     expires_at: None,
                     allowed_ips: Vec::new(),
                     sealed: keyring.seal("tok_m", &secret).unwrap(),
+                    once: None,
                 },
                 Some(10),
             )

@@ -9,8 +9,8 @@ use lmts_core::{Scope, TokenId};
 use lmts_server::{
     crypto::SealedSecret,
     store::{
-        NewToken, PartnerSettings, PostgresOptions, PostgresStore, SettingsKey, SqliteStore, Store,
-        StoreError,
+        DeriveKey, NewToken, PartnerSettings, PostgresOptions, PostgresStore, SettingsKey,
+        SqliteStore, Store, StoreError,
     },
 };
 
@@ -31,6 +31,7 @@ fn token(id: &str, profile_id: i64, at: DateTime<Utc>) -> NewToken {
             key_id: "k1".into(),
             sealed: vec![1, 2, 3],
         },
+        once: None,
     }
 }
 
@@ -173,6 +174,80 @@ async fn expired_tokens_leave_the_list_the_limit_and_revocation(store: &dyn Stor
         .await
         .unwrap();
     assert!(!store.revoke_token(profile.id, "e1", t(11)).await.unwrap());
+}
+
+async fn a_keyed_derive_is_recorded_with_its_token_or_not_at_all(store: &dyn Store) {
+    let profile = store
+        .upsert_profile("did:privy:keyed", "0x06", t(0))
+        .await
+        .unwrap();
+    let once = |key: &str, at: DateTime<Utc>| DeriveKey {
+        key: key.into(),
+        body_digest: [9; 32],
+        lapsed_before: at - chrono::TimeDelta::hours(24),
+    };
+    let keyed = |id: &str, key: &str, at: DateTime<Utc>| NewToken {
+        once: Some(once(key, at)),
+        ..token(id, profile.id, at)
+    };
+    store
+        .insert_token(&keyed("k1", "a", t(1)), Some(1))
+        .await
+        .unwrap();
+    let found = store
+        .keyed_derive(profile.id, "a", t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.token_id.as_str(), found.body_digest),
+        ("k1", [9; 32])
+    );
+    assert!(matches!(
+        store.insert_token(&keyed("k2", "a", t(2)), None).await,
+        Err(StoreError::KeyTaken)
+    ));
+    assert!(store.token_credentials("k2").await.unwrap().is_none());
+    // Refused by the limit: the key's record goes back with the token.
+    assert!(matches!(
+        store.insert_token(&keyed("k3", "b", t(3)), Some(1)).await,
+        Err(StoreError::LimitReached { limit: 1 })
+    ));
+    assert_eq!(
+        store.keyed_derive(profile.id, "b", t(0)).await.unwrap(),
+        None
+    );
+    // A lapsed record is taken over; pruning forgets what lapsed.
+    let day_later = t(1) + chrono::TimeDelta::hours(24) + chrono::TimeDelta::seconds(1);
+    assert_eq!(
+        store
+            .keyed_derive(profile.id, "a", day_later - chrono::TimeDelta::hours(24))
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .insert_token(&keyed("k4", "a", day_later), None)
+        .await
+        .unwrap();
+    let found = store
+        .keyed_derive(profile.id, "a", t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.token_id.as_str(), "k4");
+    assert_eq!(store.prune_derive_keys(day_later).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .prune_derive_keys(day_later + chrono::TimeDelta::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.keyed_derive(profile.id, "a", t(0)).await.unwrap(),
+        None
+    );
 }
 
 async fn revocation_is_per_profile_and_once(store: &dyn Store) {
@@ -366,6 +441,7 @@ async fn store_contract(store: &dyn Store) {
     settings_resolve_own_then_default_then_built_in(store).await;
     tokens_respect_the_active_limit(store).await;
     expired_tokens_leave_the_list_the_limit_and_revocation(store).await;
+    a_keyed_derive_is_recorded_with_its_token_or_not_at_all(store).await;
     revocation_is_per_profile_and_once(store).await;
     usage_only_moves_forward(store).await;
     signatures_are_recorded_once_until_they_expire(store).await;

@@ -130,3 +130,24 @@ async fn a_postgres_database_of_the_earlier_release_keeps_its_tokens() {
     let data = tempfile::tempdir().unwrap();
     assert_upgraded(data, |config| config.database_url = Some(url), &creds).await;
 }
+
+#[tokio::test]
+async fn a_database_a_later_release_migrated_further_still_opens() {
+    let data = tempfile::tempdir().unwrap();
+    lmts_server::store::SqliteStore::open_in(data.path())
+        .await
+        .unwrap();
+    let url = format!("sqlite://{}", data.path().join("lmts.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations
+             (version, description, success, checksum, execution_time)
+         VALUES (9999, 'a later release', TRUE, x'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let reopened = lmts_server::store::SqliteStore::open_in(data.path()).await;
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+}

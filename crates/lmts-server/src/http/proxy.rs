@@ -227,7 +227,7 @@ fn tunnel(
                 };
                 tokio::select! {
                     _ = tokio::time::timeout(lifetime, copied) => {}
-                    () = revoked => tracing::debug!("a tunnel closed: its token was revoked"),
+                    () = revoked => tracing::debug!("a tunnel closed: its token was revoked or expired"),
                 }
             }
             (client, upstream) => tracing::debug!(

@@ -29,7 +29,7 @@ pub async fn derive(
     body: Body,
 ) -> Result<(StatusCode, Json<DeriveApiTokenResponse>), ApiError> {
     let body = read_body(&service, &headers, body).await?;
-    let derived = service.derive(&profile, &body.bytes).await?;
+    let derived = service.derive(&profile, &headers, &body.bytes).await?;
     Ok((StatusCode::CREATED, Json(derived)))
 }
 

@@ -2,19 +2,21 @@
 //! token it creates (SPEC B4).
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
-use chrono::{DateTime, SubsecRound as _, Utc};
+use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
+use http::HeaderMap;
 use ipnet::IpNet;
 use lmts_core::{
     addresses::{parse_block, MAX_ALLOWED_IPS},
     scope::{canonical_scopes, check_scope_rules},
     signing::format_timestamp,
-    wire::{latest_expiry, MAX_LABEL_CHARS},
+    wire::{latest_expiry, IDEMPOTENCY_KEY, MAX_LABEL_CHARS},
     Scope, TokenId, TokenSecret,
 };
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use super::{validity::Validity, ServiceError};
-use crate::crypto::Keyring;
+use crate::{crypto::Keyring, store::DeriveKey};
 
 /// A derive request that passed validation.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,7 +63,7 @@ impl<'de> serde::Deserialize<'de> for UniqueKeys {
 
 /// Validates a derive body received at `now` (SPEC A2, B2, B3, C2), listing every problem
 /// found. An empty body is the same as `{}`; fields other than `label`, `scopes`, `expiresAt`
-/// and `allowedIps` are ignored.
+/// and `allowedIps` are ignored, unless they are one of those spelt otherwise.
 pub(super) fn parse_derive_body(
     bytes: &[u8],
     now: DateTime<Utc>,
@@ -81,7 +83,7 @@ pub(super) fn parse_derive_body(
     if let Err(error) = serde_json::from_slice::<UniqueKeys>(bytes) {
         return Err(ServiceError::invalid(error.to_string()));
     }
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = fields.keys().filter_map(|key| misspelt(key)).collect();
     let label = match fields.get("label") {
         None | Some(Value::Null) => None,
         Some(Value::String(label)) if label.chars().count() > MAX_LABEL_CHARS => {
@@ -135,6 +137,24 @@ pub(super) fn parse_derive_body(
         problems.dedup();
         Err(ServiceError::Invalid(problems))
     }
+}
+
+/// The fields a derive body may carry.
+const FIELDS: [&str; 4] = ["label", "scopes", "expiresAt", "allowedIps"];
+
+/// The refusal of a key that is one of [`FIELDS`] spelt otherwise (`expires_at`, `allowedIPs`):
+/// ignored like other unknown keys, it would derive a token without the restriction meant.
+fn misspelt(key: &str) -> Option<String> {
+    let plain = |text: &str| {
+        text.chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
+    FIELDS
+        .iter()
+        .find(|field| **field != key && plain(field) == plain(key))
+        .map(|field| format!("unknown field \"{key}\": did you mean \"{field}\"?"))
 }
 
 /// `expiresAt`: absent or null for never, else an RFC 3339 date-time after `now` and at most a
@@ -198,6 +218,41 @@ fn parse_allowed_ips(value: Option<&Value>, problems: &mut Vec<String>) -> Vec<I
         }
     }
     blocks
+}
+
+/// How long a derive's `Idempotency-Key` holds (SPEC C2).
+pub(super) const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
+
+/// The longest `Idempotency-Key` taken.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// The derive's `Idempotency-Key` received at `now`, if sent, with the digest of its `body`:
+/// 1 to 255 visible ASCII characters, once.
+pub(super) fn idempotency_key(
+    headers: &HeaderMap,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<DeriveKey>, ServiceError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let visible = |key: &&[u8]| {
+        (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&key.len()) && key.iter().all(u8::is_ascii_graphic)
+    };
+    let key = Some(value.as_bytes())
+        .filter(visible)
+        .filter(|_| values.next().is_none())
+        .ok_or_else(|| {
+            ServiceError::invalid(format!(
+                "{IDEMPOTENCY_KEY} must be sent once, as 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters"
+            ))
+        })?;
+    Ok(Some(DeriveKey {
+        key: String::from_utf8_lossy(key).into_owned(),
+        body_digest: Sha256::digest(body).into(),
+        lapsed_before: now - IDEMPOTENCY_WINDOW,
+    }))
 }
 
 /// The longest token id any version issued or could store.
@@ -364,6 +419,19 @@ mod tests {
             parse(br#"{"expiresAt":null}"#).unwrap().validity.expires_at,
             None
         );
+    }
+
+    #[test]
+    fn a_field_spelt_otherwise_is_refused_and_others_are_ignored() {
+        assert_eq!(
+            problems(r#"{"expires_at":"2026-04-01T00:00:00Z","allowedIPs":[],"Label":"x"}"#),
+            vec![
+                "unknown field \"Label\": did you mean \"label\"?",
+                "unknown field \"allowedIPs\": did you mean \"allowedIps\"?",
+                "unknown field \"expires_at\": did you mean \"expiresAt\"?",
+            ]
+        );
+        assert!(parse(br#"{"profile":{"id":1},"expiry":"soon"}"#).is_ok());
     }
 
     #[test]

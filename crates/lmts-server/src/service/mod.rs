@@ -29,8 +29,11 @@ use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use lmts_core::{
     error_chain::error_chain,
-    wire::{DeriveApiTokenResponse, PartnerCapabilities, ProfileRef, RevokeApiTokenResponse},
-    Scope, TokenId,
+    wire::{
+        DeriveApiTokenResponse, PartnerCapabilities, ProfileRef, RevokeApiTokenResponse,
+        IDEMPOTENCY_KEY,
+    },
+    Scope, TokenId, TokenSecret,
 };
 use tokio::task::JoinHandle;
 
@@ -53,7 +56,8 @@ use crate::{
     crypto::Keyring,
     identity::IdentityVerifier,
     store::{
-        Invalidation, NewToken, PartnerProfile, PartnerSettings, SettingsKey, Store, StoreError,
+        DeriveKey, Invalidation, NewToken, PartnerProfile, PartnerSettings, SettingsKey, Store,
+        StoreError,
     },
 };
 use bodies::BodyBudget;
@@ -172,9 +176,14 @@ impl TokenService {
     }
 
     /// Registers a WebSocket tunnel opened by `token`: the guard's `closed()` completes when the
-    /// token is revoked, here or on another instance.
+    /// token is revoked, here or on another instance, or expires.
     pub fn open_tunnel(&self, token: &VerifiedToken) -> TunnelGuard {
-        self.core().caches.tunnels.open(&token.token_id)
+        let expires_in = token.validity.expires_at.map(|expires_at| {
+            (expires_at - self.now())
+                .to_std()
+                .unwrap_or(std::time::Duration::ZERO)
+        });
+        self.core().caches.tunnels.open(&token.token_id, expires_in)
     }
 
     /// The client of a request from `peer` with `headers`: the peer, or the address a trusted
@@ -225,15 +234,22 @@ impl TokenService {
         })
     }
 
-    /// Derives a token for `profile` from a derive request's raw body; the answer holds its
-    /// secret, shown this once.
+    /// Derives a token for `profile` from a derive request's headers and raw body; the answer
+    /// holds its secret, shown this once. With an `Idempotency-Key` (SPEC C2), the profile's
+    /// derive under that key in the last 24 hours is answered again, secret included, and no
+    /// second token is created; the same key with another body is refused.
     pub async fn derive(
         &self,
         profile: &PartnerProfile,
+        headers: &HeaderMap,
         body: &[u8],
     ) -> Result<DeriveApiTokenResponse, ServiceError> {
         let core = self.core();
         let now = core.clock.now();
+        let once = derive::idempotency_key(headers, body, now)?;
+        if let Some(earlier) = self.earlier_derive(profile, once.as_ref()).await? {
+            return Ok(earlier);
+        }
         let request = derive::parse_derive_body(body, now)?;
         let settings = core.managing_settings(&profile.account).await?;
         check_allowed(&request.scopes, &settings.allowed_scopes)?;
@@ -248,6 +264,7 @@ impl TokenService {
             created_at: now,
             expires_at: request.validity.expires_at,
             allowed_ips: request.validity.allowed_ips.into_vec(),
+            once,
         };
         match core
             .store
@@ -259,23 +276,58 @@ impl TokenService {
                     "this partner already holds the maximum of {limit} active tokens; revoke one first"
                 )))
             }
+            // A derive under the same key got there first: its answer is this one's too.
+            Err(StoreError::KeyTaken) => {
+                return self
+                    .earlier_derive(profile, token.once.as_ref())
+                    .await?
+                    .ok_or_else(|| ServiceError::Conflict(KEY_LAPSED.into()))
+            }
             other => other?,
         }
         core.caches.forget(Invalidation::Profile(profile.id));
         tracing::info!(token_id = %token.token_id, profile_id = profile.id, "derived API token");
-        Ok(DeriveApiTokenResponse {
-            api_key: token.token_id.clone(),
-            secret,
-            token_id: token.token_id,
-            created_at: token.created_at,
-            scopes: token.scopes,
+        let validity = Validity {
             expires_at: token.expires_at,
-            allowed_ips: token.allowed_ips,
-            profile: ProfileRef {
-                id: profile.id,
-                account: profile.account.clone(),
-            },
-        })
+            allowed_ips: token.allowed_ips.into(),
+        };
+        let derived = (token.token_id, token.created_at, token.scopes, validity);
+        Ok(derive_answer(profile, secret, derived))
+    }
+
+    /// The answer of `profile`'s derive under `once`'s key, if one was made in the last 24
+    /// hours with the same body (with another body: 409).
+    async fn earlier_derive(
+        &self,
+        profile: &PartnerProfile,
+        once: Option<&DeriveKey>,
+    ) -> Result<Option<DeriveApiTokenResponse>, ServiceError> {
+        let core = self.core();
+        let Some(once) = once else {
+            return Ok(None);
+        };
+        let stored = core
+            .store
+            .keyed_derive(profile.id, &once.key, once.lapsed_before);
+        let Some(earlier) = stored.await? else {
+            return Ok(None);
+        };
+        if earlier.body_digest != once.body_digest {
+            return Err(ServiceError::Conflict(format!(
+                "this {IDEMPOTENCY_KEY} came with another body in the last 24 hours; send a new key for a new derive"
+            )));
+        }
+        let token_id = earlier.token_id;
+        let token = core.store.token_credentials(token_id.as_str()).await?;
+        let token = token.ok_or(ServiceError::Internal)?;
+        let secret = core.keyring.open(token_id.as_str(), &token.sealed)?;
+        tracing::info!(token_id = %token_id, profile_id = profile.id, "answered a derive again under its idempotency key");
+        let validity = Validity {
+            expires_at: token.expires_at,
+            allowed_ips: token.allowed_ips.into(),
+        };
+        let derived = (token_id, token.created_at, token.scopes, validity);
+        Ok(Some(derive_answer(profile, secret, derived)))
     }
 
     /// The caller's partner's live tokens (neither revoked nor expired), oldest first, as the
@@ -346,7 +398,8 @@ impl TokenService {
         Ok(self.core().store.ping().await?)
     }
 
-    /// Writes pending `lastUsedAt` values and forgets expired replay records.
+    /// Writes pending `lastUsedAt` values, and forgets expired replay records and lapsed
+    /// idempotency keys.
     pub async fn run_maintenance(&self) {
         let core = self.core();
         let uses = core.usage.take();
@@ -361,8 +414,13 @@ impl TokenService {
         core.token_rates.forget_idle();
         core.failures.forget_idle();
         core.caches.tunnels.forget_ended();
-        if let Err(error) = core.store.prune_signatures(core.clock.now()).await {
+        let now = core.clock.now();
+        if let Err(error) = core.store.prune_signatures(now).await {
             tracing::warn!(error = %error_chain(&error), "could not prune replay records");
+        }
+        let lapsed = now - derive::IDEMPOTENCY_WINDOW;
+        if let Err(error) = core.store.prune_derive_keys(lapsed).await {
+            tracing::warn!(error = %error_chain(&error), "could not prune idempotency keys");
         }
     }
 
@@ -385,6 +443,31 @@ impl TokenService {
                 .flatten()
                 .collect(),
         }
+    }
+}
+
+/// Why a derive under a key another derive took is refused, when that derive's record is gone.
+const KEY_LAPSED: &str =
+    "a derive under this idempotency key ended meanwhile; send the request again";
+
+/// The answer of a derive: `derived` is the token's id, creation time, scopes and validity.
+fn derive_answer(
+    profile: &PartnerProfile,
+    secret: TokenSecret,
+    (token_id, created_at, scopes, validity): (TokenId, DateTime<Utc>, Vec<Scope>, Validity),
+) -> DeriveApiTokenResponse {
+    DeriveApiTokenResponse {
+        api_key: token_id.clone(),
+        secret,
+        token_id,
+        created_at,
+        scopes,
+        expires_at: validity.expires_at,
+        allowed_ips: validity.allowed_ips.into_vec(),
+        profile: ProfileRef {
+            id: profile.id,
+            account: profile.account.clone(),
+        },
     }
 }
 

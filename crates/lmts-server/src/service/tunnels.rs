@@ -1,10 +1,12 @@
 //! WebSocket tunnels open through the gateway, by the token that opened them: revoking the
-//! token closes them, as it refuses the token's next request (SPEC B13). A tunnel is
+//! token closes them, as it refuses the token's next request (SPEC B13), and so does its
+//! expiry (SPEC C2). A tunnel is
 //! authenticated once, at its handshake; without this it would outlive the revoke.
 
 use std::{
     collections::HashMap,
     sync::{Mutex, PoisonError},
+    time::Duration,
 };
 
 use lmts_core::TokenId;
@@ -20,24 +22,37 @@ pub(super) struct OpenTunnels {
 #[derive(Debug)]
 pub struct TunnelGuard {
     closed: watch::Receiver<bool>,
+    /// How long the token had left when the tunnel opened (SPEC C2); `None`: no expiry.
+    expires_in: Option<Duration>,
 }
 
 impl TunnelGuard {
-    /// Completes once the token is revoked (or the service can no longer tell it is not).
+    /// Completes once the token is revoked (or the service can no longer tell it is not), or
+    /// expires.
     pub async fn closed(&mut self) {
-        let _ = self.closed.wait_for(|closed| *closed).await;
+        let expired = async {
+            match self.expires_in {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.closed.wait_for(|closed| *closed) => {}
+            () = expired => {}
+        }
     }
 }
 
 impl OpenTunnels {
-    /// Registers a tunnel opened by `token`.
-    pub(super) fn open(&self, token: &TokenId) -> TunnelGuard {
+    /// Registers a tunnel opened by `token`, which expires after `expires_in`, if it does.
+    pub(super) fn open(&self, token: &TokenId, expires_in: Option<Duration>) -> TunnelGuard {
         let mut by_token = self.by_token.lock().unwrap_or_else(PoisonError::into_inner);
         let signal = by_token
             .entry(token.clone())
             .or_insert_with(|| watch::channel(false).0);
         TunnelGuard {
             closed: signal.subscribe(),
+            expires_in,
         }
     }
 

@@ -16,8 +16,8 @@ use super::{
     millis,
     replay::ReplayRow,
     rows::{stored_profile_id, StoreDatabase, StoredRow},
-    scopes_to_text, InvalidationSink, NewToken, PartnerProfile, PartnerSettings, SettingsKey,
-    Store, StoreError, TokenCredentials, TokenRecord,
+    scopes_to_text, InvalidationSink, KeyedDerive, NewToken, PartnerProfile, PartnerSettings,
+    SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
 };
 
 /// A statement with its arguments bound, owning them so that a backend may queue it.
@@ -208,13 +208,36 @@ where
         Backend::insert_token(self, token, max_active).await
     }
 
+    async fn keyed_derive(
+        &self,
+        profile_id: i64,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<KeyedDerive>, StoreError> {
+        let read = sqlx::query(
+            "SELECT token_id, body_digest FROM derive_keys
+             WHERE profile_id = $1 AND idempotency_key = $2 AND created_at >= $3",
+        )
+        .bind(stored_profile_id::<B::Database>(profile_id)?)
+        .bind(key.to_owned())
+        .bind(millis(since));
+        let row = self.fetch_optional(read).await?;
+        row.as_ref().map(StoredRow::keyed_derive).transpose()
+    }
+
+    async fn prune_derive_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let write =
+            sqlx::query("DELETE FROM derive_keys WHERE created_at < $1").bind(millis(before));
+        self.execute(write).await
+    }
+
     async fn token_credentials(
         &self,
         token_id: &str,
     ) -> Result<Option<TokenCredentials>, StoreError> {
         let read = sqlx::query(
-            "SELECT t.token_id, t.scopes, t.revoked_at, t.expires_at, t.allowed_ips,
-                    t.key_id, t.sealed_secret, p.id, p.subject, p.account
+            "SELECT t.token_id, t.scopes, t.created_at, t.revoked_at, t.expires_at,
+                    t.allowed_ips, t.key_id, t.sealed_secret, p.id, p.subject, p.account
              FROM api_tokens t JOIN profiles p ON p.id = t.profile_id
              WHERE t.token_id = $1",
         )
@@ -223,11 +246,16 @@ where
         row.as_ref().map(StoredRow::credentials).transpose()
     }
 
-    async fn sealed_key_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn sealed_key_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         let read = sqlx::query(
-            "SELECT key_id, COUNT(*) AS sealed FROM api_tokens WHERE revoked_at IS NULL
+            "SELECT key_id, COUNT(*) AS sealed FROM api_tokens
+             WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
              GROUP BY key_id ORDER BY key_id",
-        );
+        )
+        .bind(millis(now));
         let counted = self.fetch_all(read).await?;
         counted.iter().map(StoredRow::key_count).collect()
     }

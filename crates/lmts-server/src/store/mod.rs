@@ -97,6 +97,28 @@ pub struct NewToken {
     pub allowed_ips: Vec<IpNet>,
     /// The sealed secret.
     pub sealed: SealedSecret,
+    /// The idempotency key it is derived under, if any, recorded in the same step.
+    pub once: Option<DeriveKey>,
+}
+
+/// A derive's idempotency key (SPEC C2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeriveKey {
+    /// The key as sent.
+    pub key: String,
+    /// SHA-256 of the derive's body.
+    pub body_digest: [u8; 32],
+    /// A record of the key made before this time has lapsed: the key may be used anew.
+    pub lapsed_before: DateTime<Utc>,
+}
+
+/// The derive a profile made under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedDerive {
+    /// The token it created.
+    pub token_id: TokenId,
+    /// SHA-256 of its body.
+    pub body_digest: [u8; 32],
 }
 
 /// What authenticating a request needs to know about a token.
@@ -108,6 +130,8 @@ pub struct TokenCredentials {
     pub profile: PartnerProfile,
     /// The granted scopes.
     pub scopes: Vec<Scope>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
     /// Whether it was revoked.
     pub revoked: bool,
     /// When it stops working; `None`: never.
@@ -161,6 +185,9 @@ pub enum StoreError {
         /// The limit in force.
         limit: u32,
     },
+    /// The idempotency key is recorded for a derive of its own ([`Store::keyed_derive`]).
+    #[error("idempotency key already used")]
+    KeyTaken,
     /// The database could not be reached in time.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -233,12 +260,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a token unless its profile already holds `max_active` live tokens (neither
     /// revoked nor expired at the new token's creation; [`StoreError::LimitReached`]; `None`:
-    /// no limit); check and insert are one atomic step.
+    /// no limit), and records its idempotency key unless a record of it has not lapsed
+    /// ([`StoreError::KeyTaken`]). The checks and the inserts are one atomic step.
     async fn insert_token(
         &self,
         token: &NewToken,
         max_active: Option<u32>,
     ) -> Result<(), StoreError>;
+
+    /// The derive `profile_id` made under `key`, unless its record lapsed before `since`.
+    async fn keyed_derive(
+        &self,
+        profile_id: i64,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<KeyedDerive>, StoreError>;
+
+    /// Forgets idempotency keys recorded before `before`; returns how many.
+    async fn prune_derive_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// The credentials of a token, revoked or not.
     async fn token_credentials(
@@ -275,8 +314,10 @@ pub trait Store: Send + Sync + 'static {
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
-    /// Each master key id that seals the secret of a live token, with how many it seals.
-    async fn sealed_key_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Each master key id that seals the secret of a token live at `now` (neither revoked nor
+    /// expired), with how many it seals.
+    async fn sealed_key_counts(&self, now: DateTime<Utc>)
+        -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Forgets signatures that expired before `now`; returns how many.
     async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
@@ -299,10 +340,30 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// The migrations of a backend, run so that a release also starts on a database a later
+/// release has migrated further (a rolling upgrade, a rollback). That holds because migrations
+/// only add what earlier releases' statements do not name (docs/ARCHITECTURE.md, "Schema").
+fn rolling(mut migrations: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+    migrations.set_ignore_missing(true);
+    migrations
+}
+
 /// A time in its stored form: milliseconds since the epoch.
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
+
+/// Records a derive's idempotency key, or takes over a lapsed record of it; changes no row
+/// while an earlier record has not lapsed. Both backends run it in the derive's transaction:
+/// `$1` profile, `$2` key, `$3` body digest, `$4` token id, `$5` now, `$6` the lapse time.
+const RECORD_DERIVE_KEY: &str = "INSERT INTO derive_keys
+         (profile_id, idempotency_key, body_digest, token_id, created_at)
+     VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (profile_id, idempotency_key) DO UPDATE SET
+         body_digest = EXCLUDED.body_digest,
+         token_id = EXCLUDED.token_id,
+         created_at = EXCLUDED.created_at
+     WHERE derive_keys.created_at < $6";
 
 /// Address blocks in their stored form: canonical CIDR text, comma-separated; `''` for none.
 fn blocks_to_text(blocks: &[IpNet]) -> String {

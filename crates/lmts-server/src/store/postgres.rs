@@ -27,8 +27,9 @@ use super::{
     backend::{Backend, Statement},
     blocks_to_text, millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
+    rolling,
     rows::stored_profile_id,
-    scopes_to_text, InvalidationSink, NewToken, StoreError,
+    scopes_to_text, InvalidationSink, NewToken, StoreError, RECORD_DERIVE_KEY,
 };
 
 /// The channel derives and revocations are announced on.
@@ -87,7 +88,9 @@ impl PostgresStore {
             .connect_with(connect.clone())
             .await
             .map_err(store_error)?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        rolling(sqlx::migrate!("./migrations/postgres"))
+            .run(&pool)
+            .await?;
         let instance = Instance::new(&pool, &connect, options.revocation_lease)
             .await
             .map_err(store_error)?;
@@ -200,6 +203,23 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         let profile = stored_profile_id::<Postgres>(token.profile_id)?;
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        if let Some(once) = &token.once {
+            // A concurrent derive under the same key waits here for the first to end, then
+            // finds its record.
+            let recorded = sqlx::query(RECORD_DERIVE_KEY)
+                .bind(profile)
+                .bind(&once.key)
+                .bind(once.body_digest.as_slice())
+                .bind(token.token_id.as_str())
+                .bind(millis(token.created_at))
+                .bind(millis(once.lapsed_before))
+                .execute(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+            if recorded.rows_affected() == 0 {
+                return Err(StoreError::KeyTaken);
+            }
+        }
         if let Some(max_active) = max_active {
             // Serialises derives of one partner across every instance.
             sqlx::query("SELECT id FROM profiles WHERE id = $1 FOR UPDATE")

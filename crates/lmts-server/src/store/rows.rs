@@ -10,7 +10,9 @@ use ipnet::IpNet;
 use lmts_core::{addresses::parse_block, Scope, TokenId};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Postgres, Row, Sqlite, Type};
 
-use super::{PartnerProfile, PartnerSettings, StoreError, TokenCredentials, TokenRecord};
+use super::{
+    KeyedDerive, PartnerProfile, PartnerSettings, StoreError, TokenCredentials, TokenRecord,
+};
 use crate::crypto::SealedSecret;
 
 /// A database the store runs on.
@@ -58,6 +60,9 @@ pub(super) trait StoredRow {
     /// A master key id and how many live secrets it seals, from `key_id, sealed`.
     fn key_count(&self) -> Result<(String, u64), StoreError>;
 
+    /// A derive recorded under an idempotency key, from `token_id, body_digest`.
+    fn keyed_derive(&self) -> Result<KeyedDerive, StoreError>;
+
     /// A token's expiry, from `expires_at`.
     fn expires_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
@@ -98,6 +103,7 @@ where
             token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
             profile: self.profile()?,
             scopes: scopes_from_text(&scopes),
+            created_at: time_from_millis(self.try_get("created_at")?)?,
             revoked: revoked_at.is_some(),
             expires_at: self.expires_at()?,
             allowed_ips: self.allowed_ips()?,
@@ -125,6 +131,16 @@ where
     fn key_count(&self) -> Result<(String, u64), StoreError> {
         let sealed: i64 = self.try_get("sealed")?;
         Ok((self.try_get("key_id")?, sealed.unsigned_abs()))
+    }
+
+    fn keyed_derive(&self) -> Result<KeyedDerive, StoreError> {
+        let digest: Vec<u8> = self.try_get("body_digest")?;
+        Ok(KeyedDerive {
+            token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
+            body_digest: digest
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("derive key digest".into()))?,
+        })
     }
 
     fn expires_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {

@@ -27,7 +27,7 @@ use super::{
     group_commit::GroupCommitter,
     millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
-    scopes_to_text, InvalidationSink, NewToken, StoreError,
+    rolling, scopes_to_text, InvalidationSink, NewToken, StoreError, RECORD_DERIVE_KEY,
 };
 
 /// File name of the database inside the data directory.
@@ -85,7 +85,9 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        rolling(sqlx::migrate!("./migrations/sqlite"))
+            .run(&writer)
+            .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
@@ -113,7 +115,9 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        rolling(sqlx::migrate!("./migrations/sqlite"))
+            .run(&pool)
+            .await?;
         sqlx::raw_sql(REPLAY_SCHEMA).execute(&pool).await?;
         Ok(Self {
             writes: GroupCommitter::start(pool.clone()),
@@ -212,9 +216,19 @@ impl Backend for SqliteStore {
         token: &NewToken,
         max_active: Option<u32>,
     ) -> Result<(), StoreError> {
-        // One statement on the one writer: no concurrent derive can slip in between the count
-        // and the insert. The count stops at the limit, so it costs at most that many rows.
-        let statement = sqlx::query(
+        // On the one writer, in one savepoint: no concurrent derive can slip in between the
+        // checks and the inserts, and a refused insert takes the key's record back with it.
+        // The count stops at the limit, so it costs at most that many rows.
+        let key = token.once.as_ref().map(|once| {
+            sqlx::query(RECORD_DERIVE_KEY)
+                .bind(token.profile_id)
+                .bind(once.key.clone())
+                .bind(once.body_digest.to_vec())
+                .bind(token.token_id.as_str().to_owned())
+                .bind(millis(token.created_at))
+                .bind(millis(once.lapsed_before))
+        });
+        let insert = sqlx::query(
             "INSERT INTO api_tokens (token_id, profile_id, label, scopes, created_at,
                  expires_at, allowed_ips, key_id, sealed_secret)
              SELECT ?1, ?2, ?3, ?4, ?5, ?9, ?10, ?6, ?7
@@ -233,10 +247,24 @@ impl Backend for SqliteStore {
         .bind(max_active.map(i64::from))
         .bind(token.expires_at.map(millis))
         .bind(blocks_to_text(&token.allowed_ips));
-        match (self.writes.execute(statement).await?, max_active) {
-            (0, Some(limit)) => Err(StoreError::LimitReached { limit }),
-            _ => Ok(()),
-        }
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    if let Some(key) = key {
+                        if key.execute(&mut *connection).await?.rows_affected() == 0 {
+                            return Err(StoreError::KeyTaken);
+                        }
+                    }
+                    match (
+                        insert.execute(connection).await?.rows_affected(),
+                        max_active,
+                    ) {
+                        (0, Some(limit)) => Err(StoreError::LimitReached { limit }),
+                        _ => Ok(()),
+                    }
+                })
+            })
+            .await
     }
 
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {

@@ -96,9 +96,14 @@ impl TestServer {
     }
 
     pub fn identity_token(&self, account: &str) -> String {
+        self.identity_token_at(account, now())
+    }
+
+    /// An identity token issued at `at` (for a service whose clock the test moved).
+    pub fn identity_token_at(&self, account: &str, at: DateTime<Utc>) -> String {
         DevIssuer::load_or_create(self.dir.path())
             .unwrap()
-            .issue(account, "privy.io", DEV_APP_ID, now(), TimeDelta::hours(1))
+            .issue(account, "privy.io", DEV_APP_ID, at, TimeDelta::hours(1))
             .unwrap()
     }
 
