@@ -203,6 +203,38 @@ pub enum TokensCommand {
         #[command(flatten)]
         credentials: CredentialArgs,
     },
+    /// Rotate a token: a successor with its label, scopes, addresses and expiry (its secret
+    /// shown this once), while the rotated token keeps working for the overlap.
+    #[command(
+        after_help = "Examples:\n  lmts tokens rotate lmts_Rcj8KB41f2UG21D_2B_Nirej --overlap 1h --save\n  lmts tokens rotate lmts_Rcj8KB41f2UG21D_2B_Nirej --overlap 0s --profile bot --save bot"
+    )]
+    Rotate(RotateArgs),
+    /// Show the token these credentials sign with: scopes, expiry, addresses, last use.
+    #[command(after_help = "Example:\n  lmts tokens whoami --profile bot")]
+    Whoami {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        credentials: CredentialArgs,
+    },
+}
+
+/// Options of `lmts tokens rotate`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The id of the token to rotate.
+    pub token_id: String,
+    /// How long the rotated token keeps working: 0s to 1w (default: the service's, 1h).
+    #[arg(long, value_name = "SPAN", value_parser = values::parse_span)]
+    pub overlap: Option<chrono::TimeDelta>,
+    /// Save the successor's credentials under this profile name (without a name: the profile
+    /// the request is signed with, else "default").
+    #[arg(long, value_name = "NAME", num_args = 0..=1)]
+    pub save: Option<Option<String>>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 /// Options of `lmts tokens derive`.

@@ -598,3 +598,65 @@ async fn derive_sets_expiry_and_addresses_which_list_shows_and_saved_credentials
         );
     }
 }
+
+#[tokio::test]
+async fn rotate_saves_the_successor_in_place_and_whoami_shows_it() {
+    let session = Session::start().await;
+    let derived = session.derive_saved_as_bot(&["--label", "rotating"]);
+    let old_id = derived["tokenId"].as_str().unwrap().to_owned();
+    let me = session.json(&["tokens", "whoami", "--profile", "bot"], &[], None);
+    assert_eq!(
+        (me["tokenId"].as_str(), me["label"].as_str()),
+        (Some(old_id.as_str()), Some("rotating"))
+    );
+
+    let table = session.run(&["tokens", "whoami", "--profile", "bot"], &[], None);
+    assert!(stdout(&table).contains("rotating"), "{}", stdout(&table));
+
+    let rotated = session.json(
+        &[
+            "tokens",
+            "rotate",
+            &old_id,
+            "--overlap",
+            "0s",
+            "--profile",
+            "bot",
+            "--save",
+        ],
+        &[],
+        None,
+    );
+    let new_id = rotated["tokenId"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, old_id);
+    let saved = fs::read_to_string(&session.credentials).unwrap();
+    assert!(
+        saved.contains(&new_id) && !saved.contains(&old_id),
+        "{saved}"
+    );
+    let me = session.json(&["tokens", "whoami", "--profile", "bot"], &[], None);
+    assert_eq!(me["tokenId"].as_str(), Some(new_id.as_str()));
+    assert_eq!(
+        me["label"].as_str(),
+        Some("rotating"),
+        "the successor keeps the label"
+    );
+    let listed = session.json(&["tokens", "list", "--profile", "bot"], &[], None);
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "no overlap: the old token is gone"
+    );
+
+    let unknown = session.run(
+        &["tokens", "rotate", "lmts_nosuchtoken", "--profile", "bot"],
+        &[],
+        None,
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("not found"),
+        "{}",
+        stderr(&unknown)
+    );
+}

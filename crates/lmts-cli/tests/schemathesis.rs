@@ -38,7 +38,10 @@ async fn schemathesis_finds_no_failure() {
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,negative_data_rejection",
         ])
-        .args(["--max-examples", "30", "--workers", "2", "--seed", "20261123"])
+        // One worker: CPython 3.11's `ast.parse`, which Hypothesis calls to describe its
+        // filters, fails now and then when two threads run it at once ("AST constructor
+        // recursion depth mismatch").
+        .args(["--max-examples", "30", "--workers", "1", "--seed", "20261123"])
         .env("NO_COLOR", "1")
         .output()
         .unwrap();

@@ -199,6 +199,18 @@ pub struct ApiToken {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// Request body of `POST /auth/api-tokens/{tokenId}/rotate` (SPEC C2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RotateApiTokenInput {
+    /// How long the rotated token keeps working, in seconds: 0 to 604800 (a week); none means
+    /// 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 604800, nullable))]
+    pub overlap_seconds: Option<u32>,
+}
+
 /// Answer of `DELETE /auth/api-tokens/{tokenId}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -1,4 +1,5 @@
-//! The API-token lifecycle of the seed documents: capabilities, derive, list, revoke.
+//! The API-token lifecycle of the seed documents (capabilities, derive, list, revoke) and of
+//! SPEC C2 (rotation, introspection).
 
 use crate::{client::Client, error::Error, response::ApiResponse};
 use lmts_core::{
@@ -6,7 +7,7 @@ use lmts_core::{
     scope::{canonical_scopes, check_scope_rules},
     wire::{
         ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities,
-        RevokeApiTokenResponse, IDEMPOTENCY_KEY, MAX_LABEL_CHARS,
+        RevokeApiTokenResponse, RotateApiTokenInput, IDEMPOTENCY_KEY, MAX_LABEL_CHARS,
     },
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -37,6 +38,17 @@ fn check_identity_token(token: &str) -> Result<&str, Error> {
         ));
     }
     Ok(token)
+}
+
+/// The path of a token: `/auth/api-tokens/{tokenId}`, the id percent-encoded as one segment.
+fn token_path(token_id: &str) -> Result<String, Error> {
+    if token_id.is_empty() {
+        return Err(Error::InvalidInput("the token id is empty".into()));
+    }
+    Ok(format!(
+        "/auth/api-tokens/{}",
+        utf8_percent_encode(token_id, SEGMENT)
+    ))
 }
 
 /// The restriction `input` asked for that the answer does not carry, if any.
@@ -168,6 +180,39 @@ impl<'a> ApiTokens<'a> {
         ))
     }
 
+    /// Rotates a live token of the partner (SPEC C2): a successor with its label, scopes,
+    /// addresses and expiry, whose secret the answer holds; the rotated token keeps working
+    /// for `overlap` (the service's default, an hour, when `None`; at most a week) and then
+    /// expires. Revoking it cuts the overlap short. Not retried once it may have reached the
+    /// service.
+    pub async fn rotate_token(
+        &self,
+        token_id: impl AsRef<str>,
+        overlap: Option<std::time::Duration>,
+    ) -> Result<DeriveApiTokenResponse, Error> {
+        let overlap_seconds = overlap
+            .map(|overlap| u32::try_from(overlap.as_secs()))
+            .transpose()
+            .map_err(|_| Error::InvalidInput("the overlap is longer than a week".into()))?;
+        let input = RotateApiTokenInput { overlap_seconds };
+        let path = format!("{}/rotate", token_path(token_id.as_ref())?);
+        self.client
+            .post(path)
+            .json(&input)
+            .send_decoded()
+            .await
+            .map(ApiResponse::into_body)
+    }
+
+    /// The calling token, as the list shows it (SPEC C2): its scopes, expiry and addresses.
+    pub async fn current_token(&self) -> Result<ApiToken, Error> {
+        self.client
+            .get("/auth/api-tokens/self")
+            .send_decoded()
+            .await
+            .map(ApiResponse::into_body)
+    }
+
     /// The partner's live tokens (never their secrets).
     pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, Error> {
         self.list_tokens_with_response()
@@ -192,15 +237,8 @@ impl<'a> ApiTokens<'a> {
         &self,
         token_id: impl AsRef<str>,
     ) -> Result<ApiResponse<RevokeApiTokenResponse>, Error> {
-        let token_id = token_id.as_ref();
-        if token_id.is_empty() {
-            return Err(Error::InvalidInput("the token id is empty".into()));
-        }
         self.client
-            .delete(format!(
-                "/auth/api-tokens/{}",
-                utf8_percent_encode(token_id, SEGMENT)
-            ))
+            .delete(token_path(token_id.as_ref())?)
             .send_decoded()
             .await
     }

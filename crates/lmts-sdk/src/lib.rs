@@ -76,6 +76,7 @@ pub use lmts_core::{
     signing,
     wire::{
         ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities, ProfileRef,
+        RotateApiTokenInput,
     },
     HmacCredentials, Scope, TokenId, TokenSecret, SCOPE_ACCOUNT_CREATION, SCOPE_DELEGATED_SIGNING,
     SCOPE_TRADING, SCOPE_WITHDRAWAL,

@@ -250,3 +250,45 @@ async fn a_keyed_derive_answers_the_same_token_and_restrictions_round_trip() {
     assert_eq!(listed[0].allowed_ips, input.allowed_ips);
     assert_eq!(listed[0].expires_at, first.expires_at);
 }
+
+#[tokio::test]
+async fn rotation_hands_over_to_a_successor_that_knows_itself() {
+    let server = RealServer::start().await;
+    let identity_token = server.identity_token(ALICE);
+    let client = Client::new(&server.base).unwrap();
+    let input = DeriveApiTokenInput {
+        label: Some("rotating-bot".into()),
+        ..Default::default()
+    };
+    let old = client
+        .api_tokens()
+        .derive_token(&identity_token, input)
+        .await
+        .unwrap();
+    let as_old = client.with_credentials(old.credentials());
+    let new = as_old
+        .api_tokens()
+        .rotate_token(&old.token_id, Some(std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    assert_ne!(new.token_id, old.token_id);
+    let as_new = client.with_credentials(new.credentials());
+    let me = as_new.api_tokens().current_token().await.unwrap();
+    assert_eq!(me.token_id, new.token_id);
+    assert_eq!(me.label.as_deref(), Some("rotating-bot"));
+    let refused = as_old.api_tokens().current_token().await.unwrap_err();
+    assert_eq!(
+        refused.status(),
+        Some(401),
+        "no overlap: the old token ended"
+    );
+    let too_long = as_new
+        .api_tokens()
+        .rotate_token(
+            &new.token_id,
+            Some(std::time::Duration::from_secs(u64::from(u32::MAX) + 1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(too_long, Error::InvalidInput(_)), "{too_long:?}");
+}

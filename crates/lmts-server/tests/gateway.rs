@@ -476,13 +476,14 @@ async fn http2_clients_pass_through_to_an_http1_upstream() {
 }
 
 #[tokio::test]
-async fn a_gateway_on_the_same_sqlite_file_refuses_a_revoked_token_within_a_second() {
+async fn a_gateway_on_the_same_sqlite_file_refuses_a_revoked_or_rotated_token_within_a_second() {
     let upstream = RecordingUpstream::start().await.unwrap();
     let long_cache = |config: &mut ServerConfig| {
         config.service.token_cache_ttl = Duration::from_secs(600);
     };
     let token_service = TestServer::start_with(long_cache).await;
     let (creds, _) = token_service.derive(ALICE, "{}").await;
+    let (rotating, _) = token_service.derive(ALICE, "{}").await;
     let data_dir = token_service.dir.path().to_owned();
     let url = upstream.url();
     let gateway = TestServer::start_with(move |config| {
@@ -496,19 +497,30 @@ async fn a_gateway_on_the_same_sqlite_file_refuses_a_revoked_token_within_a_seco
         };
     })
     .await;
-    let order = gateway.signed(&creds, Method::POST, "/orders", ORDER).await;
-    assert_eq!(
-        order.status(),
-        StatusCode::OK,
-        "the gateway caches the token"
-    );
+    for token in [&creds, &rotating] {
+        let order = gateway.signed(token, Method::POST, "/orders", ORDER).await;
+        assert_eq!(
+            order.status(),
+            StatusCode::OK,
+            "the gateway caches the token"
+        );
+    }
 
     let revoked = token_service.revoke(&creds, &creds.token_id).await;
     assert_eq!(revoked.status(), StatusCode::OK);
+    // SPEC C2: a rotation without overlap ends the rotated token as a revoke does.
+    let target = format!("/auth/api-tokens/{}/rotate", rotating.token_id);
+    let rotation = r#"{"overlapSeconds":0}"#;
+    let rotated = token_service
+        .signed(&rotating, Method::POST, &target, rotation)
+        .await;
+    assert_eq!(rotated.status(), StatusCode::CREATED);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = gateway.signed(&creds, Method::POST, "/orders", ORDER).await;
-    assert_error(after, StatusCode::UNAUTHORIZED).await;
-    assert_eq!(upstream.count(), 1);
+    for token in [&creds, &rotating] {
+        let after = gateway.signed(token, Method::POST, "/orders", ORDER).await;
+        assert_error(after, StatusCode::UNAUTHORIZED).await;
+    }
+    assert_eq!(upstream.count(), 2);
 }
 
 #[tokio::test]

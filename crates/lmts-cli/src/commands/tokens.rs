@@ -1,17 +1,18 @@
-//! `lmts tokens capabilities | derive | list | revoke`, through the SDK.
+//! `lmts tokens capabilities | derive | list | revoke | rotate | whoami`, through the SDK.
 
 use std::{io::Read, path::Path};
 
 use chrono::{DateTime, Utc};
 use lmts_core::{scope::join_scopes as scopes_text, signing::format_timestamp};
 use lmts_sdk::{
-    clock::Clock, Client, DeriveApiTokenInput, Error as SdkError, IpNet, Scope, DEFAULT_BASE_URL,
+    clock::Clock, Client, DeriveApiTokenInput, DeriveApiTokenResponse, Error as SdkError, IpNet,
+    Scope, DEFAULT_BASE_URL,
 };
 use zeroize::Zeroizing;
 
 use crate::{
-    cli::{CredentialArgs, DeriveArgs, IdentityArgs, ServiceArgs, TokensCommand},
-    credentials_file::{self, CredentialsFile, SavedProfile},
+    cli::{CredentialArgs, DeriveArgs, IdentityArgs, RotateArgs, ServiceArgs, TokensCommand},
+    credentials_file::{self, CredentialsFile, SavedProfile, DEFAULT_PROFILE},
     exit::{CommandError, ConfigError, Hinted},
     output::Output,
 };
@@ -169,24 +170,39 @@ async fn derive(args: DeriveArgs, output: &Output) -> Result<(), CommandError> {
         Err(error) => return Err(hinted(error, &client, false)),
     };
     if let Some(name) = &args.save {
-        let mut file = CredentialsFile::load(&args.credentials_file)?;
-        file.profiles.insert(
-            name.clone(),
-            SavedProfile {
-                base_url: Some(client.base_url().trim_end_matches('/').to_owned()),
-                token_id: derived.token_id.to_string(),
-                secret: derived.secret.to_base64().to_string(),
-                expires_at: derived.expires_at,
-            },
-        );
-        file.save(&args.credentials_file)?;
-        output.note(&format!(
-            "saved as profile {name:?} in {}",
-            args.credentials_file.display()
-        ));
+        save(&derived, name, &client, &args.credentials_file, output)?;
     }
+    show_derived(&derived, output);
+    Ok(())
+}
+
+/// Saves `derived`'s credentials as profile `name` of the credentials file at `path`.
+fn save(
+    derived: &DeriveApiTokenResponse,
+    name: &str,
+    client: &Client,
+    path: &Path,
+    output: &Output,
+) -> Result<(), CommandError> {
+    let mut file = CredentialsFile::load(path)?;
+    file.profiles.insert(
+        name.to_owned(),
+        SavedProfile {
+            base_url: Some(client.base_url().trim_end_matches('/').to_owned()),
+            token_id: derived.token_id.to_string(),
+            secret: derived.secret.to_base64().to_string(),
+            expires_at: derived.expires_at,
+        },
+    );
+    file.save(path)?;
+    output.note(&format!("saved as profile {name:?} in {}", path.display()));
+    Ok(())
+}
+
+/// Shows a derived (or rotated) token with its secret, and warns that it is shown once.
+fn show_derived(derived: &DeriveApiTokenResponse, output: &Output) {
     if output.is_json() {
-        output.json(&derived);
+        output.json(derived);
     } else {
         output.fields(&[
             ("token id", derived.token_id.to_string()),
@@ -203,6 +219,77 @@ async fn derive(args: DeriveArgs, output: &Output) -> Result<(), CommandError> {
     }
     output
         .warn("the secret is shown only this once: store it now; the service cannot show it again");
+}
+
+/// `lmts tokens rotate`: the successor shown (and saved), the overlap said.
+async fn rotate(args: RotateArgs, output: &Output) -> Result<(), CommandError> {
+    let client = signing_client(&args.service, &args.credentials, output)?;
+    let overlap = args
+        .overlap
+        .map(|span| span.to_std())
+        .transpose()
+        .map_err(|_| ConfigError("--overlap must not be negative".into()))?;
+    let successor = client
+        .api_tokens()
+        .rotate_token(&args.token_id, overlap)
+        .await
+        .map_err(|error| hinted(error, &client, true))?;
+    if let Some(name) = &args.save {
+        let signing_profile = args.credentials.profile.as_deref();
+        let name = name
+            .as_deref()
+            .or(signing_profile)
+            .unwrap_or(DEFAULT_PROFILE);
+        save(
+            &successor,
+            name,
+            &client,
+            &args.credentials.credentials_file,
+            output,
+        )?;
+    }
+    show_derived(&successor, output);
+    let overlap = args.overlap.map_or_else(
+        || "the service's default overlap (1h)".to_owned(),
+        |span| format!("{} s", span.num_seconds()),
+    );
+    output.note(&format!(
+        "{} keeps working for {overlap}, then expires; revoke it to end it sooner",
+        args.token_id
+    ));
+    Ok(())
+}
+
+/// `lmts tokens whoami`: the token the credentials sign with.
+async fn whoami(
+    service: ServiceArgs,
+    credentials: CredentialArgs,
+    output: &Output,
+) -> Result<(), CommandError> {
+    let client = signing_client(&service, &credentials, output)?;
+    let token = client
+        .api_tokens()
+        .current_token()
+        .await
+        .map_err(|error| hinted(error, &client, true))?;
+    if output.is_json() {
+        output.json(&token);
+        return Ok(());
+    }
+    output.fields(&[
+        ("token id", token.token_id.to_string()),
+        ("label", token.label.clone().unwrap_or_else(|| "-".into())),
+        ("scopes", scopes_text(&token.scopes)),
+        ("created at", format_timestamp(token.created_at)),
+        ("expires at", expiry_text(token.expires_at)),
+        ("allowed ips", blocks_text(&token.allowed_ips)),
+        (
+            "last used",
+            token
+                .last_used_at
+                .map_or_else(|| "never".into(), format_timestamp),
+        ),
+    ]);
     Ok(())
 }
 
@@ -331,5 +418,10 @@ pub async fn run(command: TokensCommand, output: &Output) -> Result<(), CommandE
             service,
             credentials,
         } => revoke(token_id, service, credentials, output).await,
+        TokensCommand::Rotate(args) => rotate(args, output).await,
+        TokensCommand::Whoami {
+            service,
+            credentials,
+        } => whoami(service, credentials, output).await,
     }
 }

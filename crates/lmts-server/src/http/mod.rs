@@ -112,7 +112,9 @@ pub fn app_with(service: TokenService, doors: Doors) -> Router {
 fn token_routes(service: &TokenService) -> Router<TokenService> {
     let hmac_routes = Router::new()
         .route("/auth/api-tokens", get(tokens::list))
+        .route("/auth/api-tokens/self", get(tokens::current))
         .route("/auth/api-tokens/{token_id}", delete(tokens::revoke))
+        .route("/auth/api-tokens/{token_id}/rotate", post(tokens::rotate))
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
             require_hmac,

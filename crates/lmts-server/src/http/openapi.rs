@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use axum::Json;
 use lmts_core::wire::{
     ApiErrorBody, ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities,
-    RevokeApiTokenResponse,
+    RevokeApiTokenResponse, RotateApiTokenInput, IDEMPOTENCY_KEY,
 };
 use serde_json::Value;
 use utoipa::{
@@ -143,9 +143,22 @@ fn derive() -> PathItem {
         "the new token; its secret is never shown again",
         schema_ref::<DeriveApiTokenResponse>(),
     );
+    let idempotency_key = ParameterBuilder::new()
+        .name(IDEMPOTENCY_KEY)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "the same key from the same partner within 24 hours answers the first derive again",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[!-~]{1,255}$")),
+        ));
     let operation = OperationBuilder::new()
         .operation_id(Some("deriveToken"))
         .security(identity())
+        .parameter(idempotency_key)
         .request_body(Some(body))
         .responses(responses(
             "201",
@@ -157,13 +170,91 @@ fn derive() -> PathItem {
                     "403",
                     "scope not allowed, token management disabled, or no wallet",
                 ),
-                ("409", "the partner holds the maximum of active tokens"),
+                (
+                    "409",
+                    "the partner holds the maximum of active tokens, or the idempotency key came with another body",
+                ),
                 TOO_LARGE,
                 RATE_LIMITED,
                 UNAVAILABLE,
             ],
         ));
     PathItem::new(HttpMethod::Post, operation)
+}
+
+/// `GET /auth/api-tokens/self` (SPEC C2).
+fn current() -> PathItem {
+    let success = json_response("the calling token", schema_ref::<ApiToken>());
+    let operation = OperationBuilder::new()
+        .operation_id(Some("currentToken"))
+        .security(hmac())
+        .responses(responses(
+            "200",
+            success,
+            &[
+                ("401", "HMAC authentication missing or refused"),
+                (
+                    "403",
+                    "token management disabled, or a client outside allowedIps",
+                ),
+                TOO_LARGE,
+                RATE_LIMITED,
+                UNAVAILABLE,
+            ],
+        ));
+    PathItem::new(HttpMethod::Get, operation)
+}
+
+/// `POST /auth/api-tokens/{tokenId}/rotate` (SPEC C2).
+fn rotate() -> PathItem {
+    let body = RequestBodyBuilder::new()
+        .required(Some(Required::False))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(schema_ref::<RotateApiTokenInput>()))
+                .build(),
+        )
+        .build();
+    let success = json_response(
+        "the successor; its secret is never shown again",
+        schema_ref::<DeriveApiTokenResponse>(),
+    );
+    let operation = OperationBuilder::new()
+        .operation_id(Some("rotateToken"))
+        .security(hmac())
+        .parameter(token_id_parameter())
+        .request_body(Some(body))
+        .responses(responses(
+            "201",
+            success,
+            &[
+                ("400", "invalid body"),
+                ("401", "HMAC authentication missing or refused"),
+                (
+                    "403",
+                    "token management disabled, or a scope no longer allowed",
+                ),
+                ("404", "no such live token of this partner"),
+                TOO_LARGE,
+                RATE_LIMITED,
+                UNAVAILABLE,
+            ],
+        ));
+    PathItem::new(HttpMethod::Post, operation)
+}
+
+/// The `{tokenId}` of revoke and rotate.
+fn token_id_parameter() -> ParameterBuilder {
+    ParameterBuilder::new()
+        .name("tokenId")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1)),
+        ))
 }
 
 /// `GET /auth/api-tokens`.
@@ -191,20 +282,11 @@ fn list() -> PathItem {
 
 /// `DELETE /auth/api-tokens/{tokenId}`.
 fn revoke() -> PathItem {
-    let token_id = ParameterBuilder::new()
-        .name("tokenId")
-        .parameter_in(ParameterIn::Path)
-        .required(Required::True)
-        .schema(Some(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .min_length(Some(1)),
-        ));
     let success = json_response("revoked", schema_ref::<RevokeApiTokenResponse>());
     let operation = OperationBuilder::new()
         .operation_id(Some("revokeToken"))
         .security(hmac())
-        .parameter(token_id)
+        .parameter(token_id_parameter())
         .responses(responses(
             "200",
             success,
@@ -244,7 +326,9 @@ fn paths() -> Paths {
         .path("/auth/api-tokens/capabilities", capabilities())
         .path("/auth/api-tokens/derive", derive())
         .path("/auth/api-tokens", list())
+        .path("/auth/api-tokens/self", current())
         .path("/auth/api-tokens/{tokenId}", revoke())
+        .path("/auth/api-tokens/{tokenId}/rotate", rotate())
         .path("/health", probe("health", "the process answers", false))
         .path("/ready", probe("ready", "the database answers", true))
         .build()
@@ -264,6 +348,7 @@ fn components() -> Components {
     collect::<DeriveApiTokenResponse>(&mut schemas);
     collect::<ApiToken>(&mut schemas);
     collect::<RevokeApiTokenResponse>(&mut schemas);
+    collect::<RotateApiTokenInput>(&mut schemas);
     collect::<ApiErrorBody>(&mut schemas);
     let identity = ApiKeyValue::with_description("identity", "Bearer <Privy identity token>");
     let builder = ComponentsBuilder::new()
@@ -289,7 +374,7 @@ pub fn api() -> OpenApi {
         .title("lmts: Limitless Exchange scoped API tokens")
         .version(env!("CARGO_PKG_VERSION"))
         .description(Some(
-            "Partner self-service API tokens: capabilities, derive, list, revoke.",
+            "Partner self-service API tokens: capabilities, derive, list, revoke, and SPEC C2's rotation and introspection.",
         ))
         .build();
     OpenApiBuilder::new()
@@ -575,6 +660,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(errors, 4 + 7 + 5 + 6 + 1);
+        assert_eq!(errors, 4 + 7 + 5 + 5 + 6 + 7 + 1);
     }
 }

@@ -1,8 +1,8 @@
-//! The four endpoints of the API-token lifecycle (SPEC A1), as thin adapters over the
-//! [`TokenService`]: HTTP in, a service call, HTTP out.
+//! The endpoints of the API-token lifecycle (SPEC A1, and C2's rotation and introspection),
+//! as thin adapters over the [`TokenService`]: HTTP in, a service call, HTTP out.
 
 use axum::{
-    body::Body,
+    body::{Body, Bytes},
     extract::{rejection::PathRejection, Path, State},
     http::{header, HeaderMap, StatusCode},
     response::IntoResponse,
@@ -52,4 +52,25 @@ pub async fn revoke(
     // as it answers every id it does not know.
     let token_id = token_id.map(|Path(id)| id).unwrap_or_default();
     Ok(Json(service.revoke(&caller, &token_id).await?))
+}
+
+/// `POST /auth/api-tokens/{tokenId}/rotate` (SPEC C2): answers 201 with the successor's secret.
+pub async fn rotate(
+    State(service): State<TokenService>,
+    Extension(caller): Extension<VerifiedToken>,
+    token_id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<DeriveApiTokenResponse>), ApiError> {
+    let token_id = token_id.map(|Path(id)| id).unwrap_or_default();
+    let rotated = service.rotate(&caller, &token_id, &body).await?;
+    Ok((StatusCode::CREATED, Json(rotated)))
+}
+
+/// `GET /auth/api-tokens/self` (SPEC C2): the calling token.
+pub async fn current(
+    State(service): State<TokenService>,
+    Extension(caller): Extension<VerifiedToken>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = service.current(&caller).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }

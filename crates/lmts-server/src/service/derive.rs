@@ -1,5 +1,5 @@
-//! A derive request: its body validated (SPEC A2, B2, B3), and the fresh id and secret of the
-//! token it creates (SPEC B4).
+//! A derive request: its body validated (SPEC A2, B2, B3, C2) and its idempotency key; a
+//! rotation's body (SPEC C2); and the fresh id and secret of the token either creates (SPEC B4).
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
@@ -75,15 +75,8 @@ pub(super) fn parse_derive_body(
             validity: Validity::default(),
         });
     }
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|_| ServiceError::invalid("request body must be a JSON object"))?;
-    let Value::Object(fields) = value else {
-        return Err(ServiceError::invalid("request body must be a JSON object"));
-    };
-    if let Err(error) = serde_json::from_slice::<UniqueKeys>(bytes) {
-        return Err(ServiceError::invalid(error.to_string()));
-    }
-    let mut problems: Vec<String> = fields.keys().filter_map(|key| misspelt(key)).collect();
+    let fields = json_object(bytes)?;
+    let mut problems = misspelt_fields(&fields, &DERIVE_FIELDS);
     let label = match fields.get("label") {
         None | Some(Value::Null) => None,
         Some(Value::String(label)) if label.chars().count() > MAX_LABEL_CHARS => {
@@ -140,21 +133,71 @@ pub(super) fn parse_derive_body(
 }
 
 /// The fields a derive body may carry.
-const FIELDS: [&str; 4] = ["label", "scopes", "expiresAt", "allowedIps"];
+const DERIVE_FIELDS: [&str; 4] = ["label", "scopes", "expiresAt", "allowedIps"];
 
-/// The refusal of a key that is one of [`FIELDS`] spelt otherwise (`expires_at`, `allowedIPs`):
-/// ignored like other unknown keys, it would derive a token without the restriction meant.
-fn misspelt(key: &str) -> Option<String> {
+/// The field a rotation body may carry.
+const ROTATE_FIELDS: [&str; 1] = ["overlapSeconds"];
+
+/// A body that must be a JSON object with unique keys.
+fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ServiceError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|_| ServiceError::invalid("request body must be a JSON object"))?;
+    let Value::Object(fields) = value else {
+        return Err(ServiceError::invalid("request body must be a JSON object"));
+    };
+    if let Err(error) = serde_json::from_slice::<UniqueKeys>(bytes) {
+        return Err(ServiceError::invalid(error.to_string()));
+    }
+    Ok(fields)
+}
+
+/// The refusals of keys that are one of `known` spelt otherwise (`expires_at`, `allowedIPs`):
+/// ignored like other unknown keys, they would derive a token without what was meant.
+fn misspelt_fields(fields: &serde_json::Map<String, Value>, known: &[&str]) -> Vec<String> {
     let plain = |text: &str| {
         text.chars()
             .filter(|c| !matches!(c, '_' | '-'))
             .flat_map(char::to_lowercase)
             .collect::<String>()
     };
-    FIELDS
-        .iter()
-        .find(|field| **field != key && plain(field) == plain(key))
-        .map(|field| format!("unknown field \"{key}\": did you mean \"{field}\"?"))
+    fields
+        .keys()
+        .filter_map(|key| {
+            known
+                .iter()
+                .find(|field| *field != key && plain(field) == plain(key))
+                .map(|field| format!("unknown field \"{key}\": did you mean \"{field}\"?"))
+        })
+        .collect()
+}
+
+/// The default overlap of a rotation, and the longest (SPEC C2).
+const DEFAULT_OVERLAP_SECONDS: i64 = 3_600;
+const MAX_OVERLAP_SECONDS: i64 = 604_800;
+
+/// Validates a rotation body (SPEC C2): `{"overlapSeconds": N}`, 0 to 604800, default 3600 (also
+/// for an empty body); answers the overlap.
+pub(super) fn parse_rotate_body(bytes: &[u8]) -> Result<TimeDelta, ServiceError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(TimeDelta::seconds(DEFAULT_OVERLAP_SECONDS));
+    }
+    let fields = json_object(bytes)?;
+    let problems = misspelt_fields(&fields, &ROTATE_FIELDS);
+    if !problems.is_empty() {
+        return Err(ServiceError::Invalid(problems));
+    }
+    match fields.get("overlapSeconds") {
+        None | Some(Value::Null) => Ok(TimeDelta::seconds(DEFAULT_OVERLAP_SECONDS)),
+        Some(value) => value
+            .as_i64()
+            .filter(|seconds| (0..=MAX_OVERLAP_SECONDS).contains(seconds))
+            .map(TimeDelta::seconds)
+            .ok_or_else(|| {
+                ServiceError::invalid(format!(
+                    "overlapSeconds must be a whole number of seconds from 0 to {MAX_OVERLAP_SECONDS}"
+                ))
+            }),
+    }
 }
 
 /// `expiresAt`: absent or null for never, else an RFC 3339 date-time after `now` and at most a
@@ -432,6 +475,43 @@ mod tests {
             ]
         );
         assert!(parse(br#"{"profile":{"id":1},"expiry":"soon"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_rotation_overlaps_an_hour_by_default_and_a_week_at_most() {
+        for body in ["", " ", "{}", r#"{"overlapSeconds":null}"#] {
+            assert_eq!(
+                parse_rotate_body(body.as_bytes()).unwrap(),
+                TimeDelta::hours(1)
+            );
+        }
+        assert_eq!(
+            parse_rotate_body(br#"{"overlapSeconds":0}"#).unwrap(),
+            TimeDelta::zero()
+        );
+        assert_eq!(
+            parse_rotate_body(br#"{"overlapSeconds":604800}"#).unwrap(),
+            TimeDelta::weeks(1)
+        );
+        for bad in ["-1", "604801", "1.5", "\"60\"", "1e3", "true"] {
+            let body = format!(r#"{{"overlapSeconds":{bad}}}"#);
+            let Err(ServiceError::Invalid(problems)) = parse_rotate_body(body.as_bytes()) else {
+                panic!("{body} was accepted");
+            };
+            assert!(
+                problems[0].starts_with("overlapSeconds must be"),
+                "{problems:?}"
+            );
+        }
+        let Err(ServiceError::Invalid(problems)) = parse_rotate_body(br#"{"overlap_seconds":0}"#)
+        else {
+            panic!("a misspelt overlap was ignored");
+        };
+        assert!(
+            problems[0].contains("did you mean \"overlapSeconds\""),
+            "{problems:?}"
+        );
+        assert!(parse_rotate_body(b"[]").is_err());
     }
 
     #[test]

@@ -79,19 +79,47 @@ impl TokenListing {
             if index > 0 {
                 body.push(',');
             }
-            body.push_str(&token.head);
-            match token.last_used_at.max(latest_use(&token.token_id)) {
-                Some(at) => {
-                    body.push('"');
-                    format_timestamp_into(at, &mut body);
-                    body.push('"');
-                }
-                None => body.push_str("null"),
-            }
-            body.push('}');
+            token.render_into(&mut body, &latest_use);
         }
         body.push(']');
         body
+    }
+
+    /// The JSON object of `token_id`, if it is listed and live at `now`.
+    pub fn render_one(
+        &self,
+        token_id: &TokenId,
+        now: DateTime<Utc>,
+        latest_use: impl Fn(&TokenId) -> Option<DateTime<Utc>>,
+    ) -> Option<String> {
+        let token = self
+            .tokens
+            .iter()
+            .find(|token| token.token_id == *token_id && is_live(token.expires_at, now))?;
+        let mut body = String::with_capacity(token.head.len() + 28);
+        token.render_into(&mut body, &latest_use);
+        Some(body)
+    }
+}
+
+impl ListedToken {
+    /// Appends the token's JSON object, its `lastUsedAt` the later of the stored value and
+    /// `latest_use`.
+    fn render_into(
+        &self,
+        body: &mut String,
+        latest_use: &impl Fn(&TokenId) -> Option<DateTime<Utc>>,
+    ) {
+        body.push_str(&self.head);
+        match self.last_used_at.max(latest_use(&self.token_id)) {
+            Some(at) => {
+                body.push('"');
+                format_timestamp_into(at, body);
+                body.push('"');
+            }
+            None => body.push_str("null"),
+        }
+        body.push('}');
     }
 }
 

@@ -57,7 +57,7 @@ use crate::{
     identity::IdentityVerifier,
     store::{
         DeriveKey, Invalidation, NewToken, PartnerProfile, PartnerSettings, SettingsKey, Store,
-        StoreError,
+        StoreError, Successor,
     },
 };
 use bodies::BodyBudget;
@@ -368,6 +368,71 @@ impl TokenService {
         Ok(RevokeApiTokenResponse {
             message: "API token revoked".into(),
         })
+    }
+
+    /// Rotates a live token of the caller's partner (SPEC C2): a successor with its label,
+    /// scopes, addresses and expiry, whose secret the answer holds, while the rotated token
+    /// keeps working for the overlap the body asks (an hour by default) and then expires.
+    /// Unknown, foreign, revoked and expired ids get the 404 of B2; scopes the partner may no
+    /// longer hold, 403.
+    pub async fn rotate(
+        &self,
+        caller: &VerifiedToken,
+        token_id: &str,
+        body: &[u8],
+    ) -> Result<DeriveApiTokenResponse, ServiceError> {
+        let core = self.core();
+        let settings = core.managing_settings(&caller.profile.account).await?;
+        let overlap = derive::parse_rotate_body(body)?;
+        let not_found = || ServiceError::NotFound("API token not found".into());
+        if !derive::is_token_id_shaped(token_id) {
+            return Err(not_found());
+        }
+        let rotated = core.store.token_credentials(token_id).await?;
+        let rotated = rotated
+            .filter(|token| token.profile.id == caller.profile.id && !token.revoked)
+            .ok_or_else(not_found)?;
+        check_allowed(&rotated.scopes, &settings.allowed_scopes)?;
+        let now = core.clock.now();
+        let successor_id = derive::new_token_id(&core.keyring)?;
+        let secret = derive::new_secret(&core.keyring)?;
+        let successor = Successor {
+            sealed: core.keyring.seal(successor_id.as_str(), &secret)?,
+            token_id: successor_id,
+            created_at: now,
+        };
+        let overlap_end = now
+            .checked_add_signed(overlap)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let stored = core
+            .store
+            .rotate_token(caller.profile.id, token_id, &successor, overlap_end);
+        let record = stored.await?.ok_or_else(not_found)?;
+        let rotated_id = TokenId::new(token_id);
+        tracing::info!(token_id = %rotated_id, successor = %record.token_id, by = %caller.token_id, "rotated API token");
+        core.caches.forget(Invalidation::Token(rotated_id));
+        core.caches.forget(Invalidation::Profile(caller.profile.id));
+        let validity = Validity {
+            expires_at: record.expires_at,
+            allowed_ips: record.allowed_ips.into(),
+        };
+        let derived = (record.token_id, record.created_at, record.scopes, validity);
+        Ok(derive_answer(&caller.profile, secret, derived))
+    }
+
+    /// The calling token as the list shows it (SPEC C2's introspection), as its JSON object.
+    pub async fn current(&self, caller: &VerifiedToken) -> Result<String, ServiceError> {
+        let core = self.core();
+        let now = core.clock.now();
+        let listing = core
+            .caches
+            .listing(core.store.as_ref(), caller.profile.id, now)
+            .await?;
+        let latest_use = |token_id: &TokenId| core.usage.latest(token_id);
+        // Listed unless it was revoked or expired since it was verified, a moment ago.
+        listing
+            .render_one(&caller.token_id, now, latest_use)
+            .ok_or_else(|| ServiceError::unauthenticated("API token expired or revoked"))
     }
 
     /// The settings in force for `account`, cached for [`SETTINGS_TTL`].

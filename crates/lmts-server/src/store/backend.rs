@@ -17,7 +17,7 @@ use super::{
     replay::ReplayRow,
     rows::{stored_profile_id, StoreDatabase, StoredRow},
     scopes_to_text, InvalidationSink, KeyedDerive, NewToken, PartnerProfile, PartnerSettings,
-    SettingsKey, Store, StoreError, TokenCredentials, TokenRecord,
+    SettingsKey, Store, StoreError, Successor, TokenCredentials, TokenRecord,
 };
 
 /// A statement with its arguments bound, owning them so that a backend may queue it.
@@ -82,6 +82,16 @@ pub(super) trait Backend: Send + Sync + 'static {
         token: &NewToken,
         max_active: Option<u32>,
     ) -> Result<(), StoreError>;
+
+    /// [`Store::rotate_token`]: both statements in one transaction, and on a backend several
+    /// instances share, the change announced and waited for as a revocation is.
+    async fn rotate_token(
+        &self,
+        profile_id: i64,
+        token_id: &str,
+        successor: &Successor,
+        overlap_end: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>, StoreError>;
 
     /// [`Store::record_usage`]: moving many times forward at once is written in each dialect.
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError>;
@@ -293,6 +303,16 @@ where
         .bind(stored_profile_id::<B::Database>(profile_id)?)
         .bind(millis(now));
         Ok(self.execute_revocation(write, profile_id, token_id).await? == 1)
+    }
+
+    async fn rotate_token(
+        &self,
+        profile_id: i64,
+        token_id: &str,
+        successor: &Successor,
+        overlap_end: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        Backend::rotate_token(self, profile_id, token_id, successor, overlap_end).await
     }
 
     async fn record_signature(

@@ -101,6 +101,18 @@ pub struct NewToken {
     pub once: Option<DeriveKey>,
 }
 
+/// The token a rotation derives (SPEC C2): its own id, secret and creation time; its label,
+/// scopes, addresses and expiry are the rotated token's.
+#[derive(Debug, Clone)]
+pub struct Successor {
+    /// Its id.
+    pub token_id: TokenId,
+    /// Its sealed secret.
+    pub sealed: SealedSecret,
+    /// Creation time: the rotation's.
+    pub created_at: DateTime<Utc>,
+}
+
 /// A derive's idempotency key (SPEC C2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeriveKey {
@@ -306,6 +318,19 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Rotates `token_id`, a live token of `profile_id` at the successor's creation: stores
+    /// `successor` with the rotated token's label, scopes, addresses and expiry, and moves the
+    /// rotated token's expiry to `overlap_end` unless it is earlier already, in one step. `None`
+    /// (and nothing stored) when there is no such live token. Like a revoke, answers once the
+    /// new expiry is final on every other instance sharing the store.
+    async fn rotate_token(
+        &self,
+        profile_id: i64,
+        token_id: &str,
+        successor: &Successor,
+        overlap_end: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+
     /// Records an accepted signature until `expires_at`; false when it was already recorded.
     async fn record_signature(
         &self,
@@ -364,6 +389,22 @@ const RECORD_DERIVE_KEY: &str = "INSERT INTO derive_keys
          token_id = EXCLUDED.token_id,
          created_at = EXCLUDED.created_at
      WHERE derive_keys.created_at < $6";
+
+/// A rotation's first statement: the successor, copied from the live token it rotates.
+/// `$1` successor id, `$2` now, `$3` key id, `$4` sealed secret, `$5` rotated id, `$6` profile.
+const INSERT_SUCCESSOR: &str = "INSERT INTO api_tokens (token_id, profile_id, label, scopes,
+         created_at, expires_at, allowed_ips, key_id, sealed_secret)
+     SELECT $1, profile_id, label, scopes, $2, expires_at, allowed_ips, $3, $4
+     FROM api_tokens
+     WHERE token_id = $5 AND profile_id = $6 AND revoked_at IS NULL
+         AND (expires_at IS NULL OR expires_at > $2)
+     RETURNING token_id, label, scopes, created_at, expires_at, allowed_ips, last_used_at";
+
+/// A rotation's second statement: the rotated token ends with the overlap, or earlier.
+/// `$1` rotated id, `$2` now, `$3` the end of the overlap.
+const END_ROTATED: &str = "UPDATE api_tokens SET rotated_at = $2,
+         expires_at = CASE WHEN expires_at IS NULL OR expires_at > $3 THEN $3 ELSE expires_at END
+     WHERE token_id = $1";
 
 /// Address blocks in their stored form: canonical CIDR text, comma-separated; `''` for none.
 fn blocks_to_text(blocks: &[IpNet]) -> String {

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lmts_core::TokenId;
 use sqlx::{
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow},
     Postgres,
 };
 use tokio::task::JoinHandle;
@@ -28,8 +28,9 @@ use super::{
     blocks_to_text, millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
     rolling,
-    rows::stored_profile_id,
-    scopes_to_text, InvalidationSink, NewToken, StoreError, RECORD_DERIVE_KEY,
+    rows::{stored_profile_id, StoredRow},
+    scopes_to_text, InvalidationSink, NewToken, StoreError, Successor, TokenRecord, END_ROTATED,
+    INSERT_SUCCESSOR, RECORD_DERIVE_KEY,
 };
 
 /// The channel derives and revocations are announced on.
@@ -158,23 +159,47 @@ impl PostgresStore {
             transaction.rollback().await.map_err(store_error)?;
             return Ok(None);
         }
-        let number: i64 = sqlx::query_scalar(
-            "WITH numbered AS (
-                 UPDATE lmts_revocation_counter SET last_seq = last_seq + 1 RETURNING last_seq
-             )
-             UPDATE api_tokens SET revoked_seq = numbered.last_seq FROM numbered
-             WHERE token_id = $1 RETURNING revoked_seq",
-        )
-        .bind(token_id)
-        .fetch_one(&mut *transaction)
-        .await
-        .map_err(store_error)?;
-        let change = Change::Revoked { number, token_id };
-        announce(&mut transaction, profile_id, change)
-            .await
-            .map_err(store_error)?;
+        let number = number_and_announce(&mut transaction, profile_id, token_id).await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(Some(number))
+    }
+
+    /// [`Backend::rotate_token`] in one transaction, the rotated token's new expiry numbered
+    /// and announced as a revocation is: other instances drop it from their caches (closing
+    /// its tunnels) and read it again. Answers the successor and the change's number.
+    async fn commit_rotation(
+        &self,
+        profile_id: i64,
+        token_id: &str,
+        successor: &Successor,
+        overlap_end: DateTime<Utc>,
+    ) -> Result<Option<(TokenRecord, i64)>, StoreError> {
+        let now = millis(successor.created_at);
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        let inserted = sqlx::query(INSERT_SUCCESSOR)
+            .bind(successor.token_id.as_str())
+            .bind(now)
+            .bind(&successor.sealed.key_id)
+            .bind(&successor.sealed.sealed)
+            .bind(token_id)
+            .bind(stored_profile_id::<Postgres>(profile_id)?)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        let Some(inserted) = inserted else {
+            transaction.rollback().await.map_err(store_error)?;
+            return Ok(None);
+        };
+        sqlx::query(END_ROTATED)
+            .bind(token_id)
+            .bind(now)
+            .bind(millis(overlap_end))
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        let number = number_and_announce(&mut transaction, profile_id, token_id).await?;
+        transaction.commit().await.map_err(store_error)?;
+        Ok(Some((inserted.token_record()?, number)))
     }
 
     /// The number of the revocation that already revoked `token_id` of `profile_id`, so that
@@ -270,6 +295,32 @@ impl PostgresStore {
     }
 }
 
+/// Numbers a change that narrows `token_id` (its revocation, or its expiry moved earlier by a
+/// rotation) and announces it to every instance, in `transaction`. The number is taken last:
+/// its row stays locked until the commit, so numbers commit in order.
+async fn number_and_announce(
+    transaction: &mut PgConnection,
+    profile_id: i64,
+    token_id: &str,
+) -> Result<i64, StoreError> {
+    let number: i64 = sqlx::query_scalar(
+        "WITH numbered AS (
+             UPDATE lmts_revocation_counter SET last_seq = last_seq + 1 RETURNING last_seq
+         )
+         UPDATE api_tokens SET revoked_seq = numbered.last_seq FROM numbered
+         WHERE token_id = $1 RETURNING revoked_seq",
+    )
+    .bind(token_id)
+    .fetch_one(&mut *transaction)
+    .await
+    .map_err(store_error)?;
+    let change = Change::Revoked { number, token_id };
+    announce(transaction, profile_id, change)
+        .await
+        .map_err(store_error)?;
+    Ok(number)
+}
+
 #[async_trait]
 impl Backend for PostgresStore {
     type Database = Postgres;
@@ -315,6 +366,23 @@ impl Backend for PostgresStore {
             self.instance.await_applied(&self.pool, number).await;
         }
         Ok(u64::from(revoked.is_some()))
+    }
+
+    async fn rotate_token(
+        &self,
+        profile_id: i64,
+        token_id: &str,
+        successor: &Successor,
+        overlap_end: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let rotated = self
+            .commit_rotation(profile_id, token_id, successor, overlap_end)
+            .await?;
+        let Some((successor, number)) = rotated else {
+            return Ok(None);
+        };
+        self.instance.await_applied(&self.pool, number).await;
+        Ok(Some(successor))
     }
 
     async fn insert_token(

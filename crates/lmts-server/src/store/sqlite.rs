@@ -27,7 +27,10 @@ use super::{
     group_commit::GroupCommitter,
     millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
-    rolling, scopes_to_text, InvalidationSink, NewToken, StoreError, RECORD_DERIVE_KEY,
+    rolling,
+    rows::StoredRow,
+    scopes_to_text, InvalidationSink, NewToken, StoreError, Successor, TokenRecord, END_ROTATED,
+    INSERT_SUCCESSOR, RECORD_DERIVE_KEY,
 };
 
 /// File name of the database inside the data directory.
@@ -262,6 +265,39 @@ impl Backend for SqliteStore {
                         (0, Some(limit)) => Err(StoreError::LimitReached { limit }),
                         _ => Ok(()),
                     }
+                })
+            })
+            .await
+    }
+
+    async fn rotate_token(
+        &self,
+        profile_id: i64,
+        token_id: &str,
+        successor: &Successor,
+        overlap_end: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let now = millis(successor.created_at);
+        let insert = sqlx::query(INSERT_SUCCESSOR)
+            .bind(successor.token_id.as_str().to_owned())
+            .bind(now)
+            .bind(successor.sealed.key_id.clone())
+            .bind(successor.sealed.sealed.clone())
+            .bind(token_id.to_owned())
+            .bind(profile_id);
+        let end = sqlx::query(END_ROTATED)
+            .bind(token_id.to_owned())
+            .bind(now)
+            .bind(millis(overlap_end));
+        // Other processes on the file find the rotation by its time (`changes.rs`).
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let Some(successor) = insert.fetch_optional(&mut *connection).await? else {
+                        return Ok(None);
+                    };
+                    end.execute(connection).await?;
+                    successor.token_record().map(Some)
                 })
             })
             .await

@@ -32,7 +32,8 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 pub(super) enum Change<'a> {
     /// A token was derived: the profile's list changed.
     Derived,
-    /// A token was revoked, by the revocation of this number.
+    /// A token was revoked, or its expiry moved earlier by a rotation (SPEC C2), by the change
+    /// of this number: every instance forgets the token and waits for nothing else.
     Revoked {
         /// The revocation's number, in commit order.
         number: i64,

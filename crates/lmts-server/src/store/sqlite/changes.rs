@@ -1,10 +1,11 @@
-//! Other processes' revocations on the same SQLite file (SPEC C1: processes sharing a data
-//! directory see a revoke within a second). SQLite has no notifications, so a task looks, four
-//! times a second, for tokens revoked since the latest revocation it saw, and delivers each
-//! once as invalidations of the token and of its partner's listing. Each look reaches
-//! [`LOOKBACK_MS`] further back than that revocation, or than now if that is earlier: a revoke
-//! takes its time before it waits for the writer, so one timed before another may commit after
-//! it, and a clock may step. (Derives elsewhere reach this process's listings when their cache
+//! Other processes' revocations and rotations on the same SQLite file (SPEC C1: processes
+//! sharing a data directory see a revoke within a second; SPEC C2: and the end of a rotated
+//! token's overlap). SQLite has no notifications, so a task looks, four times a second, for
+//! tokens revoked or rotated since the latest such change it saw, and delivers each change once
+//! as invalidations of the token and of its partner's listing. Each look reaches
+//! [`LOOKBACK_MS`] further back than that change, or than now if that is earlier: a change takes
+//! its time before it waits for the writer, so one timed before another may commit after it,
+//! and a clock may step. (Derives elsewhere reach this process's listings when their cache
 //! entries expire.)
 
 use std::{collections::HashMap, time::Duration};
@@ -21,16 +22,16 @@ const POLL: Duration = Duration::from_millis(250);
 /// How far behind the latest revocation seen each look starts, in milliseconds.
 const LOOKBACK_MS: i64 = 30_000;
 
-/// A token revoked elsewhere.
+/// A token revoked or rotated elsewhere.
 #[derive(Debug, sqlx::FromRow)]
-struct Revoked {
+struct Changed {
     token_id: String,
     profile_id: i64,
-    /// When (Unix milliseconds).
-    revoked_at: i64,
+    /// When its latest change was made (Unix milliseconds).
+    changed_at: i64,
 }
 
-/// Starts the task that delivers other processes' revocations to `sink`.
+/// Starts the task that delivers other processes' revocations and rotations to `sink`.
 pub(super) fn watch(pool: SqlitePool, sink: InvalidationSink) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen: Option<Seen> = None;
@@ -41,7 +42,7 @@ pub(super) fn watch(pool: SqlitePool, sink: InvalidationSink) -> JoinHandle<()> 
             tick.tick().await;
             let seen = match &mut seen {
                 Some(seen) => seen,
-                None => match latest_revocation(&pool).await {
+                None => match latest_change(&pool).await {
                     Ok(latest) => seen.insert(Seen::from(latest)),
                     Err(_) => continue,
                 },
@@ -50,13 +51,13 @@ pub(super) fn watch(pool: SqlitePool, sink: InvalidationSink) -> JoinHandle<()> 
             // stamped by a clock stepped forward must not hide the ones that follow.
             let now_ms = crate::clock::Clock::system().now().timestamp_millis();
             let since = seen.latest.min(now_ms) - LOOKBACK_MS;
-            match revoked_since(&pool, since).await {
-                Ok(revoked) => {
+            match changed_since(&pool, since).await {
+                Ok(changed) => {
                     if std::mem::take(&mut failing) {
                         // Revocations may have been missed while the file could not be read.
                         sink(Invalidation::All);
                     }
-                    seen.deliver(revoked, &sink);
+                    seen.deliver(changed, &sink);
                 }
                 Err(error) if !failing => {
                     failing = true;
@@ -68,32 +69,37 @@ pub(super) fn watch(pool: SqlitePool, sink: InvalidationSink) -> JoinHandle<()> 
     })
 }
 
-/// The time of the latest revocation on file (0 for none).
-async fn latest_revocation(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+/// The time of the latest revocation or rotation on file (0 for none).
+async fn latest_change(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT COALESCE(MAX(revoked_at), 0) FROM api_tokens WHERE revoked_at IS NOT NULL",
+        "SELECT MAX(
+             (SELECT COALESCE(MAX(revoked_at), 0) FROM api_tokens WHERE revoked_at IS NOT NULL),
+             (SELECT COALESCE(MAX(rotated_at), 0) FROM api_tokens WHERE rotated_at IS NOT NULL))",
     )
     .fetch_one(pool)
     .await
 }
 
-/// Tokens revoked at or after `since`.
-async fn revoked_since(pool: &SqlitePool, since: i64) -> Result<Vec<Revoked>, sqlx::Error> {
+/// Tokens revoked or rotated at or after `since`, each with the time of its latest change.
+async fn changed_since(pool: &SqlitePool, since: i64) -> Result<Vec<Changed>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT token_id, profile_id, revoked_at FROM api_tokens
-         WHERE revoked_at IS NOT NULL AND revoked_at >= ?1",
+        "SELECT token_id, profile_id,
+             MAX(COALESCE(revoked_at, 0), COALESCE(rotated_at, 0)) AS changed_at
+         FROM api_tokens
+         WHERE (revoked_at IS NOT NULL AND revoked_at >= ?1)
+            OR (rotated_at IS NOT NULL AND rotated_at >= ?1)",
     )
     .bind(since)
     .fetch_all(pool)
     .await
 }
 
-/// The revocations delivered, for as long as a look may find them again.
+/// The changes delivered, for as long as a look may find them again.
 #[derive(Debug)]
 struct Seen {
-    /// The time of the latest revocation seen.
+    /// The time of the latest change seen.
     latest: i64,
-    /// Each token whose revocation was delivered, with its time.
+    /// Each token whose latest change was delivered, with that change's time.
     delivered: HashMap<String, i64>,
 }
 
@@ -107,14 +113,13 @@ impl From<i64> for Seen {
 }
 
 impl Seen {
-    fn deliver(&mut self, revoked: Vec<Revoked>, sink: &InvalidationSink) {
-        for token in revoked {
-            self.latest = self.latest.max(token.revoked_at);
-            if self
+    fn deliver(&mut self, changed: Vec<Changed>, sink: &InvalidationSink) {
+        for token in changed {
+            self.latest = self.latest.max(token.changed_at);
+            let earlier = self
                 .delivered
-                .insert(token.token_id.clone(), token.revoked_at)
-                .is_some()
-            {
+                .insert(token.token_id.clone(), token.changed_at);
+            if earlier == Some(token.changed_at) {
                 continue;
             }
             sink(Invalidation::Token(TokenId::new(token.token_id)));
