@@ -91,5 +91,55 @@ fn verification(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verification);
+/// What SPEC C2's checks add to a verified request: a token's expiry and allowed addresses
+/// (`Validity::check`), next to the signature check they follow, in the same run.
+fn validity(c: &mut Criterion) {
+    let now = DateTime::parse_from_rfc3339(TIMESTAMP).unwrap().to_utc();
+    let secret = TokenSecret::from_bytes(vec![7; 32]).unwrap();
+    let signer = Signer::new(&secret);
+    let message = CanonicalMessage::new(TIMESTAMP, "GET", "/auth/api-tokens", b"");
+    let signature = signer.sign(&message).to_base64();
+    let client: std::net::IpAddr = "203.0.113.200".parse().unwrap();
+    // 32 blocks, the most a token holds, the client in the last one: the longest walk.
+    let blocks: Vec<ipnet::IpNet> = (0..31)
+        .map(|i| format!("10.{i}.0.0/16").parse().unwrap())
+        .chain(["203.0.113.0/24".parse().unwrap()])
+        .collect();
+    let cases = [
+        ("none", Validity::default()),
+        (
+            "expiry",
+            Validity {
+                expires_at: Some(now + TimeDelta::days(30)),
+                ..Validity::default()
+            },
+        ),
+        (
+            "expiry_and_32_blocks",
+            Validity {
+                expires_at: Some(now + TimeDelta::days(30)),
+                allowed_ips: blocks.into(),
+            },
+        ),
+    ];
+    let mut group = c.benchmark_group("validity");
+    group.bench_function("signature_check", |b| {
+        let window = TimeDelta::seconds(30);
+        b.iter(|| {
+            black_box(
+                signer
+                    .verify(&message, black_box(&signature), now, window)
+                    .unwrap(),
+            )
+        })
+    });
+    for (name, validity) in cases {
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(&validity).check(black_box(now), Some(black_box(client))))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, verification, validity);
 criterion_main!(benches);
