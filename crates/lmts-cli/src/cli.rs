@@ -209,6 +209,12 @@ pub enum TokensCommand {
         after_help = "Examples:\n  lmts tokens rotate lmts_Rcj8KB41f2UG21D_2B_Nirej --overlap 1h --save\n  lmts tokens rotate lmts_Rcj8KB41f2UG21D_2B_Nirej --overlap 0s --profile bot --save bot"
     )]
     Rotate(RotateArgs),
+    /// The partner's audit events, oldest first: derives, rotations, revokes, expiries, failed
+    /// requests, new addresses.
+    #[command(
+        after_help = "Examples:\n  lmts tokens events --limit 20\n  lmts tokens events --follow --output json"
+    )]
+    Events(EventsArgs),
     /// Show the token these credentials sign with: scopes, expiry, addresses, last use.
     #[command(after_help = "Example:\n  lmts tokens whoami --profile bot")]
     Whoami {
@@ -217,6 +223,25 @@ pub enum TokensCommand {
         #[command(flatten)]
         credentials: CredentialArgs,
     },
+}
+
+/// Options of `lmts tokens events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Start after this cursor (a `next` printed before; default: from the first event).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// At most this many events a page.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub limit: u32,
+    /// Keep polling for new events, every two seconds, until interrupted (JSON: one event a
+    /// line).
+    #[arg(long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 /// Options of `lmts tokens rotate`.

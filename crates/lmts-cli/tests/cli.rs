@@ -660,3 +660,78 @@ async fn rotate_saves_the_successor_in_place_and_whoami_shows_it() {
         stderr(&unknown)
     );
 }
+
+#[tokio::test]
+async fn events_page_and_follow_as_they_happen() {
+    use std::io::{BufRead, BufReader};
+    let session = Session::start().await;
+    let derived = session.derive_saved_as_bot(&[]);
+    let token_id = derived["tokenId"].as_str().unwrap().to_owned();
+    let page = session.json(&["tokens", "events", "--profile", "bot"], &[], None);
+    assert_eq!(page["events"][0]["type"], "token.derived");
+    assert_eq!(page["events"][0]["tokenId"], token_id.as_str());
+    let table = session.run(
+        &["tokens", "events", "--profile", "bot", "--limit", "1"],
+        &[],
+        None,
+    );
+    assert!(table.status.success(), "{}", stderr(&table));
+    assert!(
+        stdout(&table).starts_with("ID") && stdout(&table).contains("token.derived"),
+        "{}",
+        stdout(&table)
+    );
+
+    // Following: a revoke made meanwhile arrives as a JSON line.
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_lmts"))
+        .args([
+            "tokens",
+            "events",
+            "--profile",
+            "bot",
+            "--follow",
+            "--output",
+            "json",
+        ])
+        .env("LIMITLESS_API_URL", &session.service.base)
+        .env("LMTS_CREDENTIALS_FILE", &session.credentials)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let other = session.json(
+        &["tokens", "derive", "--identity-token", &session.identity()],
+        &[],
+        None,
+    );
+    let other_id = other["tokenId"].as_str().unwrap().to_owned();
+    let revoked = session.run(
+        &["tokens", "revoke", &other_id, "--profile", "bot"],
+        &[],
+        None,
+    );
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    // A watchdog, so that a follower that never prints ends the test instead of hanging it.
+    let pid = follower.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        let _ = std::process::Command::new("kill").arg(&pid).status();
+    });
+    let lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        seen.push(format!("{} {}", event["type"], event["tokenId"]));
+        if event["type"] == "token.revoked" {
+            assert_eq!(event["tokenId"], other_id.as_str());
+            break;
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        seen.iter()
+            .any(|line| line.contains("token.derived") && line.contains(&other_id)),
+        "{seen:?}"
+    );
+}

@@ -15,6 +15,13 @@ pub const MAX_LABEL_CHARS: usize = 128;
 /// within 24 hours answers the first derive again.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// The response header in which lmts names the extensions it implements (a comma-separated
+/// list); an SDK learns from it that a derive may be repeated under its `Idempotency-Key`.
+pub const FEATURES_HEADER: &str = "lmts-features";
+
+/// The feature of [`FEATURES_HEADER`] that SPEC C2's idempotent derive is.
+pub const IDEMPOTENT_DERIVE: &str = "idempotent-derive";
+
 /// The latest `expiresAt` a token derived at `now` may carry: one year ahead (SPEC C2).
 pub fn latest_expiry(now: DateTime<Utc>) -> DateTime<Utc> {
     now.checked_add_months(chrono::Months::new(12))
@@ -209,6 +216,83 @@ pub struct RotateApiTokenInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 604800, nullable))]
     pub overlap_seconds: Option<u32>,
+}
+
+/// What an audit event records (SPEC C2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum TokenEventType {
+    /// A token was derived.
+    #[serde(rename = "token.derived")]
+    Derived,
+    /// A token was rotated: its successor named in the detail, its overlap's end too.
+    #[serde(rename = "token.rotated")]
+    Rotated,
+    /// A token was revoked.
+    #[serde(rename = "token.revoked")]
+    Revoked,
+    /// A token's expiry passed.
+    #[serde(rename = "token.expired")]
+    Expired,
+    /// A request with a live token failed its signature, window or address check.
+    #[serde(rename = "auth.failed")]
+    AuthFailed,
+    /// A token was used from an address it had not been used from.
+    #[serde(rename = "token.new_address")]
+    NewAddress,
+    /// A type this version does not know (read from a later service).
+    #[serde(other, rename = "unknown")]
+    #[cfg_attr(feature = "openapi", schema(rename = "unknown"))]
+    Unknown,
+}
+
+impl TokenEventType {
+    /// The type as the wire and the store write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenEventType::Derived => "token.derived",
+            TokenEventType::Rotated => "token.rotated",
+            TokenEventType::Revoked => "token.revoked",
+            TokenEventType::Expired => "token.expired",
+            TokenEventType::AuthFailed => "auth.failed",
+            TokenEventType::NewAddress => "token.new_address",
+            TokenEventType::Unknown => "unknown",
+        }
+    }
+}
+
+/// One audit event (SPEC C2). Never carries a secret or a signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenEvent {
+    /// Its id, which is also the cursor that follows it.
+    pub id: String,
+    /// When it happened.
+    #[serde(with = "rfc3339_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = DateTimeSchema))]
+    pub at: DateTime<Utc>,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: TokenEventType,
+    /// The token it happened to.
+    pub token_id: TokenId,
+    /// The client's address, when a request made it happen.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, required = true))]
+    pub ip: Option<std::net::IpAddr>,
+    /// What else there is to say, in words.
+    pub detail: String,
+}
+
+/// Answer of `GET /auth/api-tokens/events` (SPEC C2): oldest first, and the cursor to poll with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenEventPage {
+    /// The events after the cursor given, oldest first.
+    pub events: Vec<TokenEvent>,
+    /// The cursor after the last event returned (the one given, when none was).
+    pub next: String,
 }
 
 /// Answer of `DELETE /auth/api-tokens/{tokenId}`.

@@ -7,7 +7,8 @@ use lmts_core::{
     scope::{canonical_scopes, check_scope_rules},
     wire::{
         ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities,
-        RevokeApiTokenResponse, RotateApiTokenInput, IDEMPOTENCY_KEY, MAX_LABEL_CHARS,
+        RevokeApiTokenResponse, RotateApiTokenInput, TokenEventPage, IDEMPOTENCY_KEY,
+        MAX_LABEL_CHARS,
     },
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -211,6 +212,24 @@ impl<'a> ApiTokens<'a> {
             .send_decoded()
             .await
             .map(ApiResponse::into_body)
+    }
+
+    /// The partner's audit events after `after` (a `next` of an earlier page; `None`: from the
+    /// first), oldest first, at most `limit` (1 to 500; `None`: 100). Poll with the page's
+    /// `next` to follow (SPEC C2).
+    pub async fn events(
+        &self,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<TokenEventPage, Error> {
+        let mut request = self.client.get("/auth/api-tokens/events");
+        if let Some(after) = after {
+            request = request.query(&[("after", after)]);
+        }
+        if let Some(limit) = limit {
+            request = request.query(&[("limit", limit)]);
+        }
+        request.send_decoded().await.map(ApiResponse::into_body)
     }
 
     /// The partner's live tokens (never their secrets).

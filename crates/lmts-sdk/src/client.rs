@@ -4,7 +4,7 @@
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
         Arc,
     },
     time::{Duration, SystemTime},
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use lmts_core::{
     signing::{HEADER_API_KEY, HEADER_IDENTITY, HEADER_SIGNATURE, HEADER_TIMESTAMP},
-    wire::IDEMPOTENCY_KEY,
+    wire::{FEATURES_HEADER, IDEMPOTENCY_KEY, IDEMPOTENT_DERIVE},
     HmacCredentials, Signer,
 };
 use reqwest::{
@@ -68,6 +68,9 @@ struct Shared {
     clock: Clock,
     /// Server time minus local time, in milliseconds, learnt or set.
     clock_offset_ms: AtomicI64,
+    /// Whether the service said it answers a repeated derive under one `Idempotency-Key` with
+    /// the first (SPEC C2's `lmts-features: idempotent-derive`, on capabilities and derive).
+    idempotent_derive: AtomicBool,
 }
 
 /// Credentials with their key prepared once.
@@ -117,10 +120,12 @@ enum Effect {
 }
 
 impl Effect {
-    fn of(call: &Call) -> Self {
+    /// The effect of `call` on a service that said whether it makes a keyed derive once.
+    fn of(call: &Call, idempotent_derive: bool) -> Self {
         if call.method.is_safe() {
             Effect::None
-        } else if call.answerer == Answerer::TokenService
+        } else if idempotent_derive
+            && call.answerer == Answerer::TokenService
             && call.headers.contains_key(IDEMPOTENCY_KEY)
         {
             Effect::Once
@@ -128,6 +133,16 @@ impl Effect {
             Effect::Changes
         }
     }
+}
+
+/// Whether `headers` say the service makes a derive under one `Idempotency-Key` once.
+fn says_idempotent_derive(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(FEATURES_HEADER)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|feature| feature.trim() == IDEMPOTENT_DERIVE)
 }
 
 /// Who answers a request, which says what an error status proves.
@@ -418,7 +433,7 @@ impl Client {
         };
         Ok(PreparedCall {
             target: request_target(&call.url),
-            effect: Effect::of(&call),
+            effect: Effect::of(&call, self.shared.idempotent_derive.load(Ordering::Relaxed)),
             signing,
             call,
         })
@@ -460,6 +475,9 @@ impl Client {
         let mut response = request.send().await?;
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
+        if says_idempotent_derive(&headers) {
+            self.shared.idempotent_derive.store(true, Ordering::Relaxed);
+        }
         let wait = retry_after(&headers, SystemTime::from(self.shared.clock.now()));
         Ok(SignedResponse::new(
             status,
@@ -658,6 +676,7 @@ impl ClientBuilder {
                 retry: self.retry,
                 clock: self.clock,
                 clock_offset_ms: AtomicI64::new(self.clock_offset.num_milliseconds()),
+                idempotent_derive: AtomicBool::new(false),
             }),
             credentials: None,
         };

@@ -76,7 +76,7 @@ pub use lmts_core::{
     signing,
     wire::{
         ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities, ProfileRef,
-        RotateApiTokenInput,
+        RotateApiTokenInput, TokenEvent, TokenEventPage, TokenEventType,
     },
     HmacCredentials, Scope, TokenId, TokenSecret, SCOPE_ACCOUNT_CREATION, SCOPE_DELEGATED_SIGNING,
     SCOPE_TRADING, SCOPE_WITHDRAWAL,

@@ -292,3 +292,44 @@ async fn rotation_hands_over_to_a_successor_that_knows_itself() {
         .unwrap_err();
     assert!(matches!(too_long, Error::InvalidInput(_)), "{too_long:?}");
 }
+
+#[tokio::test]
+async fn events_page_with_a_cursor_and_name_what_happened() {
+    let server = RealServer::start().await;
+    let identity_token = server.identity_token(ALICE);
+    let client = Client::new(&server.base).unwrap();
+    let derived = client
+        .api_tokens()
+        .derive_token(&identity_token, DeriveApiTokenInput::default())
+        .await
+        .unwrap();
+    let scoped = client.with_credentials(derived.credentials());
+    let first = scoped.api_tokens().events(None, Some(1)).await.unwrap();
+    assert_eq!(first.events.len(), 1);
+    assert_eq!(first.events[0].kind, lmts_sdk::TokenEventType::Derived);
+    assert_eq!(first.events[0].token_id, derived.token_id);
+    assert_eq!(first.next, first.events[0].id);
+    // The first signed request was this token's first from loopback: written off the
+    // request's path, so looked for until it lands.
+    let mut rest = Vec::new();
+    for _ in 0..100 {
+        rest = scoped
+            .api_tokens()
+            .events(Some(&first.next), None)
+            .await
+            .unwrap()
+            .events;
+        if !rest.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(rest[0].kind, lmts_sdk::TokenEventType::NewAddress);
+    assert_eq!(rest[0].ip, Some("127.0.0.1".parse().unwrap()));
+    let refused = scoped
+        .api_tokens()
+        .events(None, Some(501))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(400));
+}

@@ -46,6 +46,11 @@ fn derive_request(
 async fn derived(server: &TestServer, key: &str, body: &str) -> Value {
     let response = derive_with_keys(server, &[key], body).await;
     assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        response.headers()["lmts-features"],
+        "idempotent-derive",
+        "SDKs retry a keyed derive only on a service that says so"
+    );
     response.json().await.unwrap()
 }
 

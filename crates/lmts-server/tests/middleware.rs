@@ -71,6 +71,7 @@ impl Harness {
                     allowed_ips: Vec::new(),
                     sealed: keyring.seal("tok_m", &secret).unwrap(),
                     once: None,
+                    event: None,
                 },
                 Some(10),
             )

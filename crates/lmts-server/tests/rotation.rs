@@ -248,3 +248,56 @@ async fn every_postgres_instance_honours_the_end_of_the_overlap() {
         assert_eq!(whoami(server, &clock, &new).await, StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn a_token_rotates_only_what_it_reaches_once_and_within_the_limit() {
+    let clock = TestClock::default();
+    let server = TestServer::start_with(|config| {
+        config.clock = clock.clock();
+        config.service.max_active_tokens = Some(3);
+    })
+    .await;
+    server
+        .service
+        .set_partner_settings(
+            &lmts_server::store::SettingsKey::Account(ALICE.into()),
+            &lmts_server::store::PartnerSettings {
+                token_management_enabled: true,
+                allowed_scopes: vec![lmts_core::Scope::Trading, lmts_core::Scope::Withdrawal],
+            },
+        )
+        .await
+        .unwrap();
+    let (weak, _) = server.derive(ALICE, r#"{"scopes":["trading"]}"#).await;
+    let (strong, _) = server
+        .derive(ALICE, r#"{"scopes":["trading","withdrawal"]}"#)
+        .await;
+    // A trading token may not take over a withdrawal token's successor; the other way is fine.
+    let escalation = rotate(&server, &clock, &weak, &strong.token_id, "").await;
+    let message = assert_error(escalation, StatusCode::FORBIDDEN).await;
+    assert!(message.contains("may rotate itself"), "{message}");
+    let successor =
+        creds_of(&rotated(rotate(&server, &clock, &strong, &weak.token_id, "").await).await);
+    // Rotated once: a second rotation of it would give a successor that dies with the overlap.
+    // (Another body than the first rotation's: the same request again would be a replay.)
+    let again = rotate(&server, &clock, &strong, &weak.token_id, "{}").await;
+    assert!(assert_error(again, StatusCode::CONFLICT)
+        .await
+        .contains("rotate its successor"));
+    // The limit (3) counts the live tokens besides the rotated one: rotating the successor
+    // leaves weak, strong and it (in their overlaps) beside the newest, and then rotating strong
+    // would make a fifth.
+    let newest = rotate(&server, &clock, &successor, &successor.token_id, "").await;
+    assert_eq!(newest.status(), StatusCode::CREATED);
+    let over = rotate(
+        &server,
+        &clock,
+        &strong,
+        &strong.token_id,
+        r#"{"overlapSeconds":1}"#,
+    )
+    .await;
+    assert!(assert_error(over, StatusCode::CONFLICT)
+        .await
+        .contains("maximum of 3"));
+}

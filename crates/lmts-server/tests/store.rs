@@ -32,6 +32,7 @@ fn token(id: &str, profile_id: i64, at: DateTime<Utc>) -> NewToken {
             sealed: vec![1, 2, 3],
         },
         once: None,
+        event: None,
     }
 }
 
@@ -125,7 +126,10 @@ async fn tokens_respect_the_active_limit(store: &dyn Store) {
         store.token_credentials("l3").await.unwrap().is_none(),
         "nothing half-written"
     );
-    assert!(store.revoke_token(profile.id, "l1", t(4)).await.unwrap());
+    assert!(store
+        .revoke_token(profile.id, "l1", t(4), None)
+        .await
+        .unwrap());
     store
         .insert_token(&token("l3", profile.id, t(5)), Some(2))
         .await
@@ -173,7 +177,10 @@ async fn expired_tokens_leave_the_list_the_limit_and_revocation(store: &dyn Stor
         .insert_token(&token("e3", profile.id, t(10)), Some(2))
         .await
         .unwrap();
-    assert!(!store.revoke_token(profile.id, "e1", t(11)).await.unwrap());
+    assert!(!store
+        .revoke_token(profile.id, "e1", t(11), None)
+        .await
+        .unwrap());
 }
 
 async fn a_keyed_derive_is_recorded_with_its_token_or_not_at_all(store: &dyn Store) {
@@ -268,13 +275,25 @@ async fn revocation_is_per_profile_and_once(store: &dyn Store) {
         .await
         .unwrap();
     assert!(
-        !store.revoke_token(other.id, "r1", t(3)).await.unwrap(),
+        !store
+            .revoke_token(other.id, "r1", t(3), None)
+            .await
+            .unwrap(),
         "not another's"
     );
-    assert!(!store.revoke_token(owner.id, "missing", t(3)).await.unwrap());
-    assert!(store.revoke_token(owner.id, "r1", t(3)).await.unwrap());
+    assert!(!store
+        .revoke_token(owner.id, "missing", t(3), None)
+        .await
+        .unwrap());
+    assert!(store
+        .revoke_token(owner.id, "r1", t(3), None)
+        .await
+        .unwrap());
     assert!(
-        !store.revoke_token(owner.id, "r1", t(4)).await.unwrap(),
+        !store
+            .revoke_token(owner.id, "r1", t(4), None)
+            .await
+            .unwrap(),
         "only once"
     );
 
@@ -523,7 +542,7 @@ async fn postgres_revocations_are_numbered_in_commit_order() {
         let store = Arc::clone(&store);
         racing.spawn(async move {
             store
-                .revoke_token(profile.id, &format!("n{n}"), t(99))
+                .revoke_token(profile.id, &format!("n{n}"), t(99), None)
                 .await
         });
     }

@@ -82,6 +82,9 @@ pub struct NodeArgs {
     /// Seconds a token's verification state stays cached (the backstop for missed revocation notices).
     #[arg(long, env = "LMTS_TOKEN_CACHE_TTL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub token_cache_ttl_secs: u64,
+    /// Days audit events are kept (SPEC C2), then pruned in the background.
+    #[arg(long, env = "LMTS_EVENT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub event_retention_days: u32,
     /// Seconds a signed request's timestamp may differ from server time, either way.
     #[arg(long, env = "LMTS_TIME_WINDOW_SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub time_window_secs: u32,

@@ -95,6 +95,7 @@ fn service_settings(args: &NodeArgs) -> ServiceSettings {
         }),
         body_budget_bytes: usize::try_from(args.body_budget_bytes).unwrap_or(usize::MAX),
         trusted_proxies: args.trusted_proxies.clone(),
+        event_retention: Duration::from_secs(u64::from(args.event_retention_days) * 86_400),
         ..ServiceSettings::default()
     }
 }

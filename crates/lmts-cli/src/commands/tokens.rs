@@ -1,4 +1,5 @@
-//! `lmts tokens capabilities | derive | list | revoke | rotate | whoami`, through the SDK.
+//! `lmts tokens capabilities | derive | list | revoke | rotate | events | whoami`, through the
+//! SDK.
 
 use std::{io::Read, path::Path};
 
@@ -6,12 +7,15 @@ use chrono::{DateTime, Utc};
 use lmts_core::{scope::join_scopes as scopes_text, signing::format_timestamp};
 use lmts_sdk::{
     clock::Clock, Client, DeriveApiTokenInput, DeriveApiTokenResponse, Error as SdkError, IpNet,
-    Scope, DEFAULT_BASE_URL,
+    Scope, TokenEventPage, DEFAULT_BASE_URL,
 };
 use zeroize::Zeroizing;
 
 use crate::{
-    cli::{CredentialArgs, DeriveArgs, IdentityArgs, RotateArgs, ServiceArgs, TokensCommand},
+    cli::{
+        CredentialArgs, DeriveArgs, EventsArgs, IdentityArgs, RotateArgs, ServiceArgs,
+        TokensCommand,
+    },
     credentials_file::{self, CredentialsFile, SavedProfile, DEFAULT_PROFILE},
     exit::{CommandError, ConfigError, Hinted},
     output::Output,
@@ -260,6 +264,67 @@ async fn rotate(args: RotateArgs, output: &Output) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// `lmts tokens events`: one page, or every page and then new events as they come.
+async fn events(args: EventsArgs, output: &Output) -> Result<(), CommandError> {
+    let client = signing_client(&args.service, &args.credentials, output)?;
+    let mut after = args.after;
+    loop {
+        let page = client
+            .api_tokens()
+            .events(after.as_deref(), Some(args.limit))
+            .await
+            .map_err(|error| hinted(error, &client, true))?;
+        let full = page.events.len() == args.limit as usize;
+        show_events(&page, args.follow, output);
+        after = Some(page.next);
+        if full {
+            continue;
+        }
+        if !args.follow {
+            output.note(&format!("next: {}", after.as_deref().unwrap_or("")));
+            return Ok(());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// Prints a page of events: a table (without its header when following), or JSON (the page,
+/// or one event a line when following).
+fn show_events(page: &TokenEventPage, follow: bool, output: &Output) {
+    if output.is_json() {
+        if !follow {
+            output.json(page);
+            return;
+        }
+        for event in &page.events {
+            if let Ok(line) = serde_json::to_string(event) {
+                println!("{line}");
+            }
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = page
+        .events
+        .iter()
+        .map(|event| {
+            vec![
+                event.id.clone(),
+                format_timestamp(event.at),
+                event.kind.as_str().to_owned(),
+                event.token_id.to_string(),
+                event.ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
+                event.detail.clone(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() || !follow {
+        output.table(&["ID", "AT", "TYPE", "TOKEN", "IP", "DETAIL"], &rows);
+    }
+}
+
 /// `lmts tokens whoami`: the token the credentials sign with.
 async fn whoami(
     service: ServiceArgs,
@@ -419,6 +484,7 @@ pub async fn run(command: TokensCommand, output: &Output) -> Result<(), CommandE
             credentials,
         } => revoke(token_id, service, credentials, output).await,
         TokensCommand::Rotate(args) => rotate(args, output).await,
+        TokensCommand::Events(args) => events(args, output).await,
         TokensCommand::Whoami {
             service,
             credentials,

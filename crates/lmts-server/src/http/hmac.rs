@@ -29,12 +29,18 @@ pub async fn require_hmac(
     let admitted = service.verifier().admit(head).await?;
     let body = read_body(&service, head.headers, body).await?;
     let token: VerifiedToken = admitted.verify(&body.bytes).await?;
+    parts.extensions.insert(ClientAddress(head.client));
     parts.extensions.insert(token);
     let request = Request::from_parts(parts, Body::from(body.bytes.clone()));
     let response = next.run(request).await;
     drop(body);
     Ok(response)
 }
+
+/// The address of a signed request's client, as the verifier saw it: in the request's
+/// extensions beside the [`VerifiedToken`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub Option<IpAddr>);
 
 /// The peer's address, when the server was started with connection info.
 pub(super) fn peer_address(extensions: &Extensions) -> Option<IpAddr> {

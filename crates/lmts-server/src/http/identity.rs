@@ -1,14 +1,16 @@
 //! The identity extractor of capabilities and derive: the caller's partner profile, from the
 //! Privy identity token the request presents.
 
+use std::net::IpAddr;
+
 use axum::{extract::FromRequestParts, http::request::Parts};
 
 use super::error::ApiError;
 use crate::{service::TokenService, store::PartnerProfile};
 
-/// The partner profile of the caller's identity token.
+/// The partner profile of the caller's identity token, and the caller's address.
 #[derive(Debug, Clone)]
-pub struct CallerProfile(pub PartnerProfile);
+pub struct CallerProfile(pub PartnerProfile, pub Option<IpAddr>);
 
 impl FromRequestParts<TokenService> for CallerProfile {
     type Rejection = ApiError;
@@ -20,6 +22,7 @@ impl FromRequestParts<TokenService> for CallerProfile {
         let client = super::hmac::client_address(service, &parts.extensions, &parts.headers);
         Ok(CallerProfile(
             service.identify(&parts.headers, client).await?,
+            client,
         ))
     }
 }

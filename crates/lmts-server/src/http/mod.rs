@@ -113,6 +113,7 @@ fn token_routes(service: &TokenService) -> Router<TokenService> {
     let hmac_routes = Router::new()
         .route("/auth/api-tokens", get(tokens::list))
         .route("/auth/api-tokens/self", get(tokens::current))
+        .route("/auth/api-tokens/events", get(tokens::events))
         .route("/auth/api-tokens/{token_id}", delete(tokens::revoke))
         .route("/auth/api-tokens/{token_id}/rotate", post(tokens::rotate))
         .route_layer(middleware::from_fn_with_state(

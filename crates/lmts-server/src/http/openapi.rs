@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use axum::Json;
 use lmts_core::wire::{
     ApiErrorBody, ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities,
-    RevokeApiTokenResponse, RotateApiTokenInput, IDEMPOTENCY_KEY,
+    RevokeApiTokenResponse, RotateApiTokenInput, TokenEventPage, IDEMPOTENCY_KEY,
 };
 use serde_json::Value;
 use utoipa::{
@@ -205,6 +205,58 @@ fn current() -> PathItem {
     PathItem::new(HttpMethod::Get, operation)
 }
 
+/// `GET /auth/api-tokens/events` (SPEC C2).
+fn events() -> PathItem {
+    let query = |name: &str, schema: ObjectBuilder, description: &str| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .description(Some(description))
+            .schema(Some(schema))
+    };
+    let after = query(
+        "after",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9]{1,18}$")),
+        "the next of an earlier answer (default: from the first event)",
+    );
+    let limit = query(
+        "limit",
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(500)),
+        "at most this many events (default 100)",
+    );
+    let success = json_response(
+        "the partner's events after the cursor, oldest first",
+        schema_ref::<TokenEventPage>(),
+    );
+    let operation = OperationBuilder::new()
+        .operation_id(Some("tokenEvents"))
+        .security(hmac())
+        .parameter(after)
+        .parameter(limit)
+        .responses(responses(
+            "200",
+            success,
+            &[
+                ("400", "a malformed cursor or limit"),
+                ("401", "HMAC authentication missing or refused"),
+                (
+                    "403",
+                    "token management disabled, or a client outside allowedIps",
+                ),
+                TOO_LARGE,
+                RATE_LIMITED,
+                UNAVAILABLE,
+            ],
+        ));
+    PathItem::new(HttpMethod::Get, operation)
+}
+
 /// `POST /auth/api-tokens/{tokenId}/rotate` (SPEC C2).
 fn rotate() -> PathItem {
     let body = RequestBodyBuilder::new()
@@ -327,6 +379,7 @@ fn paths() -> Paths {
         .path("/auth/api-tokens/derive", derive())
         .path("/auth/api-tokens", list())
         .path("/auth/api-tokens/self", current())
+        .path("/auth/api-tokens/events", events())
         .path("/auth/api-tokens/{tokenId}", revoke())
         .path("/auth/api-tokens/{tokenId}/rotate", rotate())
         .path("/health", probe("health", "the process answers", false))
@@ -349,6 +402,7 @@ fn components() -> Components {
     collect::<ApiToken>(&mut schemas);
     collect::<RevokeApiTokenResponse>(&mut schemas);
     collect::<RotateApiTokenInput>(&mut schemas);
+    collect::<TokenEventPage>(&mut schemas);
     collect::<ApiErrorBody>(&mut schemas);
     let identity = ApiKeyValue::with_description("identity", "Bearer <Privy identity token>");
     let builder = ComponentsBuilder::new()
@@ -660,6 +714,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(errors, 4 + 7 + 5 + 5 + 6 + 7 + 1);
+        assert_eq!(errors, 4 + 7 + 5 + 5 + 6 + 6 + 7 + 1);
     }
 }

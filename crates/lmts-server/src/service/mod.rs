@@ -9,12 +9,14 @@ mod bodies;
 mod caches;
 mod derive;
 mod error;
+mod events;
 mod failures;
 pub mod gateway;
 mod listing;
 pub mod policy;
 mod proxies;
 mod rate_limit;
+mod rotation;
 mod scheme;
 mod settings;
 mod ttl_cache;
@@ -25,13 +27,13 @@ mod verifier;
 
 use std::{net::IpAddr, sync::Arc};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use http::HeaderMap;
 use lmts_core::{
     error_chain::error_chain,
     wire::{
         DeriveApiTokenResponse, PartnerCapabilities, ProfileRef, RevokeApiTokenResponse,
-        IDEMPOTENCY_KEY,
+        TokenEventPage, IDEMPOTENCY_KEY,
     },
     Scope, TokenId, TokenSecret,
 };
@@ -57,11 +59,12 @@ use crate::{
     identity::IdentityVerifier,
     store::{
         DeriveKey, Invalidation, NewToken, PartnerProfile, PartnerSettings, SettingsKey, Store,
-        StoreError, Successor,
+        StoreError, Successor, TokenCredentials,
     },
 };
 use bodies::BodyBudget;
 use caches::Caches;
+use events::EventLog;
 use failures::FailureBudget;
 use usage::UsageLog;
 
@@ -80,6 +83,8 @@ struct Core {
     bodies: BodyBudget,
     failures: FailureBudget,
     usage: UsageLog,
+    /// What bounds the audit events requests write.
+    events: EventLog,
     /// Request budgets per identity subject and per token.
     identity_rates: RateLimiter<String>,
     token_rates: RateLimiter<TokenId>,
@@ -133,6 +138,7 @@ impl TokenService {
         Self(Verifier(Arc::new(Core {
             caches: Arc::new(Caches::new(&settings)),
             bodies: BodyBudget::new(settings.body_budget_bytes),
+            events: EventLog::new(settings.token_cache_capacity),
             failures: FailureBudget::new(settings.auth_failure_limit),
             identity_rates: RateLimiter::new(settings.rate_limit),
             token_rates: RateLimiter::new(settings.rate_limit),
@@ -241,6 +247,7 @@ impl TokenService {
     pub async fn derive(
         &self,
         profile: &PartnerProfile,
+        client: Option<IpAddr>,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<DeriveApiTokenResponse, ServiceError> {
@@ -255,8 +262,15 @@ impl TokenService {
         check_allowed(&request.scopes, &settings.allowed_scopes)?;
         let token_id = derive::new_token_id(&core.keyring)?;
         let secret = derive::new_secret(&core.keyring)?;
+        let event = events::derived(
+            (profile.id, &token_id),
+            &request.scopes,
+            &request.validity,
+            (client, now),
+        );
         let token = NewToken {
             sealed: core.keyring.seal(token_id.as_str(), &secret)?,
+            event: Some(event),
             token_id,
             profile_id: profile.id,
             label: request.label,
@@ -271,11 +285,7 @@ impl TokenService {
             .insert_token(&token, core.settings.max_active_tokens)
             .await
         {
-            Err(StoreError::LimitReached { limit }) => {
-                return Err(ServiceError::Conflict(format!(
-                    "this partner already holds the maximum of {limit} active tokens; revoke one first"
-                )))
-            }
+            Err(StoreError::LimitReached { limit }) => return Err(limit_reached(limit)),
             // A derive under the same key got there first: its answer is this one's too.
             Err(StoreError::KeyTaken) => {
                 return self
@@ -348,20 +358,26 @@ impl TokenService {
     pub async fn revoke(
         &self,
         caller: &VerifiedToken,
+        client: Option<IpAddr>,
         token_id: &str,
     ) -> Result<RevokeApiTokenResponse, ServiceError> {
         let core = self.core();
         core.managing_settings(&caller.profile.account).await?;
         let now = core.clock.now();
-        let revoked = derive::is_token_id_shaped(token_id)
+        let token_id = TokenId::new(token_id);
+        let event = events::revoked(
+            (caller.profile.id, &token_id),
+            &caller.token_id,
+            (client, now),
+        );
+        let revoked = derive::is_token_id_shaped(token_id.as_str())
             && core
                 .store
-                .revoke_token(caller.profile.id, token_id, now)
+                .revoke_token(caller.profile.id, token_id.as_str(), now, Some(&event))
                 .await?;
         if !revoked {
             return Err(ServiceError::NotFound("API token not found".into()));
         }
-        let token_id = TokenId::new(token_id);
         tracing::info!(token_id = %token_id, by = %caller.token_id, "revoked API token");
         core.caches.forget(Invalidation::Token(token_id));
         core.caches.forget(Invalidation::Profile(caller.profile.id));
@@ -373,11 +389,14 @@ impl TokenService {
     /// Rotates a live token of the caller's partner (SPEC C2): a successor with its label,
     /// scopes, addresses and expiry, whose secret the answer holds, while the rotated token
     /// keeps working for the overlap the body asks (an hour by default) and then expires.
-    /// Unknown, foreign, revoked and expired ids get the 404 of B2; scopes the partner may no
-    /// longer hold, 403.
+    /// Unknown, foreign, revoked and expired ids get the 404 of B2; a token rotated already 409
+    /// (rotate its successor); a rotation the caller's reach does not cover or scopes the
+    /// partner may no longer hold, 403 (`rotation.rs`); a partner at its token limit (the
+    /// rotated token not counted), 409.
     pub async fn rotate(
         &self,
         caller: &VerifiedToken,
+        client: Option<IpAddr>,
         token_id: &str,
         body: &[u8],
     ) -> Result<DeriveApiTokenResponse, ServiceError> {
@@ -389,25 +408,43 @@ impl TokenService {
             return Err(not_found());
         }
         let rotated = core.store.token_credentials(token_id).await?;
-        let rotated = rotated
-            .filter(|token| token.profile.id == caller.profile.id && !token.revoked)
-            .ok_or_else(not_found)?;
-        check_allowed(&rotated.scopes, &settings.allowed_scopes)?;
         let now = core.clock.now();
+        let live = |token: &TokenCredentials| {
+            !token.revoked && token.expires_at.is_none_or(|expires_at| now < expires_at)
+        };
+        let rotated = rotated
+            .filter(|token| token.profile.id == caller.profile.id && live(token))
+            .ok_or_else(not_found)?;
+        rotation::check_rotation(caller, &rotated)?;
+        check_allowed(&rotated.scopes, &settings.allowed_scopes)?;
         let successor_id = derive::new_token_id(&core.keyring)?;
         let secret = derive::new_secret(&core.keyring)?;
+        let overlap_end = now
+            .checked_add_signed(overlap)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let ends = rotated
+            .expires_at
+            .map_or(overlap_end, |at| at.min(overlap_end));
+        let event = events::rotated(
+            (caller.profile.id, &rotated.token_id),
+            &successor_id,
+            ends,
+            (client, now),
+        );
         let successor = Successor {
             sealed: core.keyring.seal(successor_id.as_str(), &secret)?,
             token_id: successor_id,
             created_at: now,
+            event: Some(event),
+            max_active: core.settings.max_active_tokens,
         };
-        let overlap_end = now
-            .checked_add_signed(overlap)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let stored = core
             .store
             .rotate_token(caller.profile.id, token_id, &successor, overlap_end);
-        let record = stored.await?.ok_or_else(not_found)?;
+        let record = match stored.await {
+            Err(StoreError::LimitReached { limit }) => return Err(limit_reached(limit)),
+            other => other?.ok_or_else(not_found)?,
+        };
         let rotated_id = TokenId::new(token_id);
         tracing::info!(token_id = %rotated_id, successor = %record.token_id, by = %caller.token_id, "rotated API token");
         core.caches.forget(Invalidation::Token(rotated_id));
@@ -418,6 +455,19 @@ impl TokenService {
         };
         let derived = (record.token_id, record.created_at, record.scopes, validity);
         Ok(derive_answer(&caller.profile, secret, derived))
+    }
+
+    /// The caller's partner's audit events after the query's cursor (SPEC C2), oldest first.
+    pub async fn events(
+        &self,
+        caller: &VerifiedToken,
+        query: Option<&str>,
+    ) -> Result<TokenEventPage, ServiceError> {
+        let core = self.core();
+        core.managing_settings(&caller.profile.account).await?;
+        let (after, limit) = events::page_bounds(query)?;
+        let stored = core.store.events(caller.profile.id, after, limit).await?;
+        Ok(events::page(stored, after))
     }
 
     /// The calling token as the list shows it (SPEC C2's introspection), as its JSON object.
@@ -463,8 +513,8 @@ impl TokenService {
         Ok(self.core().store.ping().await?)
     }
 
-    /// Writes pending `lastUsedAt` values, and forgets expired replay records and lapsed
-    /// idempotency keys.
+    /// Writes pending `lastUsedAt` values and `token.expired` events, and forgets expired
+    /// replay records, lapsed idempotency keys and events past their retention.
     pub async fn run_maintenance(&self) {
         let core = self.core();
         let uses = core.usage.take();
@@ -478,6 +528,7 @@ impl TokenService {
         core.identity_rates.forget_idle();
         core.token_rates.forget_idle();
         core.failures.forget_idle();
+        core.events.forget_idle();
         core.caches.tunnels.forget_ended();
         let now = core.clock.now();
         if let Err(error) = core.store.prune_signatures(now).await {
@@ -486,6 +537,17 @@ impl TokenService {
         let lapsed = now - derive::IDEMPOTENCY_WINDOW;
         if let Err(error) = core.store.prune_derive_keys(lapsed).await {
             tracing::warn!(error = %error_chain(&error), "could not prune idempotency keys");
+        }
+        if let Err(error) = core.store.note_expiries(now).await {
+            tracing::warn!(error = %error_chain(&error), "could not write token.expired events");
+        }
+        let retention =
+            TimeDelta::from_std(core.settings.event_retention).unwrap_or(TimeDelta::MAX);
+        let outlived = now
+            .checked_sub_signed(retention)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        if let Err(error) = core.store.prune_events(outlived).await {
+            tracing::warn!(error = %error_chain(&error), "could not prune audit events");
         }
     }
 
@@ -509,6 +571,13 @@ impl TokenService {
                 .collect(),
         }
     }
+}
+
+/// The refusal of a derive or rotation that would pass the partner's token limit.
+fn limit_reached(limit: u32) -> ServiceError {
+    ServiceError::Conflict(format!(
+        "this partner already holds the maximum of {limit} active tokens; revoke one first"
+    ))
 }
 
 /// Why a derive under a key another derive took is refused, when that derive's record is gone.

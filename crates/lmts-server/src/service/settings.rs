@@ -33,6 +33,8 @@ pub struct ServiceSettings {
     pub auth_failure_limit: Option<RateLimit>,
     /// The load balancers whose `X-Forwarded-For` names the client (none by default).
     pub trusted_proxies: TrustedProxies,
+    /// How long audit events are kept (SPEC C2), then pruned in the background.
+    pub event_retention: Duration,
 }
 
 impl Default for ServiceSettings {
@@ -52,6 +54,7 @@ impl Default for ServiceSettings {
                 burst: 30,
             }),
             trusted_proxies: TrustedProxies::default(),
+            event_retention: Duration::from_secs(90 * 86_400),
         }
     }
 }

@@ -11,6 +11,7 @@ use lmts_core::signing::{check_signed_at, CanonicalMessage, VerifyError};
 use super::{
     caches::CachedToken,
     derive::is_token_id_shaped,
+    events::Failure,
     scheme::{signed_headers, SignedHeaderValues},
     Core, ServiceError,
 };
@@ -81,7 +82,12 @@ impl Verifier {
         values: &SignedHeaderValues<'_>,
     ) -> Result<Arc<CachedToken>, ServiceError> {
         let core = &self.0;
-        check_signed_at(values.timestamp, head.now, core.settings.window).map_err(refusal)?;
+        if let Err(error) = check_signed_at(values.timestamp, head.now, core.settings.window) {
+            if matches!(error, VerifyError::OutsideWindow { .. }) {
+                self.note_stale(head, values).await;
+            }
+            return Err(refusal(error));
+        }
         if !is_token_id_shaped(values.api_key) {
             return Err(ServiceError::unauthenticated(NOT_AUTHENTIC));
         }
@@ -96,6 +102,31 @@ impl Verifier {
             .token(core.store.as_ref(), &core.keyring, values.api_key)
             .await?
             .ok_or_else(|| ServiceError::unauthenticated(NOT_AUTHENTIC))
+    }
+
+    /// Writes `auth.failed` for a stale request whose token is live (SPEC C2): found in the
+    /// cache, or in the store while the client's failure budget allows a lookup.
+    async fn note_stale(&self, head: &SignedHead<'_>, values: &SignedHeaderValues<'_>) {
+        let core = &self.0;
+        if !is_token_id_shaped(values.api_key) {
+            return;
+        }
+        let store = core.store.as_ref();
+        let token = match core.caches.cached_token(store, values.api_key) {
+            Some(token) => Some(token),
+            None if core.failures.admit(head.client).is_ok() => core
+                .caches
+                .token(store, &core.keyring, values.api_key)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        if let Some(token) = token.filter(|token| token.validity.is_live_at(head.now)) {
+            let seen = (head.client, head.now);
+            core.events
+                .failed(&core.store, &token, Failure::Window, seen);
+        }
     }
 
     /// Logs a refusal and charges an authentication failure to the client's budget.
@@ -138,12 +169,28 @@ impl Admitted<'_, '_> {
             body,
         );
         let window = core.settings.window;
-        let verified = token
+        let seen = (head.client, head.now);
+        let verified = match token
             .signer
             .verify(&message, self.values.signature, head.now, window)
-            .map_err(refusal)?;
+        {
+            Ok(verified) => verified,
+            Err(error) => {
+                if token.validity.is_live_at(head.now) {
+                    core.events
+                        .failed(&core.store, token, Failure::Signature, seen);
+                }
+                return Err(refusal(error));
+            }
+        };
         // Only after the signature: nobody without the secret learns a token's expiry or blocks.
-        token.validity.check(head.now, head.client)?;
+        if let Err(refused) = token.validity.check(head.now, head.client) {
+            if matches!(refused, ServiceError::Forbidden(_)) {
+                core.events
+                    .failed(&core.store, token, Failure::Address, seen);
+            }
+            return Err(refused);
+        }
         Core::check_rate(&core.token_rates, &token.token_id)?;
         if is_state_changing(head.method) {
             // A copy whose head arrived inside the window may finish its body up to the body
@@ -169,6 +216,7 @@ impl Admitted<'_, '_> {
             }
         }
         core.usage.record(&token.token_id, head.now);
+        core.events.used_from(&core.store, token, seen);
         Ok(VerifiedToken(Arc::clone(token)))
     }
 }

@@ -16,8 +16,9 @@ use super::{
     millis,
     replay::ReplayRow,
     rows::{stored_profile_id, StoreDatabase, StoredRow},
-    scopes_to_text, InvalidationSink, KeyedDerive, NewToken, PartnerProfile, PartnerSettings,
-    SettingsKey, Store, StoreError, Successor, TokenCredentials, TokenRecord,
+    scopes_to_text, InvalidationSink, KeyedDerive, NewEvent, NewToken, PartnerProfile,
+    PartnerSettings, SettingsKey, Store, StoreError, StoredEvent, Successor, TokenCredentials,
+    TokenRecord, INSERT_EVENT,
 };
 
 /// A statement with its arguments bound, owning them so that a backend may queue it.
@@ -61,18 +62,26 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// Forgets the replay record's rows that expired before `now` (Unix milliseconds).
     async fn prune_signatures(&self, now: i64) -> Result<u64, StoreError>;
 
-    /// Commits the revocation `write` makes of `token_id`, a token of `profile_id`; a backend
-    /// several instances share announces it to them in the same transaction, and answers once
-    /// it is final on all of them ([`Store::revoke_token`]).
+    /// Commits the revocation `write` makes of `token_id`, a token of `profile_id`, with its
+    /// audit `event` when it revoked one; a backend several instances share announces it to
+    /// them in the same transaction, and answers once it is final on all of them
+    /// ([`Store::revoke_token`]).
     async fn execute_revocation(
         &self,
         write: Statement<Self::Database>,
         profile_id: i64,
         token_id: &str,
-    ) -> Result<u64, StoreError> {
-        let _ = (profile_id, token_id);
-        self.execute(write).await
-    }
+        event: Option<&NewEvent>,
+    ) -> Result<u64, StoreError>;
+
+    /// [`Store::record_event`].
+    async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError>;
+
+    /// [`Store::note_address`].
+    async fn note_address(&self, event: &NewEvent) -> Result<bool, StoreError>;
+
+    /// [`Store::note_expiries`].
+    async fn note_expiries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// [`Store::insert_token`]: how the limit check and the insert stay one atomic step is the
     /// backend's own (one statement on SQLite's one writer; a row lock across PostgreSQL
@@ -106,6 +115,24 @@ pub(super) trait Backend: Send + Sync + 'static {
     fn caches_may_answer(&self) -> bool {
         true
     }
+}
+
+/// The statement that writes `event`, in `DB`'s column types.
+pub(super) fn event_statement<DB>(event: &NewEvent) -> Result<Statement<DB>, StoreError>
+where
+    DB: StoreDatabase,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    i64: Type<DB> + Encode<'static, DB>,
+    String: Type<DB> + Encode<'static, DB>,
+    Option<String>: Type<DB> + Encode<'static, DB>,
+{
+    Ok(sqlx::query(INSERT_EVENT)
+        .bind(stored_profile_id::<DB>(event.profile_id)?)
+        .bind(millis(event.at))
+        .bind(event.kind.as_str().to_owned())
+        .bind(event.token_id.as_str().to_owned())
+        .bind(event.ip.map(|ip| ip.to_string()))
+        .bind(event.detail.clone()))
 }
 
 /// The store contract, kept by every backend with the same statements. The bounds are the
@@ -246,7 +273,7 @@ where
         token_id: &str,
     ) -> Result<Option<TokenCredentials>, StoreError> {
         let read = sqlx::query(
-            "SELECT t.token_id, t.scopes, t.created_at, t.revoked_at, t.expires_at,
+            "SELECT t.token_id, t.scopes, t.created_at, t.revoked_at, t.rotated_at, t.expires_at,
                     t.allowed_ips, t.key_id, t.sealed_secret, p.id, p.subject, p.account
              FROM api_tokens t JOIN profiles p ON p.id = t.profile_id
              WHERE t.token_id = $1",
@@ -293,6 +320,7 @@ where
         profile_id: i64,
         token_id: &str,
         now: DateTime<Utc>,
+        event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
         let write = sqlx::query(
             "UPDATE api_tokens SET revoked_at = $3
@@ -302,7 +330,44 @@ where
         .bind(token_id.to_owned())
         .bind(stored_profile_id::<B::Database>(profile_id)?)
         .bind(millis(now));
-        Ok(self.execute_revocation(write, profile_id, token_id).await? == 1)
+        Ok(self
+            .execute_revocation(write, profile_id, token_id, event)
+            .await?
+            == 1)
+    }
+
+    async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError> {
+        Backend::record_event(self, event).await
+    }
+
+    async fn note_address(&self, event: &NewEvent) -> Result<bool, StoreError> {
+        Backend::note_address(self, event).await
+    }
+
+    async fn note_expiries(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        Backend::note_expiries(self, now).await
+    }
+
+    async fn events(
+        &self,
+        profile_id: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let read = sqlx::query(
+            "SELECT id, at, kind, token_id, ip, detail FROM token_events
+             WHERE profile_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(stored_profile_id::<B::Database>(profile_id)?)
+        .bind(after)
+        .bind(i64::from(limit));
+        let events = self.fetch_all(read).await?;
+        events.iter().map(StoredRow::event).collect()
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let write = sqlx::query("DELETE FROM token_events WHERE at < $1").bind(millis(before));
+        self.execute(write).await
     }
 
     async fn rotate_token(

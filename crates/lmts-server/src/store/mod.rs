@@ -19,9 +19,11 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use lmts_core::{scope::join_scopes as scopes_to_text, Scope, TokenId};
+use lmts_core::{scope::join_scopes as scopes_to_text, wire::TokenEventType, Scope, TokenId};
 
 pub use postgres::{PostgresOptions, PostgresStore, REVOCATION_CHANNEL};
 pub use sqlite::SqliteStore;
@@ -99,6 +101,42 @@ pub struct NewToken {
     pub sealed: SealedSecret,
     /// The idempotency key it is derived under, if any, recorded in the same step.
     pub once: Option<DeriveKey>,
+    /// The audit event of the derive, written in the same step.
+    pub event: Option<NewEvent>,
+}
+
+/// An audit event about to be written (SPEC C2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The partner it belongs to.
+    pub profile_id: i64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: TokenEventType,
+    /// The token it happened to.
+    pub token_id: TokenId,
+    /// The client's address, when a request made it happen.
+    pub ip: Option<IpAddr>,
+    /// What else there is to say.
+    pub detail: String,
+}
+
+/// A stored audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Its id, in the order events of one partner were written.
+    pub id: i64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: TokenEventType,
+    /// The token it happened to.
+    pub token_id: TokenId,
+    /// The client's address, if any.
+    pub ip: Option<IpAddr>,
+    /// What else there is to say.
+    pub detail: String,
 }
 
 /// The token a rotation derives (SPEC C2): its own id, secret and creation time; its label,
@@ -111,6 +149,11 @@ pub struct Successor {
     pub sealed: SealedSecret,
     /// Creation time: the rotation's.
     pub created_at: DateTime<Utc>,
+    /// The audit event of the rotation, written in the same step.
+    pub event: Option<NewEvent>,
+    /// The partner's live-token limit, which the rotation may not pass (the rotated token not
+    /// counted: it ends with the overlap); `None`: no limit.
+    pub max_active: Option<u32>,
 }
 
 /// A derive's idempotency key (SPEC C2).
@@ -146,6 +189,8 @@ pub struct TokenCredentials {
     pub created_at: DateTime<Utc>,
     /// Whether it was revoked.
     pub revoked: bool,
+    /// Whether it was rotated (superseded by a successor).
+    pub rotated: bool,
     /// When it stops working; `None`: never.
     pub expires_at: Option<DateTime<Utc>>,
     /// The address blocks requests may come from; empty: any.
@@ -316,7 +361,30 @@ pub trait Store: Send + Sync + 'static {
         profile_id: i64,
         token_id: &str,
         now: DateTime<Utc>,
+        event: Option<&NewEvent>,
     ) -> Result<bool, StoreError>;
+
+    /// Writes an audit event of its own (a failure, a new address).
+    async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError>;
+
+    /// Notes that `event.token_id` was used from `event.ip`: when the token never was before,
+    /// writes `event` in the same step and answers true.
+    async fn note_address(&self, event: &NewEvent) -> Result<bool, StoreError>;
+
+    /// Writes a `token.expired` event, once, for each unrevoked token whose expiry passed by
+    /// `now`; answers how many.
+    async fn note_expiries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// The partner's events after `after` (an id), oldest first, at most `limit`.
+    async fn events(
+        &self,
+        profile_id: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Forgets events that happened before `before`; returns how many.
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Rotates `token_id`, a live token of `profile_id` at the successor's creation: stores
     /// `successor` with the rotated token's label, scopes, addresses and expiry, and moves the
@@ -390,13 +458,34 @@ const RECORD_DERIVE_KEY: &str = "INSERT INTO derive_keys
          created_at = EXCLUDED.created_at
      WHERE derive_keys.created_at < $6";
 
+/// Writes an audit event: `$1` profile, `$2` time, `$3` type, `$4` token, `$5` address,
+/// `$6` detail.
+const INSERT_EVENT: &str = "INSERT INTO token_events (profile_id, at, kind, token_id, ip, detail)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Marks the tokens whose expiry passed by `$1` as noted, answering each with whether it was
+/// revoked (a revoked token's expiry is no event).
+const NOTE_EXPIRED: &str = "UPDATE api_tokens SET expiry_noted = TRUE
+     WHERE expires_at IS NOT NULL AND expires_at <= $1 AND NOT expiry_noted
+     RETURNING token_id, profile_id, expires_at, revoked_at";
+
+/// Notes that a token was used from an address: `$1` token, `$2` address.
+const NOTE_ADDRESS: &str = "INSERT INTO token_addresses (token_id, ip) VALUES ($1, $2)
+     ON CONFLICT DO NOTHING";
+
+/// How many live tokens `$1` holds besides `$2` at `$3`, counted up to `$4`.
+const COUNT_OTHER_LIVE: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens
+     WHERE profile_id = $1 AND token_id <> $2 AND revoked_at IS NULL
+         AND (expires_at IS NULL OR expires_at > $3)
+     LIMIT $4) AS live";
+
 /// A rotation's first statement: the successor, copied from the live token it rotates.
 /// `$1` successor id, `$2` now, `$3` key id, `$4` sealed secret, `$5` rotated id, `$6` profile.
 const INSERT_SUCCESSOR: &str = "INSERT INTO api_tokens (token_id, profile_id, label, scopes,
          created_at, expires_at, allowed_ips, key_id, sealed_secret)
      SELECT $1, profile_id, label, scopes, $2, expires_at, allowed_ips, $3, $4
      FROM api_tokens
-     WHERE token_id = $5 AND profile_id = $6 AND revoked_at IS NULL
+     WHERE token_id = $5 AND profile_id = $6 AND revoked_at IS NULL AND rotated_at IS NULL
          AND (expires_at IS NULL OR expires_at > $2)
      RETURNING token_id, label, scopes, created_at, expires_at, allowed_ips, last_used_at";
 

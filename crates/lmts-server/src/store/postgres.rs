@@ -24,13 +24,13 @@ use self::{
     notices::{announce, Change},
 };
 use super::{
-    backend::{Backend, Statement},
+    backend::{event_statement, Backend, Statement},
     blocks_to_text, millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
     rolling,
     rows::{stored_profile_id, StoredRow},
-    scopes_to_text, InvalidationSink, NewToken, StoreError, Successor, TokenRecord, END_ROTATED,
-    INSERT_SUCCESSOR, RECORD_DERIVE_KEY,
+    scopes_to_text, InvalidationSink, NewEvent, NewToken, StoreError, Successor, TokenRecord,
+    COUNT_OTHER_LIVE, END_ROTATED, INSERT_SUCCESSOR, NOTE_ADDRESS, RECORD_DERIVE_KEY,
 };
 
 /// The channel derives and revocations are announced on.
@@ -148,8 +148,12 @@ impl PostgresStore {
         write: Statement<Postgres>,
         profile_id: i64,
         token_id: &str,
+        event: Option<&NewEvent>,
     ) -> Result<Option<i64>, StoreError> {
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        if event.is_some() {
+            lock_events(&mut transaction, profile_id).await?;
+        }
         let revoked = write
             .execute(&mut *transaction)
             .await
@@ -159,6 +163,7 @@ impl PostgresStore {
             transaction.rollback().await.map_err(store_error)?;
             return Ok(None);
         }
+        write_event(&mut transaction, event).await?;
         let number = number_and_announce(&mut transaction, profile_id, token_id).await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(Some(number))
@@ -176,6 +181,28 @@ impl PostgresStore {
     ) -> Result<Option<(TokenRecord, i64)>, StoreError> {
         let now = millis(successor.created_at);
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        if successor.event.is_some() {
+            lock_events(&mut transaction, profile_id).await?;
+        }
+        // The rotated row held until the commit: a revoke (of any release) waits, or went first.
+        sqlx::query("SELECT 1 FROM api_tokens WHERE token_id = $1 FOR UPDATE")
+            .bind(token_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        if let Some(limit) = successor.max_active {
+            let others: i64 = sqlx::query_scalar(COUNT_OTHER_LIVE)
+                .bind(stored_profile_id::<Postgres>(profile_id)?)
+                .bind(token_id)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_one(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+            if others >= i64::from(limit) {
+                return Err(StoreError::LimitReached { limit });
+            }
+        }
         let inserted = sqlx::query(INSERT_SUCCESSOR)
             .bind(successor.token_id.as_str())
             .bind(now)
@@ -197,6 +224,7 @@ impl PostgresStore {
             .execute(&mut *transaction)
             .await
             .map_err(store_error)?;
+        write_event(&mut transaction, successor.event.as_ref()).await?;
         let number = number_and_announce(&mut transaction, profile_id, token_id).await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(Some((inserted.token_record()?, number)))
@@ -228,6 +256,9 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         let profile = stored_profile_id::<Postgres>(token.profile_id)?;
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        if token.event.is_some() {
+            lock_events(&mut transaction, token.profile_id).await?;
+        }
         if let Some(once) = &token.once {
             // A concurrent derive under the same key waits here for the first to end, then
             // finds its record.
@@ -286,6 +317,7 @@ impl PostgresStore {
         .execute(&mut *transaction)
         .await
         .map_err(store_error)?;
+        write_event(&mut transaction, token.event.as_ref()).await?;
         // Other instances drop their cached list of this partner's tokens.
         announce(&mut transaction, token.profile_id, Change::Derived)
             .await
@@ -293,6 +325,36 @@ impl PostgresStore {
         transaction.commit().await.map_err(store_error)?;
         Ok(())
     }
+}
+
+/// The class of the advisory locks that order a partner's events ("lmts").
+const EVENT_LOCK_CLASS: i32 = 0x6C6D_7473;
+
+/// Takes `profile_id`'s event lock until the transaction ends, first in every transaction that
+/// writes an event: a partner's events are then written one transaction at a time, so their
+/// ids follow commit order and a reader's cursor never passes one not yet committed.
+async fn lock_events(transaction: &mut PgConnection, profile_id: i64) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(EVENT_LOCK_CLASS)
+        .bind(stored_profile_id::<Postgres>(profile_id)?)
+        .execute(transaction)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// Writes `event`, if any, in `transaction` (whose event lock is taken).
+async fn write_event(
+    transaction: &mut PgConnection,
+    event: Option<&NewEvent>,
+) -> Result<(), StoreError> {
+    if let Some(event) = event {
+        event_statement::<Postgres>(event)?
+            .execute(transaction)
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(())
 }
 
 /// Numbers a change that narrows `token_id` (its revocation, or its expiry moved earlier by a
@@ -356,8 +418,11 @@ impl Backend for PostgresStore {
         write: Statement<Postgres>,
         profile_id: i64,
         token_id: &str,
+        event: Option<&NewEvent>,
     ) -> Result<u64, StoreError> {
-        let revoked = self.commit_revocation(write, profile_id, token_id).await?;
+        let revoked = self
+            .commit_revocation(write, profile_id, token_id, event)
+            .await?;
         let number = match revoked {
             Some(number) => Some(number),
             None => self.earlier_revocation(profile_id, token_id).await?,
@@ -366,6 +431,72 @@ impl Backend for PostgresStore {
             self.instance.await_applied(&self.pool, number).await;
         }
         Ok(u64::from(revoked.is_some()))
+    }
+
+    async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        lock_events(&mut transaction, event.profile_id).await?;
+        write_event(&mut transaction, Some(event)).await?;
+        transaction.commit().await.map_err(store_error)
+    }
+
+    async fn note_address(&self, event: &NewEvent) -> Result<bool, StoreError> {
+        let Some(ip) = event.ip else {
+            return Ok(false);
+        };
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        lock_events(&mut transaction, event.profile_id).await?;
+        let noted = sqlx::query(NOTE_ADDRESS)
+            .bind(event.token_id.as_str())
+            .bind(ip.to_string())
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        let new = noted.rows_affected() == 1;
+        if new {
+            write_event(&mut transaction, Some(event)).await?;
+        }
+        transaction.commit().await.map_err(store_error)?;
+        Ok(new)
+    }
+
+    async fn note_expiries(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        // A transaction per partner, its event lock first, as every event is written.
+        let partners: Vec<i32> = sqlx::query_scalar(
+            "SELECT DISTINCT profile_id FROM api_tokens
+             WHERE expires_at IS NOT NULL AND expires_at <= $1 AND NOT expiry_noted LIMIT 1000",
+        )
+        .bind(millis(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let mut written = 0;
+        for profile_id in partners {
+            let mut transaction = self.pool.begin().await.map_err(store_error)?;
+            lock_events(&mut transaction, profile_id.into()).await?;
+            let rows = sqlx::query(
+                "UPDATE api_tokens SET expiry_noted = TRUE
+                 WHERE expires_at IS NOT NULL AND expires_at <= $1 AND NOT expiry_noted
+                     AND profile_id = $2
+                 RETURNING token_id, profile_id, expires_at, revoked_at",
+            )
+            .bind(millis(now))
+            .bind(profile_id)
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                events.extend(row.expiry_event()?);
+            }
+            events.sort_by_key(|event| event.at);
+            for event in &events {
+                write_event(&mut transaction, Some(event)).await?;
+            }
+            transaction.commit().await.map_err(store_error)?;
+            written += events.len() as u64;
+        }
+        Ok(written)
     }
 
     async fn rotate_token(

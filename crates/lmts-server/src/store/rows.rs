@@ -7,11 +7,12 @@
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use lmts_core::{addresses::parse_block, Scope, TokenId};
+use lmts_core::{addresses::parse_block, wire::TokenEventType, Scope, TokenId};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Postgres, Row, Sqlite, Type};
 
 use super::{
-    KeyedDerive, PartnerProfile, PartnerSettings, StoreError, TokenCredentials, TokenRecord,
+    KeyedDerive, NewEvent, PartnerProfile, PartnerSettings, StoreError, StoredEvent,
+    TokenCredentials, TokenRecord,
 };
 use crate::crypto::SealedSecret;
 
@@ -63,6 +64,13 @@ pub(super) trait StoredRow {
     /// A derive recorded under an idempotency key, from `token_id, body_digest`.
     fn keyed_derive(&self) -> Result<KeyedDerive, StoreError>;
 
+    /// An audit event from `id, at, kind, token_id, ip, detail`.
+    fn event(&self) -> Result<StoredEvent, StoreError>;
+
+    /// The `token.expired` event of a token noted as expired, from `token_id, profile_id,
+    /// expires_at, revoked_at`; `None` for a revoked token.
+    fn expiry_event(&self) -> Result<Option<NewEvent>, StoreError>;
+
     /// A token's expiry, from `expires_at`.
     fn expires_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
@@ -105,6 +113,7 @@ where
             scopes: scopes_from_text(&scopes),
             created_at: time_from_millis(self.try_get("created_at")?)?,
             revoked: revoked_at.is_some(),
+            rotated: self.try_get::<Option<i64>, _>("rotated_at")?.is_some(),
             expires_at: self.expires_at()?,
             allowed_ips: self.allowed_ips()?,
             sealed: SealedSecret {
@@ -141,6 +150,39 @@ where
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("derive key digest".into()))?,
         })
+    }
+
+    fn event(&self) -> Result<StoredEvent, StoreError> {
+        let kind: String = self.try_get("kind")?;
+        let ip: Option<String> = self.try_get("ip")?;
+        Ok(StoredEvent {
+            id: self.try_get("id")?,
+            at: time_from_millis(self.try_get("at")?)?,
+            kind: serde_json::from_value(serde_json::Value::String(kind))
+                .unwrap_or(TokenEventType::Unknown),
+            token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
+            ip: ip
+                .map(|ip| ip.parse())
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("event address".into()))?,
+            detail: self.try_get("detail")?,
+        })
+    }
+
+    fn expiry_event(&self) -> Result<Option<NewEvent>, StoreError> {
+        let revoked_at: Option<i64> = self.try_get("revoked_at")?;
+        let Some(at) = self.expires_at()?.filter(|_| revoked_at.is_none()) else {
+            return Ok(None);
+        };
+        let profile_id: <R::Database as StoreDatabase>::ProfileId = self.try_get("profile_id")?;
+        Ok(Some(NewEvent {
+            profile_id: profile_id.into(),
+            at,
+            kind: TokenEventType::Expired,
+            token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
+            ip: None,
+            detail: format!("it expired at {}", lmts_core::signing::format_timestamp(at)),
+        }))
     }
 
     fn expires_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {

@@ -22,15 +22,15 @@ mod changes;
 use tokio::task::JoinHandle;
 
 use super::{
-    backend::{Backend, Statement},
+    backend::{event_statement, Backend, Statement},
     blocks_to_text,
     group_commit::GroupCommitter,
     millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
     rolling,
     rows::StoredRow,
-    scopes_to_text, InvalidationSink, NewToken, StoreError, Successor, TokenRecord, END_ROTATED,
-    INSERT_SUCCESSOR, RECORD_DERIVE_KEY,
+    scopes_to_text, InvalidationSink, NewEvent, NewToken, StoreError, Successor, TokenRecord,
+    COUNT_OTHER_LIVE, END_ROTATED, INSERT_SUCCESSOR, NOTE_ADDRESS, NOTE_EXPIRED, RECORD_DERIVE_KEY,
 };
 
 /// File name of the database inside the data directory.
@@ -250,6 +250,11 @@ impl Backend for SqliteStore {
         .bind(max_active.map(i64::from))
         .bind(token.expires_at.map(millis))
         .bind(blocks_to_text(&token.allowed_ips));
+        let event = token
+            .event
+            .as_ref()
+            .map(event_statement::<Sqlite>)
+            .transpose()?;
         self.writes
             .write(move |connection| {
                 Box::pin(async move {
@@ -258,13 +263,85 @@ impl Backend for SqliteStore {
                             return Err(StoreError::KeyTaken);
                         }
                     }
-                    match (
-                        insert.execute(connection).await?.rows_affected(),
-                        max_active,
-                    ) {
-                        (0, Some(limit)) => Err(StoreError::LimitReached { limit }),
-                        _ => Ok(()),
+                    let inserted = insert.execute(&mut *connection).await?.rows_affected();
+                    if let (0, Some(limit)) = (inserted, max_active) {
+                        return Err(StoreError::LimitReached { limit });
                     }
+                    if let Some(event) = event {
+                        event.execute(connection).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn execute_revocation(
+        &self,
+        write: Statement<Sqlite>,
+        _profile_id: i64,
+        _token_id: &str,
+        event: Option<&NewEvent>,
+    ) -> Result<u64, StoreError> {
+        let event = event.map(event_statement::<Sqlite>).transpose()?;
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let revoked = write.execute(&mut *connection).await?.rows_affected();
+                    if let Some(event) = event.filter(|_| revoked == 1) {
+                        event.execute(connection).await?;
+                    }
+                    Ok(revoked)
+                })
+            })
+            .await
+    }
+
+    async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError> {
+        self.writes
+            .execute(event_statement::<Sqlite>(event)?)
+            .await
+            .map(drop)
+    }
+
+    async fn note_address(&self, event: &NewEvent) -> Result<bool, StoreError> {
+        let Some(ip) = event.ip else {
+            return Ok(false);
+        };
+        let note = sqlx::query(NOTE_ADDRESS)
+            .bind(event.token_id.as_str().to_owned())
+            .bind(ip.to_string());
+        let event = event_statement::<Sqlite>(event)?;
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let new = note.execute(&mut *connection).await?.rows_affected() == 1;
+                    if new {
+                        event.execute(connection).await?;
+                    }
+                    Ok(new)
+                })
+            })
+            .await
+    }
+
+    async fn note_expiries(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let noted = sqlx::query(NOTE_EXPIRED).bind(millis(now));
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let rows = noted.fetch_all(&mut *connection).await?;
+                    let mut events = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        events.extend(row.expiry_event()?);
+                    }
+                    events.sort_by_key(|event| event.at);
+                    for event in &events {
+                        event_statement::<Sqlite>(event)?
+                            .execute(&mut *connection)
+                            .await?;
+                    }
+                    Ok(events.len() as u64)
                 })
             })
             .await
@@ -289,14 +366,35 @@ impl Backend for SqliteStore {
             .bind(token_id.to_owned())
             .bind(now)
             .bind(millis(overlap_end));
+        let event = successor
+            .event
+            .as_ref()
+            .map(event_statement::<Sqlite>)
+            .transpose()?;
+        let count = successor.max_active.map(|limit| {
+            let others = sqlx::query_scalar::<_, i64>(COUNT_OTHER_LIVE)
+                .bind(profile_id)
+                .bind(token_id.to_owned())
+                .bind(now)
+                .bind(i64::from(limit));
+            (others, limit)
+        });
         // Other processes on the file find the rotation by its time (`changes.rs`).
         self.writes
             .write(move |connection| {
                 Box::pin(async move {
+                    if let Some((others, limit)) = count {
+                        if others.fetch_one(&mut *connection).await? >= i64::from(limit) {
+                            return Err(StoreError::LimitReached { limit });
+                        }
+                    }
                     let Some(successor) = insert.fetch_optional(&mut *connection).await? else {
                         return Ok(None);
                     };
-                    end.execute(connection).await?;
+                    end.execute(&mut *connection).await?;
+                    if let Some(event) = event {
+                        event.execute(connection).await?;
+                    }
                     successor.token_record().map(Some)
                 })
             })
