@@ -28,6 +28,7 @@ pub mod identity;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 pub use http::app;
 pub use service::{ServiceSettings, TokenService};

@@ -13,7 +13,7 @@ use crate::{
     connections::{self, ConnectionLimits},
     crypto::{CryptoError, Keyring, MASTER_KEY_FILE},
     http::{
-        app_with,
+        app_with, metrics_app,
         proxy::{Upstream, UpstreamSettings},
         Doors,
     },
@@ -84,6 +84,8 @@ pub struct ServerConfig {
     pub gateway: GatewayConfig,
     /// The service's time (the system clock; tests move it).
     pub clock: Clock,
+    /// Where `GET /metrics` is served alone (`--metrics-listen`); `None`: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The gateway of SPEC C1: a route policy, and an upstream to proxy to.
@@ -114,6 +116,7 @@ impl ServerConfig {
             token_endpoints: true,
             gateway: GatewayConfig::default(),
             clock: Clock::system(),
+            metrics_listen: None,
         }
     }
 }
@@ -300,6 +303,7 @@ fn doors_of(config: &ServerConfig) -> Result<Doors, ServeError> {
         token_endpoints: config.token_endpoints,
         gateway: gateway.policy.clone().map(Gateway::new),
         upstream,
+        metrics: config.metrics_listen.is_none(),
     })
 }
 
@@ -307,6 +311,8 @@ fn doors_of(config: &ServerConfig) -> Result<Doors, ServeError> {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    /// The listener of `GET /metrics` alone, when it has its own address.
+    metrics_listener: Option<TcpListener>,
     service: TokenService,
     connections: ConnectionLimits,
     doors: Doors,
@@ -357,9 +363,19 @@ impl Server {
             upstream = doors.upstream.as_ref().map(Upstream::origin),
             "lmts service ready"
         );
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| ServeError::Bind { address, source })?,
+            ),
+            None => None,
+        };
+        crate::telemetry::recorder();
         let service = TokenService::new(config.service, store, keyring, identity, config.clock);
         Ok(Self {
             listener,
+            metrics_listener,
             service,
             connections: config.connections,
             doors,
@@ -369,6 +385,11 @@ impl Server {
     /// The bound address (the port chosen when binding port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address `GET /metrics` is served on alone, if it has one.
+    pub fn metrics_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.metrics_listener.as_ref().map(TcpListener::local_addr)
     }
 
     /// The token service it serves.
@@ -384,8 +405,26 @@ impl Server {
         let address = self.local_addr().map_err(ServeError::Serve)?;
         tracing::info!(%address, "listening");
         let background = self.service.start_background();
+        let (stopping, stop) = tokio::sync::watch::channel(false);
+        let metrics = self.metrics_listener.map(|listener| {
+            let limits = self.connections.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                };
+                connections::serve(listener, metrics_app(), &limits, stopped).await;
+            })
+        });
         let router = app_with(self.service.clone(), self.doors);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        };
         connections::serve(self.listener, router, &self.connections, shutdown).await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         background.stop();
         self.service.run_maintenance().await;
         tracing::info!("stopped");

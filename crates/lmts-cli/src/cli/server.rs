@@ -66,6 +66,10 @@ pub struct NodeArgs {
     /// Address to listen on.
     #[arg(long, env = "LMTS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Serve `GET /metrics` (Prometheus text) on this address alone, instead of on --listen:
+    /// keep it on a private interface.
+    #[arg(long, env = "LMTS_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]

@@ -62,6 +62,7 @@ pub(super) fn node_config(args: NodeArgs) -> Result<ServerConfig, CommandError> 
         .collect::<Result<_, _>>()?;
     Ok(ServerConfig {
         listen: args.listen,
+        metrics_listen: args.metrics_listen,
         postgres: PostgresOptions {
             max_connections: args.database_max_connections,
             statement_timeout: Duration::from_millis(args.database_statement_timeout_ms),

@@ -7,6 +7,7 @@ pub mod gateway;
 mod health;
 mod hmac;
 mod identity;
+mod metrics;
 pub mod openapi;
 pub mod proxy;
 mod tokens;
@@ -40,6 +41,8 @@ pub struct Doors {
     pub gateway: Option<Gateway>,
     /// Where every route the router does not answer itself is proxied (needs a policy).
     pub upstream: Option<Upstream>,
+    /// `GET /metrics` (off when it has a listener of its own).
+    pub metrics: bool,
 }
 
 impl Default for Doors {
@@ -48,6 +51,7 @@ impl Default for Doors {
             token_endpoints: true,
             gateway: None,
             upstream: None,
+            metrics: true,
         }
     }
 }
@@ -58,14 +62,23 @@ pub fn app(service: TokenService) -> Router {
     app_with(service, Doors::default())
 }
 
+/// `GET /metrics` alone, for its own listener (`--metrics-listen`).
+pub fn metrics_app() -> Router {
+    Router::new().route("/metrics", get(metrics::serve))
+}
+
 /// The router of `doors`.
 pub fn app_with(service: TokenService, doors: Doors) -> Router {
+    let mut proxied = false;
     let mut router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(|| async { ApiError::from(ServiceError::NotFound("no such endpoint".into())) });
     if doors.token_endpoints {
         router = router.merge(token_routes(&service));
+    }
+    if doors.metrics {
+        router = router.route("/metrics", get(metrics::serve));
     }
     if let Some(gateway) = doors.gateway {
         let state = GatewayState {
@@ -76,6 +89,7 @@ pub fn app_with(service: TokenService, doors: Doors) -> Router {
             router = router.merge(authorization_routes(state.clone()));
         }
         if let Some(upstream) = doors.upstream {
+            proxied = true;
             router = router.fallback_service(Router::new().fallback(proxy::proxy).with_state(
                 ProxyState {
                     gateway: state,
@@ -84,8 +98,13 @@ pub fn app_with(service: TokenService, doors: Doors) -> Router {
             ));
         }
     }
+    let unmatched = if proxied { "proxy" } else { "unmatched" };
     router
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .route_layer(middleware::from_fn(metrics::note_route))
+        .layer(middleware::from_fn(move |request, next| {
+            metrics::count(unmatched, request, next)
+        }))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {

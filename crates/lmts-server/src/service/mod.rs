@@ -220,7 +220,9 @@ impl TokenService {
             ServiceError::Unauthenticated(_) => core.failures.charge(client, error),
             other => other,
         })?;
-        Core::check_rate(&core.identity_rates, &identity.subject)?;
+        Core::check_rate(&core.identity_rates, &identity.subject).inspect_err(|_| {
+            crate::telemetry::rate_limited("identity");
+        })?;
         Ok(core
             .store
             .upsert_profile(&identity.subject, &identity.account, now)
@@ -525,6 +527,8 @@ impl TokenService {
             }
         }
         core.usage.forget_old(core.clock.now());
+        crate::telemetry::usage_pending(core.usage.pending());
+        crate::telemetry::upkeep();
         core.identity_rates.forget_idle();
         core.token_rates.forget_idle();
         core.failures.forget_idle();

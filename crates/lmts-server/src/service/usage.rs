@@ -89,6 +89,11 @@ impl UsageLog {
         }
     }
 
+    /// How many uses wait to be written (after a failed write: the ones put back).
+    pub fn pending(&self) -> usize {
+        self.uses().values().filter(|last| last.unwritten).count()
+    }
+
     /// Forgets written uses older than the retention (the store has them by now).
     pub fn forget_old(&self, now: DateTime<Utc>) {
         let horizon = now - self.retention;

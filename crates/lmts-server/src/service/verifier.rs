@@ -8,6 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use http::{HeaderMap, Method};
 use lmts_core::signing::{check_signed_at, CanonicalMessage, VerifyError};
 
+use crate::telemetry::{self, Outcome};
+
 use super::{
     caches::CachedToken,
     derive::is_token_id_shaped,
@@ -61,7 +63,8 @@ impl Verifier {
     /// client's failure budget before any lookup in the store). A request that cannot be valid
     /// is refused here, so its body need not be read at all.
     pub async fn admit<'a>(&self, head: SignedHead<'a>) -> Result<Admitted<'_, 'a>, ServiceError> {
-        let values = signed_headers(head.headers).map_err(|error| self.refused(&head, error))?;
+        let values = signed_headers(head.headers)
+            .map_err(|error| self.refused(&head, (Outcome::Malformed, error)))?;
         match self.find_token(&head, &values).await {
             Ok(token) => Ok(Admitted {
                 verifier: self,
@@ -80,7 +83,7 @@ impl Verifier {
         &self,
         head: &SignedHead<'_>,
         values: &SignedHeaderValues<'_>,
-    ) -> Result<Arc<CachedToken>, ServiceError> {
+    ) -> Result<Arc<CachedToken>, (Outcome, ServiceError)> {
         let core = &self.0;
         if let Err(error) = check_signed_at(values.timestamp, head.now, core.settings.window) {
             if matches!(error, VerifyError::OutsideWindow { .. }) {
@@ -88,20 +91,31 @@ impl Verifier {
             }
             return Err(refusal(error));
         }
+        let not_authentic = || {
+            (
+                Outcome::NotAuthentic,
+                ServiceError::unauthenticated(NOT_AUTHENTIC),
+            )
+        };
         if !is_token_id_shaped(values.api_key) {
-            return Err(ServiceError::unauthenticated(NOT_AUTHENTIC));
+            return Err(not_authentic());
         }
-        if let Some(token) = core
+        let cached = core
             .caches
-            .cached_token(core.store.as_ref(), values.api_key)
-        {
+            .cached_token(core.store.as_ref(), values.api_key);
+        telemetry::token_lookup(cached.is_some());
+        if let Some(token) = cached {
             return Ok(token);
         }
-        core.failures.admit(head.client)?;
+        core.failures.admit(head.client).map_err(|refused| {
+            telemetry::rate_limited("auth_failures");
+            (Outcome::RateLimited, refused)
+        })?;
         core.caches
             .token(core.store.as_ref(), &core.keyring, values.api_key)
-            .await?
-            .ok_or_else(|| ServiceError::unauthenticated(NOT_AUTHENTIC))
+            .await
+            .map_err(|error| (Outcome::Unavailable, error))?
+            .ok_or_else(not_authentic)
     }
 
     /// Writes `auth.failed` for a stale request whose token is live (SPEC C2): found in the
@@ -129,8 +143,13 @@ impl Verifier {
         }
     }
 
-    /// Logs a refusal and charges an authentication failure to the client's budget.
-    fn refused(&self, head: &SignedHead<'_>, error: ServiceError) -> ServiceError {
+    /// Counts and logs a refusal, and charges an authentication failure to the client's budget.
+    fn refused(
+        &self,
+        head: &SignedHead<'_>,
+        (outcome, error): (Outcome, ServiceError),
+    ) -> ServiceError {
+        telemetry::signed(outcome);
         tracing::debug!(client = ?head.client, target = head.target, %error, "signed request refused");
         match error {
             ServiceError::Unauthenticated(_) => self.0.failures.charge(head.client, error),
@@ -155,12 +174,15 @@ impl Admitted<'_, '_> {
     pub async fn verify(self, body: &[u8]) -> Result<VerifiedToken, ServiceError> {
         let verifier = self.verifier;
         match self.check(body).await {
-            Ok(token) => Ok(token),
-            Err(error) => Err(verifier.refused(&self.head, error)),
+            Ok(token) => {
+                telemetry::signed(Outcome::Accepted);
+                Ok(token)
+            }
+            Err(refused) => Err(verifier.refused(&self.head, refused)),
         }
     }
 
-    async fn check(&self, body: &[u8]) -> Result<VerifiedToken, ServiceError> {
+    async fn check(&self, body: &[u8]) -> Result<VerifiedToken, (Outcome, ServiceError)> {
         let (core, head, token) = (&self.verifier.0, &self.head, &self.token);
         let message = CanonicalMessage::new(
             self.values.timestamp,
@@ -188,10 +210,14 @@ impl Admitted<'_, '_> {
             if matches!(refused, ServiceError::Forbidden(_)) {
                 core.events
                     .failed(&core.store, token, Failure::Address, seen);
+                return Err((Outcome::Address, refused));
             }
-            return Err(refused);
+            return Err((Outcome::Expired, refused));
         }
-        Core::check_rate(&core.token_rates, &token.token_id)?;
+        Core::check_rate(&core.token_rates, &token.token_id).map_err(|refused| {
+            telemetry::rate_limited("token");
+            (Outcome::RateLimited, refused)
+        })?;
         if is_state_changing(head.method) {
             // A copy whose head arrived inside the window may finish its body up to the body
             // timeout later: the record outlives every such copy.
@@ -208,10 +234,14 @@ impl Admitted<'_, '_> {
                     verified.signature.as_bytes(),
                     expires_at,
                 )
-                .await?;
+                .await
+                .map_err(|error| (Outcome::Unavailable, error.into()))?;
             if !fresh {
-                return Err(ServiceError::unauthenticated(
-                    "replayed request: this signature was already accepted; sign each request afresh",
+                return Err((
+                    Outcome::Replayed,
+                    ServiceError::unauthenticated(
+                        "replayed request: this signature was already accepted; sign each request afresh",
+                    ),
                 ));
             }
         }
@@ -226,8 +256,18 @@ fn is_state_changing(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The refusal of a signature check, in words a client can act on.
-fn refusal(error: VerifyError) -> ServiceError {
+/// The refusal of a signature check, in words a client can act on, and its outcome.
+fn refusal(error: VerifyError) -> (Outcome, ServiceError) {
+    let outcome = match error {
+        VerifyError::MalformedTimestamp | VerifyError::MalformedSignature => Outcome::Malformed,
+        VerifyError::OutsideWindow { .. } => Outcome::Window,
+        _ => Outcome::NotAuthentic,
+    };
+    (outcome, refusal_text(error))
+}
+
+/// [`refusal`]'s words.
+fn refusal_text(error: VerifyError) -> ServiceError {
     let message = match error {
         VerifyError::MalformedTimestamp => {
             "lmts-timestamp is not an RFC 3339 date-time (e.g. 2026-03-23T12:34:56.789Z)".to_owned()

@@ -1,0 +1,156 @@
+//! The service's metrics (issue #15): their names and descriptions, and the process's one
+//! Prometheus recorder, which `GET /metrics` renders in the text format. Each metric and a
+//! query for it are in `docs/OPERATING.md`.
+//!
+//! The recorder is global to the process (the `metrics` crate's facade): every server a
+//! process runs (tests run several) counts into it.
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests answered, by route (the router's pattern), method and status.
+pub const HTTP_REQUESTS: &str = "lmts_http_requests_total";
+/// Time to answer (to the answer's head), by route.
+pub const HTTP_DURATION: &str = "lmts_http_request_duration_seconds";
+/// Signed requests checked, by outcome: `accepted` or the reason of the refusal.
+pub const SIGNED_REQUESTS: &str = "lmts_signed_requests_total";
+/// Token look-ups of the verifier, by result: `hit` (cached) or `miss` (read from the store).
+pub const TOKEN_CACHE: &str = "lmts_token_cache_lookups_total";
+/// Requests refused for a rate, by which: `token`, `identity`, `auth_failures`.
+pub const RATE_LIMITED: &str = "lmts_rate_limited_total";
+/// `lastUsedAt` values seen but not yet written to the store.
+pub const USAGE_PENDING: &str = "lmts_usage_pending";
+
+/// The buckets of [`HTTP_DURATION`], in seconds: from half a millisecond to two and a half.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Why a signed request was refused, or that it was accepted ([`SIGNED_REQUESTS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check passed.
+    Accepted,
+    /// The `lmts-*` headers were missing, repeated or malformed.
+    Malformed,
+    /// The timestamp was outside the window.
+    Window,
+    /// No live token has the id, or the signature does not match.
+    NotAuthentic,
+    /// The token expired.
+    Expired,
+    /// The client is outside the token's `allowedIps`.
+    Address,
+    /// The signature was accepted before (SPEC B6).
+    Replayed,
+    /// The token's or the address's rate was spent.
+    RateLimited,
+    /// The store could not answer.
+    Unavailable,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Malformed => "malformed",
+            Outcome::Window => "window",
+            Outcome::NotAuthentic => "not_authentic",
+            Outcome::Expired => "expired",
+            Outcome::Address => "address",
+            Outcome::Replayed => "replayed",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The process's recorder, installed at the first call; `None` when another recorder was
+/// installed first (an embedding application's), and `/metrics` then answers 503.
+pub fn recorder() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let installed = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &LATENCY_BUCKETS)
+                .and_then(PrometheusBuilder::install_recorder);
+            match installed {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "metrics are off: another recorder is installed");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// What each metric means, for the `# HELP` lines.
+fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS,
+        "Requests answered, by route, method and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time to answer a request (to its answer's head), by route."
+    );
+    describe_counter!(
+        SIGNED_REQUESTS,
+        "Signed requests checked, by outcome: accepted, or why they were refused."
+    );
+    describe_counter!(
+        TOKEN_CACHE,
+        "Token look-ups of the verifier: hit (cached) or miss (read from the store)."
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused for a spent rate, by which rate."
+    );
+    describe_gauge!(
+        USAGE_PENDING,
+        "lastUsedAt values not yet written to the store."
+    );
+}
+
+/// Counts an answered request and its time.
+pub fn answered(route: String, method: &'static str, status: u16, took: Duration) {
+    histogram!(HTTP_DURATION, "route" => route.clone()).record(took.as_secs_f64());
+    counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
+        .increment(1);
+}
+
+/// Counts a signed request's outcome.
+pub fn signed(outcome: Outcome) {
+    counter!(SIGNED_REQUESTS, "outcome" => outcome.label()).increment(1);
+}
+
+/// Counts a token look-up.
+pub fn token_lookup(hit: bool) {
+    counter!(TOKEN_CACHE, "result" => if hit { "hit" } else { "miss" }).increment(1);
+}
+
+/// Counts a refusal for a spent rate (`token`, `identity`, `auth_failures`).
+pub fn rate_limited(which: &'static str) {
+    counter!(RATE_LIMITED, "limit" => which).increment(1);
+}
+
+/// Sets how many `lastUsedAt` values wait to be written.
+pub fn usage_pending(count: usize) {
+    gauge!(USAGE_PENDING).set(count as f64);
+}
+
+/// Drains histograms' idle buckets (maintenance; the recorder asks for it now and then).
+pub fn upkeep() {
+    if let Some(handle) = recorder() {
+        handle.run_upkeep();
+    }
+}
