@@ -114,6 +114,11 @@ pub enum Command {
     #[cfg(feature = "server")]
     #[command(subcommand)]
     Partners(PartnersCommand),
+    /// A partner's tokens, and the emergency stop: revoke one token or all of a partner's,
+    /// straight in the database, effective on every instance.
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Check a gateway route policy, or explain what it requires of a request.
     #[cfg(feature = "server")]
     #[command(subcommand)]

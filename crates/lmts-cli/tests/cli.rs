@@ -735,3 +735,94 @@ async fn events_page_and_follow_as_they_happen() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn operators_list_partners_and_stop_one_from_the_command_line() {
+    let session = Session::start().await;
+    let (one, one_secret, _) = derive_token(&session.service.base, &session.data, "{}").await;
+    derive_token(&session.service.base, &session.data, r#"{"label":"two"}"#).await;
+    let data = session.data.to_str().unwrap();
+
+    let partners = session.json(&["partners", "list", "--data-dir", data], &[], None);
+    assert_eq!(partners[0]["account"], ALICE);
+    assert_eq!(partners[0]["liveTokens"], 2);
+    let tokens = session.run(
+        &["admin", "tokens", "--account", ALICE, "--data-dir", data],
+        &[],
+        None,
+    );
+    assert!(
+        stdout(&tokens).contains("two") && stdout(&tokens).contains(&one),
+        "{}",
+        stdout(&tokens)
+    );
+
+    let missing_reason = session.run(
+        &[
+            "admin",
+            "revoke-all",
+            "--account",
+            ALICE,
+            "--data-dir",
+            data,
+        ],
+        &[],
+        None,
+    );
+    assert!(!missing_reason.status.success(), "a reason is required");
+    let stopped = session.json(
+        &[
+            "admin",
+            "revoke-all",
+            "--account",
+            ALICE,
+            "--reason",
+            "leaked",
+            "--operator",
+            "oncall",
+            "--data-dir",
+            data,
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(stopped["revoked"].as_array().unwrap().len(), 2);
+    // The running service (another process on the file) refuses them within a second.
+    let mut status = None;
+    for _ in 0..40 {
+        status = signed_status(
+            &session.service.base,
+            "GET",
+            "/auth/api-tokens",
+            &one,
+            &one_secret,
+        )
+        .await;
+        if status == Some(401) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(401));
+    let partners = session.json(&["partners", "list", "--data-dir", data], &[], None);
+    assert_eq!(partners[0]["liveTokens"], 0);
+    let again = session.run(
+        &[
+            "admin",
+            "revoke",
+            &one,
+            "--reason",
+            "again",
+            "--data-dir",
+            data,
+        ],
+        &[("LMTS_OPERATOR", "oncall")],
+        None,
+    );
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("no live token"),
+        "{}",
+        stderr(&again)
+    );
+}

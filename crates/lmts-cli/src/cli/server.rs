@@ -260,6 +260,61 @@ pub enum PartnersCommand {
         after_help = "Example:\n  lmts partners show --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
     )]
     Show(PartnerSelector),
+    /// Every partner seen, with its settings and its live tokens.
+    #[command(after_help = "Example:\n  lmts partners list --output json")]
+    List(StoreArgs),
+}
+
+/// `lmts admin ...`: a partner's tokens and the emergency stop, against the database.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// A partner's live tokens, with their expiry, addresses and last use.
+    #[command(
+        after_help = "Example:\n  lmts admin tokens --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    )]
+    Tokens {
+        /// The partner's wallet address.
+        #[arg(long)]
+        account: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke one token, whoever holds it; an audit event names the operator and the reason.
+    #[command(
+        after_help = "Example:\n  lmts admin revoke lmts_Rcj8KB41f2UG21D_2B_Nirej --reason 'key posted in a public repository'"
+    )]
+    Revoke {
+        /// The token to revoke.
+        token_id: String,
+        #[command(flatten)]
+        operator: OperatorArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke every live token of a partner: the emergency stop.
+    #[command(
+        after_help = "Example:\n  lmts admin revoke-all --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --reason 'account compromised'"
+    )]
+    RevokeAll {
+        /// The partner's wallet address.
+        #[arg(long)]
+        account: String,
+        #[command(flatten)]
+        operator: OperatorArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Who revokes, and why (both written in the partner's audit events).
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Why: required, at most 500 characters.
+    #[arg(long)]
+    pub reason: String,
+    /// The operator's name (default: the login name).
+    #[arg(long, env = "LMTS_OPERATOR")]
+    pub operator: Option<String>,
 }
 
 /// Which partner.

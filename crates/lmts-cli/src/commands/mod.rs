@@ -1,6 +1,8 @@
 //! One module per subcommand; the server commands' only with the `server` feature.
 
 #[cfg(feature = "server")]
+mod admin;
+#[cfg(feature = "server")]
 mod bench;
 #[cfg(feature = "server")]
 mod demo;
@@ -51,6 +53,8 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Bench(args) => bench::run(args, &output).await,
             #[cfg(feature = "server")]
             Command::Partners(command) => partners::run(command, &output).await,
+            #[cfg(feature = "server")]
+            Command::Admin(command) => admin::run(command, &output).await,
             #[cfg(feature = "server")]
             Command::Dev(command) => dev::run(command, &output),
             #[cfg(feature = "server")]

@@ -1,15 +1,14 @@
-//! `lmts partners set | show`: operator settings, written straight to the data directory's
+//! `lmts partners set | show | list`: operator settings, written straight to the data directory's
 //! database. A running server reads them on every request, so a change applies at once.
 
 use lmts_core::Scope;
 use lmts_server::{
-    account::checksum_address,
     server::open_store,
     store::{PartnerSettings, PostgresOptions, SettingsKey, Store},
 };
 
 use crate::{
-    cli::{PartnerSelector, PartnersCommand, PartnersSetArgs, Switch},
+    cli::{PartnerSelector, PartnersCommand, PartnersSetArgs, StoreArgs, Switch},
     exit::{CommandError, ConfigError},
     output::Output,
 };
@@ -18,14 +17,7 @@ use lmts_server::clock::Clock;
 fn settings_key(selector: &PartnerSelector) -> Result<SettingsKey, CommandError> {
     match &selector.target.account {
         None => Ok(SettingsKey::Default),
-        Some(account) => checksum_address(account)
-            .map(SettingsKey::Account)
-            .ok_or_else(|| {
-                ConfigError(format!(
-                    "--account {account:?} is not a 0x-prefixed 20-byte hex address"
-                ))
-                .into()
-            }),
+        Some(account) => super::admin::account_of(account).map(SettingsKey::Account),
     }
 }
 
@@ -142,10 +134,67 @@ async fn set(args: PartnersSetArgs, output: &Output) -> Result<(), CommandError>
     print(&*store, &key, output).await
 }
 
+/// `lmts partners list`: every partner, its settings and live tokens.
+async fn list(store: StoreArgs, output: &Output) -> Result<(), CommandError> {
+    let store = super::admin::store_of(&store).await?;
+    let partners = lmts_server::service::admin::partners(&*store, Clock::system().now()).await?;
+    if output.is_json() {
+        let partners: Vec<_> = partners
+            .iter()
+            .map(|partner| {
+                serde_json::json!({
+                    "account": partner.profile.account,
+                    "profileId": partner.profile.id,
+                    "tokenManagementEnabled": partner.settings.token_management_enabled,
+                    "allowedScopes": partner.settings.allowed_scopes,
+                    "liveTokens": partner.live_tokens,
+                })
+            })
+            .collect();
+        output.json(&partners);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = partners
+        .iter()
+        .map(|partner| {
+            let scopes: Vec<&str> = partner
+                .settings
+                .allowed_scopes
+                .iter()
+                .map(Scope::as_str)
+                .collect();
+            vec![
+                partner.profile.account.clone(),
+                partner.profile.id.to_string(),
+                if partner.settings.token_management_enabled {
+                    "on"
+                } else {
+                    "off"
+                }
+                .into(),
+                scopes.join(","),
+                partner.live_tokens.to_string(),
+            ]
+        })
+        .collect();
+    output.table(
+        &[
+            "ACCOUNT",
+            "PROFILE",
+            "TOKEN MANAGEMENT",
+            "ALLOWED SCOPES",
+            "LIVE TOKENS",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
 /// Runs a `partners` subcommand.
 pub async fn run(command: PartnersCommand, output: &Output) -> Result<(), CommandError> {
     match command {
         PartnersCommand::Set(args) => set(args, output).await,
+        PartnersCommand::List(store) => list(store, output).await,
         PartnersCommand::Show(selector) => {
             let key = settings_key(&selector)?;
             let store = open_store(

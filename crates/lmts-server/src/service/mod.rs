@@ -5,6 +5,7 @@
 //! Its caches and their invalidation live in one place (`caches`); the HTTP adapter
 //! (`crate::http`) only translates requests into these calls and errors into statuses.
 
+pub mod admin;
 mod bodies;
 mod caches;
 mod derive;

@@ -190,6 +190,12 @@ where
         row.as_ref().map(StoredRow::profile).transpose()
     }
 
+    async fn profiles(&self) -> Result<Vec<PartnerProfile>, StoreError> {
+        let read = sqlx::query("SELECT id, subject, account FROM profiles ORDER BY id");
+        let profiles = self.fetch_all(read).await?;
+        profiles.iter().map(StoredRow::profile).collect()
+    }
+
     async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError> {
         let read = sqlx::query(
             "SELECT token_management_enabled, allowed_scopes FROM partner_settings

@@ -298,6 +298,9 @@ pub trait Store: Send + Sync + 'static {
     async fn profile_by_account(&self, account: &str)
         -> Result<Option<PartnerProfile>, StoreError>;
 
+    /// Every profile, oldest first.
+    async fn profiles(&self) -> Result<Vec<PartnerProfile>, StoreError>;
+
     /// The settings in force for `account`: its own, else the default, else the built-in default.
     async fn partner_settings(&self, account: &str) -> Result<PartnerSettings, StoreError>;
 
