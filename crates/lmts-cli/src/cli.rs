@@ -119,6 +119,23 @@ pub enum Command {
     #[cfg(feature = "server")]
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Master keys: which seals how many secrets; re-seal every secret under a new key.
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Copy the database to a file (SQLite: a consistent copy while the service runs, 0600;
+    /// PostgreSQL: the pg_dump command to run). The master key is never in it: keep it apart.
+    #[cfg(feature = "server")]
+    #[command(
+        after_help = "Examples:\n  lmts backup --to /backups/lmts-$(date +%F).db --data-dir /var/lib/lmts\n  lmts backup --to lmts.dump --database-url postgres://lmts@db/lmts"
+    )]
+    Backup(BackupArgs),
+    /// Restore a backup into a fresh data directory (SQLite), or print the pg_restore command.
+    #[cfg(feature = "server")]
+    #[command(
+        after_help = "Example:\n  lmts restore --from /backups/lmts-2026-11-25.db --data-dir /var/lib/lmts-restored"
+    )]
+    Restore(RestoreArgs),
     /// Check a gateway route policy, or explain what it requires of a request.
     #[cfg(feature = "server")]
     #[command(subcommand)]

@@ -132,6 +132,19 @@ async fn counters_move_by_exactly_the_traffic_and_the_text_parses() {
         after.keys()
     );
     assert!(
+        after.contains_key("lmts_db_pool_connections{pool=sqlite_read}"),
+        "{:?}",
+        after.keys()
+    );
+    assert!(
+        after
+            .get("lmts_sqlite_group_commit_writes_count{}")
+            .copied()
+            .unwrap_or(0.0)
+            >= 1.0,
+        "the derive was a group commit"
+    );
+    assert!(
         after.contains_key("lmts_http_request_duration_seconds_bucket{le=0.0005,route=/health}")
     );
 }

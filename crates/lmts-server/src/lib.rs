@@ -20,11 +20,13 @@
 //! ```
 
 pub mod account;
+pub mod backup;
 pub mod clock;
 pub mod connections;
 pub mod crypto;
 pub mod http;
 pub mod identity;
+pub mod keys;
 pub mod server;
 pub mod service;
 pub mod store;

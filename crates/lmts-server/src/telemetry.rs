@@ -24,6 +24,17 @@ pub const TOKEN_CACHE: &str = "lmts_token_cache_lookups_total";
 pub const RATE_LIMITED: &str = "lmts_rate_limited_total";
 /// `lastUsedAt` values seen but not yet written to the store.
 pub const USAGE_PENDING: &str = "lmts_usage_pending";
+/// Other instances' invalidations applied to this one's caches, by kind.
+pub const INVALIDATIONS: &str = "lmts_invalidations_received_total";
+/// Database connections open, by pool, and how many of them idle.
+pub const POOL_CONNECTIONS: &str = "lmts_db_pool_connections";
+/// See [`POOL_CONNECTIONS`].
+pub const POOL_IDLE: &str = "lmts_db_pool_idle_connections";
+/// Writes carried by each SQLite group commit.
+pub const GROUP_COMMIT: &str = "lmts_sqlite_group_commit_writes";
+
+/// The buckets of [`GROUP_COMMIT`]: writes a commit.
+const GROUP_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 /// The buckets of [`HTTP_DURATION`], in seconds: from half a millisecond to two and a half.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -77,6 +88,10 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let installed = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &LATENCY_BUCKETS)
+                .and_then(|builder| {
+                    builder
+                        .set_buckets_for_metric(Matcher::Full(GROUP_COMMIT.into()), &GROUP_BUCKETS)
+                })
                 .and_then(PrometheusBuilder::install_recorder);
             match installed {
                 Ok(handle) => {
@@ -119,6 +134,13 @@ fn describe() {
         USAGE_PENDING,
         "lastUsedAt values not yet written to the store."
     );
+    describe_counter!(
+        INVALIDATIONS,
+        "Other instances' invalidations applied to this one's caches, by kind."
+    );
+    describe_gauge!(POOL_CONNECTIONS, "Database connections open, by pool.");
+    describe_gauge!(POOL_IDLE, "Database connections idle, by pool.");
+    describe_histogram!(GROUP_COMMIT, "Writes carried by each SQLite group commit.");
 }
 
 /// Counts an answered request and its time.
@@ -146,6 +168,22 @@ pub fn rate_limited(which: &'static str) {
 /// Sets how many `lastUsedAt` values wait to be written.
 pub fn usage_pending(count: usize) {
     gauge!(USAGE_PENDING).set(count as f64);
+}
+
+/// Counts another instance's invalidation (`token`, `profile`, `all`).
+pub fn invalidation_received(kind: &'static str) {
+    counter!(INVALIDATIONS, "kind" => kind).increment(1);
+}
+
+/// Sets a database pool's open and idle connections.
+pub fn pool(name: &'static str, open: u32, idle: usize) {
+    gauge!(POOL_CONNECTIONS, "pool" => name).set(f64::from(open));
+    gauge!(POOL_IDLE, "pool" => name).set(idle as f64);
+}
+
+/// Records how many writes one SQLite group commit carried.
+pub fn group_commit(writes: usize) {
+    histogram!(GROUP_COMMIT).record(writes as f64);
 }
 
 /// Drains histograms' idle buckets (maintenance; the recorder asks for it now and then).

@@ -414,3 +414,55 @@ pub struct IdentityTokenArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
 }
+
+/// Options of `lmts backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write (never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Options of `lmts restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore.
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `lmts keys ...`: master-key rotation (README, "Rotating the master key").
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Which master key id seals how many secrets (all rows, and the live tokens among them).
+    #[command(after_help = "Example:\n  lmts keys status --data-dir /var/lib/lmts")]
+    Status(StoreArgs),
+    /// Re-seal every secret under the new key, online, in batches; run again after a crash.
+    #[command(
+        after_help = "Example:\n  lmts keys rotate --new-master-key-file new.key --master-key-file old.key --data-dir /var/lib/lmts"
+    )]
+    Rotate(KeysRotateArgs),
+}
+
+/// Options of `lmts keys rotate`.
+#[derive(Debug, Args)]
+pub struct KeysRotateArgs {
+    /// The new master key (0600): every secret ends up sealed under it.
+    #[arg(long, value_name = "FILE")]
+    pub new_master_key_file: PathBuf,
+    /// The key the secrets are sealed under now (default: the data directory's master.key).
+    #[arg(long, value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Older keys some secrets may still be sealed under; repeat for several.
+    #[arg(long = "retired-master-key-file", value_name = "FILE")]
+    pub retired_master_key_files: Vec<PathBuf>,
+    /// Rows re-sealed per transaction.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}

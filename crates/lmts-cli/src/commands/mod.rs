@@ -3,6 +3,8 @@
 #[cfg(feature = "server")]
 mod admin;
 #[cfg(feature = "server")]
+mod backup;
+#[cfg(feature = "server")]
 mod bench;
 #[cfg(feature = "server")]
 mod demo;
@@ -10,6 +12,8 @@ mod demo;
 mod dev;
 #[cfg(feature = "server")]
 mod gateway;
+#[cfg(feature = "server")]
+mod keys;
 #[cfg(feature = "server")]
 mod partners;
 #[cfg(feature = "server")]
@@ -59,6 +63,12 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Dev(command) => dev::run(command, &output),
             #[cfg(feature = "server")]
             Command::Policy(command) => policy::run(command, &output),
+            #[cfg(feature = "server")]
+            Command::Keys(command) => keys::run(command, &output).await,
+            #[cfg(feature = "server")]
+            Command::Backup(args) => backup::backup(args, &output).await,
+            #[cfg(feature = "server")]
+            Command::Restore(args) => backup::restore(args, &output).await,
             Command::Completions { .. } => Ok(()),
         }
     })

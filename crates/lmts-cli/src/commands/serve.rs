@@ -33,7 +33,7 @@ pub(super) fn init_logging(format: LogFormat) {
     }
 }
 
-fn read_key_file(path: &Path) -> Result<Zeroizing<String>, CommandError> {
+pub(super) fn read_key_file(path: &Path) -> Result<Zeroizing<String>, CommandError> {
     match files::read_private(path) {
         Ok(Some(text)) => Ok(Zeroizing::new(text.trim().to_owned())),
         Ok(None) => {

@@ -213,6 +213,13 @@ impl Caches {
     /// `None` for a store only one instance uses.
     pub(super) fn watch(self: &Arc<Self>, store: &dyn Store) -> Option<JoinHandle<()>> {
         let caches = Arc::clone(self);
-        store.watch_invalidations(Arc::new(move |invalidation| caches.forget(invalidation)))
+        store.watch_invalidations(Arc::new(move |invalidation| {
+            crate::telemetry::invalidation_received(match &invalidation {
+                Invalidation::Token(_) => "token",
+                Invalidation::Profile(_) => "profile",
+                Invalidation::All => "all",
+            });
+            caches.forget(invalidation);
+        }))
     }
 }

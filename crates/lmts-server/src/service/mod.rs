@@ -529,6 +529,7 @@ impl TokenService {
         }
         core.usage.forget_old(core.clock.now());
         crate::telemetry::usage_pending(core.usage.pending());
+        core.store.report_pools();
         crate::telemetry::upkeep();
         core.identity_rates.forget_idle();
         core.token_rates.forget_idle();

@@ -12,13 +12,15 @@ use lmts_core::TokenId;
 use sqlx::{query::Query, Database, Encode, Type};
 use tokio::task::JoinHandle;
 
+use crate::{crypto::SealedSecret, keys::KeyUse};
+
 use super::{
     millis,
     replay::ReplayRow,
     rows::{stored_profile_id, StoreDatabase, StoredRow},
     scopes_to_text, InvalidationSink, KeyedDerive, NewEvent, NewToken, PartnerProfile,
-    PartnerSettings, SettingsKey, Store, StoreError, StoredEvent, Successor, TokenCredentials,
-    TokenRecord, INSERT_EVENT,
+    PartnerSettings, Resealed, SettingsKey, Store, StoreError, StoredEvent, Successor,
+    TokenCredentials, TokenRecord, INSERT_EVENT, RESEAL,
 };
 
 /// A statement with its arguments bound, owning them so that a backend may queue it.
@@ -92,6 +94,9 @@ pub(super) trait Backend: Send + Sync + 'static {
         max_active: Option<u32>,
     ) -> Result<(), StoreError>;
 
+    /// [`Store::reseal`]: every row in one transaction.
+    async fn reseal(&self, resealed: &[Resealed]) -> Result<u64, StoreError>;
+
     /// [`Store::rotate_token`]: both statements in one transaction, and on a backend several
     /// instances share, the change announced and waited for as a revocation is.
     async fn rotate_token(
@@ -110,6 +115,9 @@ pub(super) trait Backend: Send + Sync + 'static {
         let _ = sink;
         None
     }
+
+    /// [`Store::report_pools`].
+    fn report_pools(&self) {}
 
     /// [`Store::caches_may_answer`].
     fn caches_may_answer(&self) -> bool {
@@ -133,6 +141,21 @@ where
         .bind(event.token_id.as_str().to_owned())
         .bind(event.ip.map(|ip| ip.to_string()))
         .bind(event.detail.clone()))
+}
+
+/// The statement that moves one re-sealed secret, in `DB`'s column types.
+pub(super) fn reseal_statement<DB>(row: &Resealed) -> Statement<DB>
+where
+    DB: StoreDatabase,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    String: Type<DB> + Encode<'static, DB>,
+    Vec<u8>: Type<DB> + Encode<'static, DB>,
+{
+    sqlx::query(RESEAL)
+        .bind(row.sealed.key_id.clone())
+        .bind(row.sealed.sealed.clone())
+        .bind(row.token_id.as_str().to_owned())
+        .bind(row.from_key_id.clone())
 }
 
 /// The store contract, kept by every backend with the same statements. The bounds are the
@@ -404,6 +427,37 @@ where
         Backend::prune_signatures(self, millis(now)).await
     }
 
+    async fn key_usage(&self, now: DateTime<Utc>) -> Result<Vec<KeyUse>, StoreError> {
+        let read = sqlx::query(
+            "SELECT key_id, COUNT(*) AS sealed,
+                 SUM(CASE WHEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
+                     THEN 1 ELSE 0 END) AS live
+             FROM api_tokens GROUP BY key_id ORDER BY key_id",
+        )
+        .bind(millis(now));
+        let rows = self.fetch_all(read).await?;
+        rows.iter().map(StoredRow::key_use).collect()
+    }
+
+    async fn sealed_under_other_keys(
+        &self,
+        key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(TokenId, SealedSecret)>, StoreError> {
+        let read = sqlx::query(
+            "SELECT token_id, key_id, sealed_secret FROM api_tokens
+             WHERE key_id <> $1 ORDER BY token_id LIMIT $2",
+        )
+        .bind(key_id.to_owned())
+        .bind(i64::from(limit));
+        let rows = self.fetch_all(read).await?;
+        rows.iter().map(StoredRow::sealed).collect()
+    }
+
+    async fn reseal(&self, resealed: &[Resealed]) -> Result<u64, StoreError> {
+        Backend::reseal(self, resealed).await
+    }
+
     async fn record_usage(&self, uses: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
         Backend::record_usage(self, uses).await
     }
@@ -414,5 +468,9 @@ where
 
     fn caches_may_answer(&self) -> bool {
         Backend::caches_may_answer(self)
+    }
+
+    fn report_pools(&self) {
+        Backend::report_pools(self);
     }
 }

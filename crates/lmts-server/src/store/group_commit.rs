@@ -104,6 +104,7 @@ impl GroupCommitter {
 async fn commit_groups(writer: SqlitePool, mut queue: mpsc::Receiver<Job>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        crate::telemetry::group_commit(group.len());
         match writer.acquire().await {
             Ok(connection) => commit_group(connection, group.drain(..)).await,
             Err(error) => {

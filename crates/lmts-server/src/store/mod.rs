@@ -26,9 +26,9 @@ use ipnet::IpNet;
 use lmts_core::{scope::join_scopes as scopes_to_text, wire::TokenEventType, Scope, TokenId};
 
 pub use postgres::{PostgresOptions, PostgresStore, REVOCATION_CHANNEL};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, DATABASE_FILE};
 
-use crate::crypto::SealedSecret;
+use crate::{crypto::SealedSecret, keys::KeyUse};
 
 /// A partner profile: one per identity subject, created on first sight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +154,17 @@ pub struct Successor {
     /// The partner's live-token limit, which the rotation may not pass (the rotated token not
     /// counted: it ends with the overlap); `None`: no limit.
     pub max_active: Option<u32>,
+}
+
+/// A secret sealed anew (master-key rotation): moved only if still under `from_key_id`.
+#[derive(Debug, Clone)]
+pub struct Resealed {
+    /// The token.
+    pub token_id: TokenId,
+    /// The key it was sealed under when read.
+    pub from_key_id: String,
+    /// The secret sealed under the current key.
+    pub sealed: SealedSecret,
 }
 
 /// A derive's idempotency key (SPEC C2).
@@ -415,6 +426,20 @@ pub trait Store: Send + Sync + 'static {
     async fn sealed_key_counts(&self, now: DateTime<Utc>)
         -> Result<Vec<(String, u64)>, StoreError>;
 
+    /// Each key id that seals a row: how many rows, and how many tokens live at `now`.
+    async fn key_usage(&self, now: DateTime<Utc>) -> Result<Vec<KeyUse>, StoreError>;
+
+    /// Up to `limit` sealed secrets under a key other than `key_id`, by token id.
+    async fn sealed_under_other_keys(
+        &self,
+        key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(TokenId, SealedSecret)>, StoreError>;
+
+    /// Stores `resealed` in one transaction, each row only if still under its `from_key_id`;
+    /// answers how many moved.
+    async fn reseal(&self, resealed: &[Resealed]) -> Result<u64, StoreError>;
+
     /// Forgets signatures that expired before `now`; returns how many.
     async fn prune_signatures(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
@@ -427,6 +452,9 @@ pub trait Store: Send + Sync + 'static {
         let _ = sink;
         None
     }
+
+    /// Reports the backend's connection pools to the metrics (maintenance).
+    fn report_pools(&self) {}
 
     /// Whether caches kept by [`Store::watch_invalidations`] may answer now. Always, for a
     /// backend only one instance uses; for one several instances share, only while the backend
@@ -481,6 +509,11 @@ const COUNT_OTHER_LIVE: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens
      WHERE profile_id = $1 AND token_id <> $2 AND revoked_at IS NULL
          AND (expires_at IS NULL OR expires_at > $3)
      LIMIT $4) AS live";
+
+/// Moves one secret to a new key if it is still under the key it was read under: `$1` key id,
+/// `$2` sealed secret, `$3` token, `$4` the key it was under.
+const RESEAL: &str = "UPDATE api_tokens SET key_id = $1, sealed_secret = $2
+     WHERE token_id = $3 AND key_id = $4";
 
 /// A rotation's first statement: the successor, copied from the live token it rotates.
 /// `$1` successor id, `$2` now, `$3` key id, `$4` sealed secret, `$5` rotated id, `$6` profile.

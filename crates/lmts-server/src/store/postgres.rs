@@ -24,13 +24,13 @@ use self::{
     notices::{announce, Change},
 };
 use super::{
-    backend::{event_statement, Backend, Statement},
+    backend::{event_statement, reseal_statement, Backend, Statement},
     blocks_to_text, millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
     rolling,
     rows::{stored_profile_id, StoredRow},
-    scopes_to_text, InvalidationSink, NewEvent, NewToken, StoreError, Successor, TokenRecord,
-    COUNT_OTHER_LIVE, END_ROTATED, INSERT_SUCCESSOR, NOTE_ADDRESS, RECORD_DERIVE_KEY,
+    scopes_to_text, InvalidationSink, NewEvent, NewToken, Resealed, StoreError, Successor,
+    TokenRecord, COUNT_OTHER_LIVE, END_ROTATED, INSERT_SUCCESSOR, NOTE_ADDRESS, RECORD_DERIVE_KEY,
 };
 
 /// The channel derives and revocations are announced on.
@@ -433,6 +433,20 @@ impl Backend for PostgresStore {
         Ok(u64::from(revoked.is_some()))
     }
 
+    async fn reseal(&self, resealed: &[Resealed]) -> Result<u64, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        let mut moved = 0;
+        for row in resealed {
+            moved += reseal_statement::<Postgres>(row)
+                .execute(&mut *transaction)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+        }
+        transaction.commit().await.map_err(store_error)?;
+        Ok(moved)
+    }
+
     async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
         lock_events(&mut transaction, event.profile_id).await?;
@@ -544,6 +558,10 @@ impl Backend for PostgresStore {
         .await
         .map_err(store_error)?;
         Ok(())
+    }
+
+    fn report_pools(&self) {
+        crate::telemetry::pool("postgres", self.pool.size(), self.pool.num_idle());
     }
 
     fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {

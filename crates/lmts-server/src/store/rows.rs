@@ -14,7 +14,7 @@ use super::{
     KeyedDerive, NewEvent, PartnerProfile, PartnerSettings, StoreError, StoredEvent,
     TokenCredentials, TokenRecord,
 };
-use crate::crypto::SealedSecret;
+use crate::{crypto::SealedSecret, keys::KeyUse};
 
 /// A database the store runs on.
 pub(super) trait StoreDatabase: Database {
@@ -63,6 +63,12 @@ pub(super) trait StoredRow {
 
     /// A derive recorded under an idempotency key, from `token_id, body_digest`.
     fn keyed_derive(&self) -> Result<KeyedDerive, StoreError>;
+
+    /// A key's use from `key_id, sealed, live`.
+    fn key_use(&self) -> Result<KeyUse, StoreError>;
+
+    /// A token's sealed secret from `token_id, key_id, sealed_secret`.
+    fn sealed(&self) -> Result<(TokenId, SealedSecret), StoreError>;
 
     /// An audit event from `id, at, kind, token_id, ip, detail`.
     fn event(&self) -> Result<StoredEvent, StoreError>;
@@ -150,6 +156,26 @@ where
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("derive key digest".into()))?,
         })
+    }
+
+    fn key_use(&self) -> Result<KeyUse, StoreError> {
+        let sealed: i64 = self.try_get("sealed")?;
+        let live: i64 = self.try_get("live")?;
+        Ok(KeyUse {
+            key_id: self.try_get("key_id")?,
+            sealed: sealed.unsigned_abs(),
+            live: live.unsigned_abs(),
+        })
+    }
+
+    fn sealed(&self) -> Result<(TokenId, SealedSecret), StoreError> {
+        Ok((
+            TokenId::new(self.try_get::<String, _>("token_id")?),
+            SealedSecret {
+                key_id: self.try_get("key_id")?,
+                sealed: self.try_get("sealed_secret")?,
+            },
+        ))
     }
 
     fn event(&self) -> Result<StoredEvent, StoreError> {

@@ -22,15 +22,16 @@ mod changes;
 use tokio::task::JoinHandle;
 
 use super::{
-    backend::{event_statement, Backend, Statement},
+    backend::{event_statement, reseal_statement, Backend, Statement},
     blocks_to_text,
     group_commit::GroupCommitter,
     millis,
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
     rolling,
     rows::StoredRow,
-    scopes_to_text, InvalidationSink, NewEvent, NewToken, StoreError, Successor, TokenRecord,
-    COUNT_OTHER_LIVE, END_ROTATED, INSERT_SUCCESSOR, NOTE_ADDRESS, NOTE_EXPIRED, RECORD_DERIVE_KEY,
+    scopes_to_text, InvalidationSink, NewEvent, NewToken, Resealed, StoreError, Successor,
+    TokenRecord, COUNT_OTHER_LIVE, END_ROTATED, INSERT_SUCCESSOR, NOTE_ADDRESS, NOTE_EXPIRED,
+    RECORD_DERIVE_KEY,
 };
 
 /// File name of the database inside the data directory.
@@ -198,6 +199,15 @@ impl Backend for SqliteStore {
         self.replay.record(row).await
     }
 
+    fn report_pools(&self) {
+        crate::telemetry::pool("sqlite_read", self.pool.size(), self.pool.num_idle());
+        crate::telemetry::pool(
+            "sqlite_replay",
+            self.replay_pool.size(),
+            self.replay_pool.num_idle(),
+        );
+    }
+
     /// Other processes on the same file: their revocations, within a second.
     fn watch_invalidations(&self, sink: InvalidationSink) -> Option<JoinHandle<()>> {
         Some(changes::watch(self.pool.clone(), sink))
@@ -271,6 +281,21 @@ impl Backend for SqliteStore {
                         event.execute(connection).await?;
                     }
                     Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn reseal(&self, resealed: &[Resealed]) -> Result<u64, StoreError> {
+        let moves: Vec<_> = resealed.iter().map(reseal_statement).collect();
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let mut moved = 0;
+                    for statement in moves {
+                        moved += statement.execute(&mut *connection).await?.rows_affected();
+                    }
+                    Ok(moved)
                 })
             })
             .await
