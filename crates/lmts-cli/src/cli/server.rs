@@ -245,6 +245,17 @@ pub struct BenchArgs {
     /// Run the measured service on this PostgreSQL database instead of a temporary SQLite one.
     #[arg(long, env = "LMTS_BENCH_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Drive the deployment at this base URL instead of a fresh child service. Scenarios
+    /// default to health, list and mix there (derive leaves its tokens behind); list and mix
+    /// need an identity token, else list signs with the saved credentials (never revoked).
+    #[arg(long, value_name = "URL", conflicts_with = "database_url")]
+    pub base_url: Option<String>,
+    /// The identity token of the partner the bench acts for (with --base-url).
+    #[command(flatten)]
+    pub identity: crate::cli::IdentityArgs,
+    /// Saved credentials for the list scenario (with --base-url, without an identity token).
+    #[command(flatten)]
+    pub credentials: crate::cli::CredentialArgs,
 }
 
 /// `lmts partners ...`.

@@ -1,7 +1,8 @@
 //! `lmts bench`: starts a fresh `lmts serve` child process (dev identity, no rate limit, no
-//! token limit) and measures it with N connections for a fixed time per scenario, every
-//! request signed afresh with the SDK's signer. Prints requests per second and latency
-//! percentiles, and the ratios to the `/health` baseline.
+//! token limit), or drives an existing deployment (`--base-url`, with an identity token or
+//! saved credentials), and measures it with N connections for a fixed time per scenario, every
+//! request signed afresh with the SDK's signer. Shows progress each second; prints requests per
+//! second and latency percentiles, and the ratios to the `/health` baseline.
 
 use std::{
     net::TcpListener,
@@ -89,18 +90,34 @@ struct Work {
     health: reqwest::Url,
     list: reqwest::Url,
     derive: reqwest::Url,
-    identity: HeaderValue,
+    /// The identity derives are made with, if any.
+    identity: Option<HeaderValue>,
+    /// Saved credentials list connections share when there is no identity to derive with.
+    saved: Option<std::sync::Arc<SigningToken>>,
+    /// Requests sent so far in the scenario running, for the progress line.
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The request target of the list endpoint, as signed.
 const LIST_TARGET: &str = "/auth/api-tokens";
 
 impl Work {
-    /// Work against the service at `base`, deriving tokens with `identity`.
-    fn new(http: reqwest::Client, base: &str, identity: &str) -> Result<Self, CommandError> {
+    /// Work against the service at `base`, deriving tokens with `identity`, or listing with
+    /// `saved` credentials.
+    fn new(
+        http: reqwest::Client,
+        base: &str,
+        identity: Option<&str>,
+        saved: Option<&HmacCredentials>,
+    ) -> Result<Self, CommandError> {
         let base = reqwest::Url::parse(base)?;
-        let mut identity = HeaderValue::from_str(&format!("Bearer {identity}"))?;
-        identity.set_sensitive(true);
+        let identity = identity
+            .map(|identity| {
+                let mut value = HeaderValue::from_str(&format!("Bearer {identity}"))?;
+                value.set_sensitive(true);
+                Ok::<_, CommandError>(value)
+            })
+            .transpose()?;
         Ok(Self {
             http,
             health: base.join("/health")?,
@@ -108,6 +125,10 @@ impl Work {
             derive: base.join("/auth/api-tokens/derive")?,
             base,
             identity,
+            saved: saved.map(|credentials| {
+                std::sync::Arc::new((credentials.clone(), credentials.signer()))
+            }),
+            sent: std::sync::Arc::default(),
         })
     }
 
@@ -167,7 +188,7 @@ impl Work {
         let response = self
             .http
             .post(self.derive.clone())
-            .header("identity", self.identity.clone())
+            .header("identity", self.identity.clone()?)
             .body("{}")
             .send()
             .await
@@ -198,9 +219,18 @@ impl Work {
 /// request each time.
 enum Request {
     Health,
-    List(Box<SigningToken>),
+    /// A token derived for the connection (revoked at the end), or saved credentials shared
+    /// by every connection (never revoked).
+    List(std::sync::Arc<SigningToken>, Owned),
     Derive,
     Mix,
+}
+
+/// Whether the bench derived a list token itself (and so revokes it when done).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owned {
+    Yes,
+    No,
 }
 
 impl Request {
@@ -209,7 +239,12 @@ impl Request {
     async fn prepare(scenario: Scenario, work: &Work) -> Option<Self> {
         Some(match scenario {
             Scenario::Health => Self::Health,
-            Scenario::List => Self::List(Box::new(work.derive().await?)),
+            Scenario::List => match &work.saved {
+                Some(saved) if work.identity.is_none() => {
+                    Self::List(std::sync::Arc::clone(saved), Owned::No)
+                }
+                _ => Self::List(std::sync::Arc::new(work.derive().await?), Owned::Yes),
+            },
             Scenario::Derive => Self::Derive,
             Scenario::Mix => Self::Mix,
         })
@@ -219,7 +254,7 @@ impl Request {
     async fn send(&self, work: &Work) -> bool {
         match self {
             Self::Health => work.health().await,
-            Self::List(credentials) => work.list(credentials).await,
+            Self::List(credentials, _) => work.list(credentials).await,
             Self::Derive => work.derive().await.is_some(),
             Self::Mix => work.mix().await,
         }
@@ -227,7 +262,7 @@ impl Request {
 
     /// Leaves the partner's list as it was, so that repeated scenarios measure the same.
     async fn clean_up(&self, work: &Work) {
-        if let Self::List(credentials) = self {
+        if let Self::List(credentials, Owned::Yes) = self {
             work.revoke(credentials).await;
         }
     }
@@ -248,6 +283,7 @@ async fn connection(scenario: Scenario, work: Work, duration: Duration) -> (Vec<
         let started = Instant::now();
         let ok = request.send(&work).await;
         latencies.push(started.elapsed().as_micros() as u64);
+        work.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !ok {
             errors += 1;
         }
@@ -266,21 +302,38 @@ fn scenario_name(scenario: Scenario) -> &'static str {
     }
 }
 
-/// Runs `scenario` on `connections` connections at once for `duration`.
+/// Runs `scenario` on `connections` connections at once for `duration`, saying each second
+/// how far it got.
 async fn run_scenario(
     scenario: Scenario,
     work: &Work,
-    connections: u32,
-    duration: Duration,
+    (connections, duration): (u32, Duration),
+    output: &Output,
 ) -> Measured {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
         tasks.spawn(connection(scenario, work.clone(), duration));
     }
+    let all = tasks.join_all();
+    tokio::pin!(all);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let parts = loop {
+        tokio::select! {
+            parts = &mut all => break parts,
+            _ = tick.tick() => output.note(&format!(
+                "  {}: {} s of {}, {} requests",
+                scenario_name(scenario),
+                started.elapsed().as_secs(),
+                duration.as_secs(),
+                work.sent.load(std::sync::atomic::Ordering::Relaxed)
+            )),
+        }
+    };
     let mut latencies = Vec::new();
     let mut errors = 0;
-    for (mut part, part_errors) in tasks.join_all().await {
+    for (mut part, part_errors) in parts {
         latencies.append(&mut part);
         errors += part_errors;
     }
@@ -340,7 +393,7 @@ async fn wait_until_up(http: &reqwest::Client, base: &str) -> Result<(), Command
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    Err("the measured service did not start".into())
+    Err(format!("the measured service does not answer {health}").into())
 }
 
 /// Mints the identity tokens of the measured service's dev issuer.
@@ -359,51 +412,128 @@ impl Identities {
     }
 }
 
-/// Runs `lmts bench`.
-pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
-    let scenarios = if args.scenarios.is_empty() {
-        vec![
-            Scenario::Health,
-            Scenario::List,
-            Scenario::Derive,
-            Scenario::Mix,
-        ]
-    } else {
-        args.scenarios.clone()
-    };
+/// Where the measured service is, and whom the bench acts for.
+enum Target {
+    /// A child `lmts serve` this bench started, and the dev issuer of its data directory.
+    Child {
+        service: MeasuredService,
+        identities: Identities,
+        _data: tempfile::TempDir,
+    },
+    /// A deployment, with an identity token and/or saved credentials.
+    Remote {
+        identity: Option<zeroize::Zeroizing<String>>,
+        saved: Option<HmacCredentials>,
+    },
+}
+
+impl Target {
+    /// The identity of `scenario`'s partner, if the bench has one.
+    fn identity(&self, scenario: Scenario) -> Result<Option<String>, CommandError> {
+        match self {
+            Target::Child { identities, .. } => identities.for_scenario(scenario).map(Some),
+            Target::Remote { identity, .. } => Ok(identity.as_ref().map(|token| token.to_string())),
+        }
+    }
+
+    /// The measured service's resident memory, when it is this bench's child.
+    fn resident_kib(&self) -> Option<u64> {
+        match self {
+            Target::Child { service, .. } => resident_kib(service.child.id()),
+            Target::Remote { .. } => None,
+        }
+    }
+}
+
+/// The measured service: a child started on a fresh data directory, or `--base-url`'s.
+async fn target_of(args: &BenchArgs) -> Result<(Target, String), CommandError> {
+    if let Some(base) = &args.base_url {
+        let given =
+            args.identity.identity_token.is_some() || args.identity.identity_token_file.is_some();
+        let identity = given
+            .then(|| super::tokens::identity_token(&args.identity))
+            .transpose()?;
+        let saved = match identity {
+            Some(_) => None,
+            None => Some(
+                crate::credentials_file::resolve(
+                    args.credentials.profile.as_deref(),
+                    &args.credentials.credentials_file,
+                )?
+                .credentials,
+            ),
+        };
+        return Ok((
+            Target::Remote { identity, saved },
+            base.trim_end_matches('/').to_owned(),
+        ));
+    }
     let data = tempfile::tempdir()?;
     let (service, base) = start_service(data.path(), args.database_url.as_deref())?;
+    let identities = Identities(DevIssuer::load_or_create(data.path())?);
+    Ok((
+        Target::Child {
+            service,
+            identities,
+            _data: data,
+        },
+        base,
+    ))
+}
+
+/// The scenarios asked for, or the default: all on a child, all but derive on a deployment.
+fn scenarios_of(args: &BenchArgs) -> Vec<Scenario> {
+    if !args.scenarios.is_empty() {
+        return args.scenarios.clone();
+    }
+    let mut all = vec![
+        Scenario::Health,
+        Scenario::List,
+        Scenario::Derive,
+        Scenario::Mix,
+    ];
+    if args.base_url.is_some() {
+        all.retain(|scenario| *scenario != Scenario::Derive);
+    }
+    all
+}
+
+/// Runs `lmts bench`.
+pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
+    let scenarios = scenarios_of(&args);
+    let (target, base) = target_of(&args).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections as usize)
         .build()?;
     wait_until_up(&http, &base).await?;
-    let identities = Identities(DevIssuer::load_or_create(data.path())?);
-    // Fail early, with the SDK's error, if the service does not accept the identity.
-    Client::new(&base)?
-        .api_tokens()
-        .get_capabilities(&identities.for_scenario(Scenario::Health)?)
-        .await?;
+    if let Some(identity) = target.identity(Scenario::Health)? {
+        // Fail early, with the SDK's error, if the service does not accept the identity.
+        Client::new(&base)?
+            .api_tokens()
+            .get_capabilities(&identity)
+            .await?;
+    }
     output.note(&format!(
-        "lmts bench: {} connections, {} s per scenario, service on {} at {base}",
+        "lmts bench: {} connections, {} s per scenario, {}",
         args.connections,
         args.duration_secs,
-        if args.database_url.is_some() {
-            "PostgreSQL"
-        } else {
-            "SQLite"
+        match (&target, &args.database_url) {
+            (Target::Remote { .. }, _) => format!("the deployment at {base}"),
+            (_, Some(_)) => format!("a child service on PostgreSQL at {base}"),
+            (_, None) => format!("a child service on SQLite at {base}"),
         }
     ));
+    let saved = match &target {
+        Target::Remote { saved, .. } => saved.clone(),
+        Target::Child { .. } => None,
+    };
     let mut results = Vec::new();
     for scenario in scenarios {
-        let work = Work::new(http.clone(), &base, &identities.for_scenario(scenario)?)?;
-        let mut measured = run_scenario(
-            scenario,
-            &work,
-            args.connections,
-            Duration::from_secs(args.duration_secs),
-        )
-        .await;
-        measured.service_rss_kib = resident_kib(service.child.id());
+        let identity = target.identity(scenario)?;
+        let work = Work::new(http.clone(), &base, identity.as_deref(), saved.as_ref())?;
+        let limits = (args.connections, Duration::from_secs(args.duration_secs));
+        let mut measured = run_scenario(scenario, &work, limits, output).await;
+        measured.service_rss_kib = target.resident_kib();
         output.note(&format!(
             "  {}: {:.0} req/s",
             measured.scenario, measured.requests_per_second

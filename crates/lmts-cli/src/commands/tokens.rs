@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Reads the identity token from the flag or environment, a file, or standard input.
-fn identity_token(args: &IdentityArgs) -> Result<Zeroizing<String>, CommandError> {
+pub(super) fn identity_token(args: &IdentityArgs) -> Result<Zeroizing<String>, CommandError> {
     let text = if let Some(token) = &args.identity_token {
         Zeroizing::new(token.clone())
     } else {

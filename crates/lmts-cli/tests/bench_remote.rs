@@ -1,0 +1,73 @@
+//! `lmts bench --base-url` against a deployment it did not start: with an identity token, and
+//! with saved credentials alone (which it never revokes); progress each second.
+#![cfg(feature = "server")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use common::*;
+
+#[tokio::test]
+async fn bench_drives_an_existing_deployment_with_an_identity_or_saved_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let service = Service::start(
+        &data,
+        &dir.path().join("log"),
+        &["--rate-limit-per-minute", "0"],
+    )
+    .await;
+    let bench = |env: &[(&str, &str)]| {
+        lmts_with(
+            &[
+                "bench",
+                "--base-url",
+                &service.base,
+                "--duration-secs",
+                "2",
+                "--connections",
+                "2",
+                "--scenario",
+                "health",
+                "--scenario",
+                "list",
+                "--output",
+                "json",
+            ],
+            env,
+            None,
+        )
+    };
+    let identity = identity_token(&data);
+    let with_identity = bench(&[("LIMITLESS_IDENTITY_TOKEN", identity.as_str())]);
+    assert!(with_identity.status.success(), "{}", stderr(&with_identity));
+    let results: serde_json::Value = serde_json::from_str(&stdout(&with_identity)).unwrap();
+    for result in results.as_array().unwrap() {
+        assert!(result["requests"].as_u64().unwrap() > 0, "{result}");
+        assert_eq!(result["errors"], 0, "{result}");
+    }
+    assert!(
+        stderr(&with_identity).contains("s of 2"),
+        "progress: {}",
+        stderr(&with_identity)
+    );
+    assert!(stderr(&with_identity).contains(&format!("the deployment at {}", service.base)));
+
+    let (token_id, secret, _) = derive_token(&service.base, &data, "{}").await;
+    let encoded = STANDARD.encode(secret.expose_secret());
+    let saved = bench(&[
+        ("LIMITLESS_API_TOKEN_ID", token_id.as_str()),
+        ("LIMITLESS_API_TOKEN_SECRET", encoded.as_str()),
+    ]);
+    assert!(saved.status.success(), "{}", stderr(&saved));
+    let results: serde_json::Value = serde_json::from_str(&stdout(&saved)).unwrap();
+    assert_eq!(results[1]["scenario"], "list");
+    assert_eq!(results[1]["errors"], 0);
+    let status = signed_status(&service.base, "GET", "/auth/api-tokens", &token_id, &secret).await;
+    assert_eq!(
+        status,
+        Some(200),
+        "saved credentials are never revoked by the bench"
+    );
+}
