@@ -249,7 +249,14 @@ fn identity_verifier(config: &ServerConfig) -> Result<IdentityVerifier, ServeErr
 /// token is sealed at all (a lost key file is never silently replaced).
 async fn keyring_for(config: &ServerConfig, store: &dyn Store) -> Result<Keyring, ServeError> {
     let retired = &config.retired_master_keys;
-    let sealed = store.sealed_key_counts(config.clock.now()).await?;
+    // Only keys that seal a live token matter: the others seal nothing anyone can use.
+    let sealed: Vec<(String, u64)> = store
+        .key_usage(config.clock.now())
+        .await?
+        .into_iter()
+        .filter(|key| key.live > 0)
+        .map(|key| (key.key_id, key.live))
+        .collect();
     let keyring = match &config.master_key {
         Some(key) => Keyring::from_base64(key, retired)?,
         None => match Keyring::load(&config.data_dir, retired)? {

@@ -21,7 +21,7 @@ use super::{
     caches::CachedToken, rate_limit::RateLimit, rate_limit::RateLimiter, ttl_cache::TtlCache,
     validity::Validity, ServiceError,
 };
-use crate::store::{NewEvent, Store, StoredEvent};
+use crate::store::{blocks_to_text, NewEvent, Store, StoredEvent};
 
 /// The most events a page holds, and how many by default.
 const MAX_PAGE: u32 = 500;
@@ -186,16 +186,8 @@ pub(super) fn derived(
     let expires = validity
         .expires_at
         .map_or_else(|| "never".to_owned(), format_timestamp);
-    let blocks: Vec<String> = validity
-        .allowed_ips
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let addresses = if blocks.is_empty() {
-        "any".to_owned()
-    } else {
-        blocks.join(",")
-    };
+    let blocks = blocks_to_text(&validity.allowed_ips);
+    let addresses = if blocks.is_empty() { "any" } else { &blocks };
     NewEvent {
         profile_id,
         at: now,

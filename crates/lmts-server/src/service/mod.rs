@@ -60,7 +60,7 @@ use crate::{
     identity::IdentityVerifier,
     store::{
         DeriveKey, Invalidation, NewToken, PartnerProfile, PartnerSettings, SettingsKey, Store,
-        StoreError, Successor, TokenCredentials,
+        StoreError, Successor, TokenCredentials, TokenRecord,
     },
 };
 use bodies::BodyBudget;
@@ -300,11 +300,15 @@ impl TokenService {
         }
         core.caches.forget(Invalidation::Profile(profile.id));
         tracing::info!(token_id = %token.token_id, profile_id = profile.id, "derived API token");
-        let validity = Validity {
+        let derived = TokenRecord {
+            token_id: token.token_id,
+            label: token.label,
+            scopes: token.scopes,
+            created_at: token.created_at,
             expires_at: token.expires_at,
-            allowed_ips: token.allowed_ips.into(),
+            allowed_ips: token.allowed_ips,
+            last_used_at: None,
         };
-        let derived = (token.token_id, token.created_at, token.scopes, validity);
         Ok(derive_answer(profile, secret, derived))
     }
 
@@ -335,11 +339,15 @@ impl TokenService {
         let token = token.ok_or(ServiceError::Internal)?;
         let secret = core.keyring.open(token_id.as_str(), &token.sealed)?;
         tracing::info!(token_id = %token_id, profile_id = profile.id, "answered a derive again under its idempotency key");
-        let validity = Validity {
+        let derived = TokenRecord {
+            token_id,
+            label: None,
+            scopes: token.scopes,
+            created_at: token.created_at,
             expires_at: token.expires_at,
-            allowed_ips: token.allowed_ips.into(),
+            allowed_ips: token.allowed_ips,
+            last_used_at: None,
         };
-        let derived = (token_id, token.created_at, token.scopes, validity);
         Ok(Some(derive_answer(profile, secret, derived)))
     }
 
@@ -412,9 +420,8 @@ impl TokenService {
         }
         let rotated = core.store.token_credentials(token_id).await?;
         let now = core.clock.now();
-        let live = |token: &TokenCredentials| {
-            !token.revoked && token.expires_at.is_none_or(|expires_at| now < expires_at)
-        };
+        let live =
+            |token: &TokenCredentials| !token.revoked && validity::is_live(token.expires_at, now);
         let rotated = rotated
             .filter(|token| token.profile.id == caller.profile.id && live(token))
             .ok_or_else(not_found)?;
@@ -452,12 +459,7 @@ impl TokenService {
         tracing::info!(token_id = %rotated_id, successor = %record.token_id, by = %caller.token_id, "rotated API token");
         core.caches.forget(Invalidation::Token(rotated_id));
         core.caches.forget(Invalidation::Profile(caller.profile.id));
-        let validity = Validity {
-            expires_at: record.expires_at,
-            allowed_ips: record.allowed_ips.into(),
-        };
-        let derived = (record.token_id, record.created_at, record.scopes, validity);
-        Ok(derive_answer(&caller.profile, secret, derived))
+        Ok(derive_answer(&caller.profile, secret, record))
     }
 
     /// The caller's partner's audit events after the query's cursor (SPEC C2), oldest first.
@@ -590,20 +592,20 @@ fn limit_reached(limit: u32) -> ServiceError {
 const KEY_LAPSED: &str =
     "a derive under this idempotency key ended meanwhile; send the request again";
 
-/// The answer of a derive: `derived` is the token's id, creation time, scopes and validity.
+/// The answer of a derive (or rotation) of `token` for `profile`.
 fn derive_answer(
     profile: &PartnerProfile,
     secret: TokenSecret,
-    (token_id, created_at, scopes, validity): (TokenId, DateTime<Utc>, Vec<Scope>, Validity),
+    token: TokenRecord,
 ) -> DeriveApiTokenResponse {
     DeriveApiTokenResponse {
-        api_key: token_id.clone(),
+        api_key: token.token_id.clone(),
         secret,
-        token_id,
-        created_at,
-        scopes,
-        expires_at: validity.expires_at,
-        allowed_ips: validity.allowed_ips.into_vec(),
+        token_id: token.token_id,
+        created_at: token.created_at,
+        scopes: token.scopes,
+        expires_at: token.expires_at,
+        allowed_ips: token.allowed_ips,
         profile: ProfileRef {
             id: profile.id,
             account: profile.account.clone(),

@@ -312,20 +312,6 @@ where
         row.as_ref().map(StoredRow::credentials).transpose()
     }
 
-    async fn sealed_key_counts(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        let read = sqlx::query(
-            "SELECT key_id, COUNT(*) AS sealed FROM api_tokens
-             WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
-             GROUP BY key_id ORDER BY key_id",
-        )
-        .bind(millis(now));
-        let counted = self.fetch_all(read).await?;
-        counted.iter().map(StoredRow::key_count).collect()
-    }
-
     async fn active_tokens(
         &self,
         profile_id: i64,

@@ -421,11 +421,6 @@ pub trait Store: Send + Sync + 'static {
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
-    /// Each master key id that seals the secret of a token live at `now` (neither revoked nor
-    /// expired), with how many it seals.
-    async fn sealed_key_counts(&self, now: DateTime<Utc>)
-        -> Result<Vec<(String, u64)>, StoreError>;
-
     /// Each key id that seals a row: how many rows, and how many tokens live at `now`.
     async fn key_usage(&self, now: DateTime<Utc>) -> Result<Vec<KeyUse>, StoreError>;
 
@@ -532,7 +527,7 @@ const END_ROTATED: &str = "UPDATE api_tokens SET rotated_at = $2,
      WHERE token_id = $1";
 
 /// Address blocks in their stored form: canonical CIDR text, comma-separated; `''` for none.
-fn blocks_to_text(blocks: &[IpNet]) -> String {
+pub(crate) fn blocks_to_text(blocks: &[IpNet]) -> String {
     blocks
         .iter()
         .map(IpNet::to_string)

@@ -58,9 +58,6 @@ pub(super) trait StoredRow {
     /// A listed token from the columns `token_id, label, scopes, created_at, last_used_at`.
     fn token_record(&self) -> Result<TokenRecord, StoreError>;
 
-    /// A master key id and how many live secrets it seals, from `key_id, sealed`.
-    fn key_count(&self) -> Result<(String, u64), StoreError>;
-
     /// A derive recorded under an idempotency key, from `token_id, body_digest`.
     fn keyed_derive(&self) -> Result<KeyedDerive, StoreError>;
 
@@ -141,11 +138,6 @@ where
             allowed_ips: self.allowed_ips()?,
             last_used_at: last_used.map(time_from_millis).transpose()?,
         })
-    }
-
-    fn key_count(&self) -> Result<(String, u64), StoreError> {
-        let sealed: i64 = self.try_get("sealed")?;
-        Ok((self.try_get("key_id")?, sealed.unsigned_abs()))
     }
 
     fn keyed_derive(&self) -> Result<KeyedDerive, StoreError> {
