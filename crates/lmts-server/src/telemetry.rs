@@ -8,7 +8,8 @@
 use std::{sync::OnceLock, time::Duration};
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, SharedString,
+    Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -144,7 +145,7 @@ fn describe() {
 }
 
 /// Counts an answered request and its time.
-pub fn answered(route: String, method: &'static str, status: u16, took: Duration) {
+pub fn answered(route: SharedString, method: &'static str, status: u16, took: Duration) {
     histogram!(HTTP_DURATION, "route" => route.clone()).record(took.as_secs_f64());
     counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
         .increment(1);

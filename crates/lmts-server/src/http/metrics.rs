@@ -1,7 +1,9 @@
 //! `GET /metrics` in the Prometheus text format, and the layers that count every answer by
 //! the route the router matched (its pattern, so the labels stay few), method and status.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
+
+use metrics::SharedString;
 
 use axum::{
     extract::{MatchedPath, Request},
@@ -49,8 +51,8 @@ pub async fn count(fallback: &'static str, request: Request, next: Next) -> Resp
     let method = method_label(request.method());
     let response = next.run(request).await;
     let route = response.extensions().get::<Route>().map_or_else(
-        || fallback.to_owned(),
-        |Route(route)| route.as_str().to_owned(),
+        || SharedString::const_str(fallback),
+        |Route(route)| SharedString::from_shared(Arc::from(route.as_str())),
     );
     telemetry::answered(route, method, response.status().as_u16(), started.elapsed());
     response

@@ -7,7 +7,8 @@
 //! instances' revocations. Otherwise every lookup reads the store, and caches nothing.
 
 use std::{
-    sync::{Arc, OnceLock},
+    net::IpAddr,
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -46,6 +47,9 @@ pub struct CachedToken {
     /// The values of the gateway's grant headers, made at the token's first gateway request
     /// (boxed: a token only the token endpoints see pays a pointer for it).
     pub(super) grant_values: OnceLock<Box<[Option<HeaderValue>; 4]>>,
+    /// Client addresses this entry has already noted (a few; audit events' new addresses), so
+    /// that a repeat request costs no allocation and no shared lock.
+    pub(super) seen_from: Mutex<Vec<IpAddr>>,
 }
 
 impl CachedToken {
@@ -64,6 +68,7 @@ impl CachedToken {
             signer,
             validity,
             grant_values: OnceLock::new(),
+            seen_from: Mutex::default(),
         }
     }
 }

@@ -5,7 +5,11 @@
 //! transaction of their change; `token.expired` by the store as maintenance notes expiries.
 //! Failures and new addresses are written as they are seen, off the request's path.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::{Arc, PoisonError},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use lmts_core::{
@@ -26,6 +30,9 @@ use crate::store::{blocks_to_text, NewEvent, Store, StoredEvent};
 /// The most events a page holds, and how many by default.
 const MAX_PAGE: u32 = 500;
 const DEFAULT_PAGE: u32 = 100;
+
+/// How many addresses a cached token remembers itself.
+const SEEN_PER_ENTRY: usize = 8;
 
 /// How long an address a token was used from is known without asking the store again.
 const KNOWN_ADDRESS_TTL: Duration = Duration::from_secs(3600);
@@ -155,6 +162,20 @@ impl EventLog {
         let Some(client) = client else {
             return;
         };
+        // The entry's own few addresses first: the common repeat allocates nothing and shares
+        // no lock; the process-wide memory (an hour) is asked once per entry and address.
+        {
+            let mut seen = token
+                .seen_from
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if seen.contains(&client) {
+                return;
+            }
+            if seen.len() < SEEN_PER_ENTRY {
+                seen.push(client);
+            }
+        }
         let key = (token.token_id.clone(), client);
         if self.known_addresses.get(&key).is_some() {
             return;
