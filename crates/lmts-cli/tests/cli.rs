@@ -730,6 +730,10 @@ async fn events_page_and_follow_as_they_happen() {
     let _ = follower.kill();
     let _ = follower.wait();
     assert!(
+        seen.iter().any(|line| line.contains("token.revoked")),
+        "the revoke arrived while following: {seen:?}"
+    );
+    assert!(
         seen.iter()
             .any(|line| line.contains("token.derived") && line.contains(&other_id)),
         "{seen:?}"

@@ -41,6 +41,9 @@ fn check_identity_token(token: &str) -> Result<&str, Error> {
     Ok(token)
 }
 
+/// The longest overlap a rotation may ask for: a week (SPEC C2).
+const MAX_OVERLAP_SECONDS: u32 = 604_800;
+
 /// The path of a token: `/auth/api-tokens/{tokenId}`, the id percent-encoded as one segment.
 fn token_path(token_id: &str) -> Result<String, Error> {
     if token_id.is_empty() {
@@ -116,8 +119,9 @@ impl<'a> ApiTokens<'a> {
     /// Derives a new scoped token. Its secret is in the answer, and only there: keep it.
     ///
     /// Sent with an `Idempotency-Key` of its own (SPEC C2), so that after a timeout or a lost
-    /// connection it is retried safely: the service answers the first derive again instead of
-    /// creating a second token. A service that ignores `expires_at` or `allowed_ips` (one
+    /// connection it is retried safely, once the service has said it honours keys
+    /// (`lmts-features: idempotent-derive`, on a capabilities or derive answer this client
+    /// received): the service answers the first derive again instead of creating a second token. A service that ignores `expires_at` or `allowed_ips` (one
     /// without SPEC C2, such as the published API) gets the token it derived revoked, and the
     /// call fails with [`Error::Unsupported`]: a token is never handed back without the
     /// restrictions asked for.
@@ -192,9 +196,17 @@ impl<'a> ApiTokens<'a> {
         overlap: Option<std::time::Duration>,
     ) -> Result<DeriveApiTokenResponse, Error> {
         let overlap_seconds = overlap
-            .map(|overlap| u32::try_from(overlap.as_secs()))
-            .transpose()
-            .map_err(|_| Error::InvalidInput("the overlap is longer than a week".into()))?;
+            .map(|overlap| overlap.as_secs())
+            .map(|seconds| {
+                u32::try_from(seconds)
+                    .ok()
+                    .filter(|s| *s <= MAX_OVERLAP_SECONDS)
+            })
+            .map(|seconds| {
+                seconds
+                    .ok_or_else(|| Error::InvalidInput("the overlap is longer than a week".into()))
+            })
+            .transpose()?;
         let input = RotateApiTokenInput { overlap_seconds };
         let path = format!("{}/rotate", token_path(token_id.as_ref())?);
         self.client

@@ -10,7 +10,8 @@ use std::time::Duration;
 /// GET, HEAD, OPTIONS, TRACE) only after a refused connection or a 429: a 503 from a service
 /// behind a gateway does not prove it did nothing. Reads are also retried after timeouts,
 /// dropped connections, 502, 503 and 504, and so is a derive, which goes with an
-/// `Idempotency-Key` that makes lmts answer a repeat with the first derive (SPEC C2).
+/// `Idempotency-Key` that makes lmts answer a repeat with the first derive (SPEC C2), once the
+/// client has seen `lmts-features: idempotent-derive` on an answer (capabilities or derive).
 ///
 /// [`Client::request`]: crate::Client::request
 #[derive(Debug, Clone, PartialEq, Eq)]

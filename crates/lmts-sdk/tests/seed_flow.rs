@@ -282,6 +282,15 @@ async fn rotation_hands_over_to_a_successor_that_knows_itself() {
         Some(401),
         "no overlap: the old token ended"
     );
+    let two_weeks = Some(std::time::Duration::from_secs(14 * 86_400));
+    let refused = as_new
+        .api_tokens()
+        .rotate_token(&new.token_id, two_weeks)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidInput(_))),
+        "refused before sending"
+    );
     let too_long = as_new
         .api_tokens()
         .rotate_token(

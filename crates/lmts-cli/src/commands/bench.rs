@@ -494,6 +494,12 @@ fn scenarios_of(args: &BenchArgs) -> Vec<Scenario> {
     ];
     if args.base_url.is_some() {
         all.retain(|scenario| *scenario != Scenario::Derive);
+        let identity =
+            args.identity.identity_token.is_some() || args.identity.identity_token_file.is_some();
+        if !identity {
+            // Mix derives: without an identity every one of its requests would fail.
+            all.retain(|scenario| *scenario != Scenario::Mix);
+        }
     }
     all
 }

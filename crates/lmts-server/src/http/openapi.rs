@@ -323,7 +323,10 @@ fn list() -> PathItem {
             success,
             &[
                 ("401", "HMAC authentication missing or refused"),
-                ("403", "token management disabled"),
+                (
+                    "403",
+                    "token management disabled, or a client outside allowedIps",
+                ),
                 TOO_LARGE,
                 RATE_LIMITED,
                 UNAVAILABLE,
@@ -344,7 +347,10 @@ fn revoke() -> PathItem {
             success,
             &[
                 ("401", "HMAC authentication missing or refused"),
-                ("403", "token management disabled"),
+                (
+                    "403",
+                    "token management disabled, or a client outside allowedIps",
+                ),
                 ("404", "no such live token of this partner"),
                 TOO_LARGE,
                 RATE_LIMITED,
