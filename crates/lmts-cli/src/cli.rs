@@ -85,7 +85,7 @@ pub enum Command {
     /// Run a verifying reverse proxy in front of an API: signed requests pass the route policy, then go upstream.
     #[cfg(feature = "server")]
     #[command(
-        after_help = "Example:\n  lmts gateway --upstream http://127.0.0.1:9000 --policy policy.toml --listen 0.0.0.0:8443"
+        after_help = "Example:\n  lmts gateway --upstream http://127.0.0.1:9000 --policy policy.toml --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem"
     )]
     Gateway(GatewayArgs),
     /// Capabilities, derive, list and revoke against a service.
@@ -160,6 +160,9 @@ pub struct ServiceArgs {
     /// The service's base URL (default: a saved profile's, else https://api.limitless.exchange).
     #[arg(long, env = "LIMITLESS_API_URL")]
     pub base_url: Option<String>,
+    /// Also trust the certificate authorities in this PEM file (a deployment with a private CA).
+    #[arg(long, env = "LMTS_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Where the Privy identity token comes from.

@@ -53,7 +53,8 @@ pub fn code(error: &(dyn Error + 'static)) -> u8 {
             ServeError::Identity(_)
             | ServeError::Config(_)
             | ServeError::MissingMasterKey { .. }
-            | ServeError::DataDir { .. } => 3,
+            | ServeError::DataDir { .. }
+            | ServeError::Tls(_) => 3,
             _ => 1,
         };
     }

@@ -179,7 +179,7 @@ fn a_policy_that_does_not_parse_stops_the_gateway_with_its_line() {
     let output = lmts(&[
         "gateway",
         "--upstream",
-        "https://upstream.example",
+        "https://upstream.example/api",
         "--policy",
         &good,
         "--data-dir",
@@ -188,7 +188,11 @@ fn a_policy_that_does_not_parse_stops_the_gateway_with_its_line() {
         "127.0.0.1:0",
     ]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    assert!(stderr(&output).contains("https://"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("must not have a path"),
+        "{}",
+        stderr(&output)
+    );
 
     let output = lmts(&["serve", "--dev", "--upstream", "http://127.0.0.1:9"]);
     assert_eq!(output.status.code(), Some(2), "--upstream without --policy");

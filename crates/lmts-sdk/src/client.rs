@@ -558,6 +558,7 @@ pub struct ClientBuilder {
     user_agent: String,
     clock: Clock,
     clock_offset: TimeDelta,
+    root_certificates: Vec<Vec<u8>>,
 }
 
 impl Default for ClientBuilder {
@@ -572,6 +573,7 @@ impl Default for ClientBuilder {
             user_agent: format!("lmts-sdk/{}", env!("CARGO_PKG_VERSION")),
             clock: Clock::system(),
             clock_offset: TimeDelta::zero(),
+            root_certificates: Vec::new(),
         }
     }
 }
@@ -631,7 +633,15 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client; fails on a base URL that is not http(s) or a reserved header.
+    /// Also trusts the certificate authorities of this PEM bundle, beside the built-in roots:
+    /// for a deployment whose certificate a private authority issued.
+    pub fn root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(pem.into());
+        self
+    }
+
+    /// Builds the client; fails on a base URL that is not http(s), a reserved header, or a
+    /// root certificate bundle without a certificate.
     pub fn build(self) -> Result<Client, Error> {
         let base_url = Url::parse(&self.base_url)
             .map_err(|error| Error::Config(format!("base URL {:?}: {error}", self.base_url)))?;
@@ -654,7 +664,19 @@ impl ClientBuilder {
                 .map_err(|_| Error::Config(format!("the value of header {name} is not valid")))?;
             extra_headers.append(name, value);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        for bundle in &self.root_certificates {
+            let roots = reqwest::Certificate::from_pem_bundle(bundle)
+                .ok()
+                .filter(|roots| !roots.is_empty())
+                .ok_or_else(|| {
+                    Error::Config("a root certificate bundle holds no PEM certificate".into())
+                })?;
+            for root in roots {
+                http = http.add_root_certificate(root);
+            }
+        }
+        let http = http
             .default_headers(extra_headers)
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)

@@ -3,7 +3,8 @@
 //! without a request in flight is closed after the same time, HTTP/2 peers must answer pings,
 //! and HTTP/2 streams, windows and header lists are bounded. The number of open connections is
 //! bounded too; on shutdown, in-flight requests get a grace period and then the connections
-//! are dropped, whatever the clients do.
+//! are dropped, whatever the clients do. With TLS, the handshake must end within the header
+//! timeout as well.
 
 use std::{
     net::SocketAddr,
@@ -22,10 +23,12 @@ use hyper_util::{
     server::conn::auto,
 };
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::{watch, Semaphore},
     time::Instant,
 };
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// Limits of the connections the service accepts.
@@ -69,12 +72,22 @@ const HTTP2_CONNECTION_WINDOW: u32 = 64 * 1024;
 /// Descriptors kept free for the database, key files and logs.
 const RESERVED_DESCRIPTORS: usize = 64;
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests run
-/// for the grace period and drops whatever is left.
+/// How a request reached the service: an extension of every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP.
+    Plain,
+    /// TLS.
+    Tls,
+}
+
+/// Serves `router` on `listener` (over TLS when given an acceptor) until `shutdown` completes,
+/// then lets in-flight requests run for the grace period and drops whatever is left.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let builder = Arc::new(connection_builder(limits));
@@ -113,9 +126,18 @@ pub async fn serve(
             router: router.clone(),
             idle_timeout: limits.header_timeout,
             phase: phase_seen.clone(),
+            transport: if tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Plain
+            },
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection.run(stream, peer).await;
+            match tls {
+                None => connection.run(stream, peer).await,
+                Some(acceptor) => connection.secure(&acceptor, stream, peer).await,
+            }
             drop(permit);
         });
     }
@@ -198,17 +220,41 @@ struct Connection {
     router: Router,
     idle_timeout: Duration,
     phase: watch::Receiver<Phase>,
+    transport: Transport,
 }
 
 impl Connection {
+    /// Completes the TLS handshake, within the header timeout and before shutdown begins,
+    /// then serves the connection.
+    async fn secure(mut self, acceptor: &TlsAcceptor, stream: TcpStream, peer: SocketAddr) {
+        let secured = {
+            let handshake = tokio::time::timeout(self.idle_timeout, acceptor.accept(stream));
+            let stopping = self.phase.wait_for(|phase| *phase != Phase::Serving);
+            tokio::select! {
+                secured = handshake => secured,
+                _ = stopping => return,
+            }
+        };
+        match secured {
+            Ok(Ok(stream)) => self.run(stream, peer).await,
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
+        }
+    }
+
     /// Serves the connection until the peer closes it, it stays idle too long, or shutdown
     /// begins (then in-flight requests finish first).
-    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
+    async fn run<S>(mut self, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Arc::new(Activity::new());
+        let transport = self.transport;
         let service = {
             let (router, activity) = (self.router.clone(), activity.clone());
             hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(transport);
                 let in_flight = activity.begin();
                 let progress = activity.clone();
                 let response = router.clone().oneshot(request);

@@ -31,6 +31,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use http::app;
 pub use service::{ServiceSettings, TokenService};

@@ -23,6 +23,7 @@ use crate::{
     },
     service::{policy::RoutePolicy, Gateway, ServiceSettings, TokenService},
     store::{PostgresOptions, PostgresStore, SqliteStore, Store, StoreError},
+    tls::{ServerTls, TlsError, TlsFiles},
 };
 
 /// Where identity tokens come from and how they are checked.
@@ -86,6 +87,8 @@ pub struct ServerConfig {
     pub clock: Clock,
     /// Where `GET /metrics` is served alone (`--metrics-listen`); `None`: on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS on `listen` (`--tls-cert`, `--tls-key`); `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The gateway of SPEC C1: a route policy, and an upstream to proxy to.
@@ -117,6 +120,7 @@ impl ServerConfig {
             gateway: GatewayConfig::default(),
             clock: Clock::system(),
             metrics_listen: None,
+            tls: None,
         }
     }
 }
@@ -159,6 +163,9 @@ pub enum ServeError {
     /// Two limits contradict each other.
     #[error("configuration: {0}")]
     Config(String),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS")]
+    Tls(#[from] TlsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}")]
     Bind {
@@ -323,6 +330,7 @@ pub struct Server {
     service: TokenService,
     connections: ConnectionLimits,
     doors: Doors,
+    tls: Option<ServerTls>,
 }
 
 impl Server {
@@ -336,6 +344,7 @@ impl Server {
             )));
         }
         let doors = doors_of(&config)?;
+        let tls = config.tls.clone().map(ServerTls::load).transpose()?;
         files::ensure_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
@@ -368,6 +377,7 @@ impl Server {
             token_endpoints = doors.token_endpoints,
             policy = doors.gateway.is_some(),
             upstream = doors.upstream.as_ref().map(Upstream::origin),
+            tls = tls.is_some(),
             "lmts service ready"
         );
         let metrics_listener = match config.metrics_listen {
@@ -386,6 +396,7 @@ impl Server {
             service,
             connections: config.connections,
             doors,
+            tls,
         })
     }
 
@@ -420,7 +431,7 @@ impl Server {
                 let stopped = async move {
                     let _ = stop.wait_for(|stopping| *stopping).await;
                 };
-                connections::serve(listener, metrics_app(), &limits, stopped).await;
+                connections::serve(listener, metrics_app(), &limits, None, stopped).await;
             })
         });
         let router = app_with(self.service.clone(), self.doors);
@@ -428,7 +439,12 @@ impl Server {
             shutdown.await;
             let _ = stopping.send(true);
         };
-        connections::serve(self.listener, router, &self.connections, shutdown).await;
+        let watcher = self.tls.as_ref().map(ServerTls::watch);
+        let acceptor = self.tls.as_ref().map(ServerTls::acceptor);
+        connections::serve(self.listener, router, &self.connections, acceptor, shutdown).await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }

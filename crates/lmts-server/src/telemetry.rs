@@ -34,6 +34,9 @@ pub const POOL_IDLE: &str = "lmts_db_pool_idle_connections";
 /// Writes carried by each SQLite group commit.
 pub const GROUP_COMMIT: &str = "lmts_sqlite_group_commit_writes";
 
+/// Reloads of the TLS certificate, by outcome: `loaded` or `failed`.
+pub const TLS_RELOADS: &str = "lmts_tls_reloads_total";
+
 /// The buckets of [`GROUP_COMMIT`]: writes a commit.
 const GROUP_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
@@ -142,6 +145,10 @@ fn describe() {
     describe_gauge!(POOL_CONNECTIONS, "Database connections open, by pool.");
     describe_gauge!(POOL_IDLE, "Database connections idle, by pool.");
     describe_histogram!(GROUP_COMMIT, "Writes carried by each SQLite group commit.");
+    describe_counter!(
+        TLS_RELOADS,
+        "Reloads of the TLS certificate and key, by outcome: loaded, or failed (the one in use stays)."
+    );
 }
 
 /// Counts an answered request and its time.
@@ -185,6 +192,11 @@ pub fn pool(name: &'static str, open: u32, idle: usize) {
 /// Records how many writes one SQLite group commit carried.
 pub fn group_commit(writes: usize) {
     histogram!(GROUP_COMMIT).record(writes as f64);
+}
+
+/// Counts a reload of the TLS certificate.
+pub fn tls_reload(loaded: bool) {
+    counter!(TLS_RELOADS, "outcome" => if loaded { "loaded" } else { "failed" }).increment(1);
 }
 
 /// Drains histograms' idle buckets (maintenance; the recorder asks for it now and then).

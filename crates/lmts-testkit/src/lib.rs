@@ -1,6 +1,6 @@
 //! Test support: a real PostgreSQL server for the tests, started from the machine's binaries,
-//! a recording upstream for the gateway's ([`upstream::RecordingUpstream`]), and a real nginx
-//! ([`nginx::Nginx`]).
+//! a recording upstream for the gateway's ([`upstream::RecordingUpstream`]), a real nginx
+//! ([`nginx::Nginx`]), and a certificate authority for TLS tests ([`tls::TestAuthority`]).
 //!
 //! [`PgServer::shared`] starts one server per test binary (`initdb` in a temporary directory,
 //! `pg_ctl start` on a free loopback port, as the `postgres` user when the tests run as root)
@@ -24,6 +24,7 @@
 
 pub mod nginx;
 pub mod policy;
+pub mod tls;
 pub mod upstream;
 
 use std::{

@@ -11,6 +11,9 @@
 //! B7 say, over the raw target and body bytes, with one credential; a signed request is
 //! answered 200 with the JSON `{"method", "target", "body"}` it received and the header
 //! `x-recorder: verified`, any other 401 with an A5 body naming the reason.
+//!
+//! [`RecordingUpstream::start_tls`] serves the same over TLS, with a certificate the test
+//! issued ([`crate::tls`]).
 
 use std::{
     net::SocketAddr,
@@ -33,6 +36,8 @@ use lmts_core::{
     HmacCredentials, Signer,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::tls::IssuedCertificate;
 
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -62,6 +67,7 @@ impl Seen {
 #[derive(Debug)]
 pub struct RecordingUpstream {
     address: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
@@ -90,19 +96,30 @@ impl std::fmt::Debug for Expected {
 impl RecordingUpstream {
     /// Starts one on a free loopback port.
     pub async fn start() -> std::io::Result<Self> {
-        Self::serve(None).await
+        Self::serve(None, None).await
+    }
+
+    /// Starts one that speaks HTTPS only, presenting `certificate`.
+    pub async fn start_tls(certificate: &IssuedCertificate) -> std::io::Result<Self> {
+        Self::serve(None, Some(certificate.server_config())).await
     }
 
     /// Starts one that checks every request's signature with `credentials` (module docs).
     pub async fn verifying(credentials: &HmacCredentials) -> std::io::Result<Self> {
-        Self::serve(Some(Expected {
-            token_id: credentials.token_id.to_string(),
-            signer: credentials.signer(),
-        }))
+        Self::serve(
+            Some(Expected {
+                token_id: credentials.token_id.to_string(),
+                signer: credentials.signer(),
+            }),
+            None,
+        )
         .await
     }
 
-    async fn serve(expected: Option<Expected>) -> std::io::Result<Self> {
+    async fn serve(
+        expected: Option<Expected>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -112,19 +129,24 @@ impl RecordingUpstream {
         let router = Router::new()
             .fallback(record)
             .with_state(Arc::clone(&shared));
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let task = match tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            }),
+            Some(config) => tokio::spawn(serve_tls(listener, router, config)),
+        };
         Ok(Self {
             address,
+            scheme,
             shared,
             task,
         })
     }
 
-    /// Its origin, `http://127.0.0.1:PORT`.
+    /// Its origin, `http://127.0.0.1:PORT` (`https://` when started with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
     }
 
     /// Its address.
@@ -154,6 +176,28 @@ impl RecordingUpstream {
 impl Drop for RecordingUpstream {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Serves `router` on `listener` over TLS until aborted.
+async fn serve_tls(listener: TcpListener, router: Router, config: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(stream).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
     }
 }
 

@@ -70,6 +70,15 @@ pub struct NodeArgs {
     /// keep it on a private interface.
     #[arg(long, env = "LMTS_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve HTTPS on --listen with this PEM certificate chain (the server's certificate first); read again when it changes or on SIGHUP.
+    #[arg(long, env = "LMTS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "LMTS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between checks of --tls-cert and --tls-key for a new version (0: only on SIGHUP).
+    #[arg(long, env = "LMTS_TLS_RELOAD_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub tls_reload_secs: u64,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -178,6 +187,9 @@ pub struct UpstreamArgs {
     /// Seconds a WebSocket tunnel may stay open (one opened before a revoke lives until then).
     #[arg(long, env = "LMTS_TUNNEL_LIFETIME_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub tunnel_lifetime_secs: u64,
+    /// PEM roots to check an https:// upstream's certificate against, instead of the system's.
+    #[arg(long, env = "LMTS_UPSTREAM_CA", value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// Options of `lmts serve`.
@@ -192,7 +204,7 @@ pub struct ServeArgs {
     /// Route policy (TOML, SPEC C1): opens /ext-authz and /forward-auth, and governs --upstream.
     #[arg(long, env = "LMTS_POLICY")]
     pub policy: Option<PathBuf>,
-    /// Proxy every route that is not lmts's own to this http:// origin, after the policy.
+    /// Proxy every route that is not lmts's own to this http:// or https:// origin, after the policy.
     #[arg(long, env = "LMTS_UPSTREAM", requires = "policy")]
     pub upstream: Option<String>,
     /// How the upstream is reached.
@@ -206,7 +218,7 @@ pub struct GatewayArgs {
     /// Where to listen, the store, keys and limits (shared with `serve`).
     #[command(flatten)]
     pub node: NodeArgs,
-    /// The http:// origin requests are forwarded to once they pass.
+    /// The http:// or https:// origin requests are forwarded to once they pass.
     #[arg(long, env = "LMTS_UPSTREAM")]
     pub upstream: String,
     /// Route policy (TOML, SPEC C1).

@@ -10,6 +10,7 @@ use lmts_server::{
     server::{shutdown_signal, GatewayConfig, IdentityConfig, Server, ServerConfig},
     service::RateLimit,
     store::PostgresOptions,
+    tls::TlsFiles,
     ServiceSettings,
 };
 use tracing_subscriber::EnvFilter;
@@ -63,6 +64,7 @@ pub(super) fn node_config(args: NodeArgs) -> Result<ServerConfig, CommandError> 
     Ok(ServerConfig {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
+        tls: tls_files(&args),
         postgres: PostgresOptions {
             max_connections: args.database_max_connections,
             statement_timeout: Duration::from_millis(args.database_statement_timeout_ms),
@@ -75,6 +77,16 @@ pub(super) fn node_config(args: NodeArgs) -> Result<ServerConfig, CommandError> 
         retired_master_keys,
         database_url: args.store.database_url,
         ..ServerConfig::new(args.store.data_dir.data_dir)
+    })
+}
+
+/// The listener's certificate and key, when given.
+fn tls_files(args: &NodeArgs) -> Option<TlsFiles> {
+    let (cert, key) = (args.tls_cert.clone()?, args.tls_key.clone()?);
+    Some(TlsFiles {
+        cert,
+        key,
+        check_every: (args.tls_reload_secs > 0).then(|| Duration::from_secs(args.tls_reload_secs)),
     })
 }
 
@@ -120,6 +132,7 @@ pub(super) fn upstream_settings(args: &UpstreamArgs) -> UpstreamSettings {
         max_in_flight: usize::try_from(args.upstream_max_in_flight).unwrap_or(usize::MAX),
         max_tunnels: usize::try_from(args.upstream_max_tunnels).unwrap_or(usize::MAX),
         tunnel_lifetime: Duration::from_secs(args.tunnel_lifetime_secs),
+        ca_file: args.upstream_ca.clone(),
         ..UpstreamSettings::default()
     }
 }

@@ -4,7 +4,9 @@
 use std::{io::Read, path::Path};
 
 use chrono::{DateTime, Utc};
-use lmts_core::{scope::join_scopes as scopes_text, signing::format_timestamp};
+use lmts_core::{
+    error_chain::error_chain, scope::join_scopes as scopes_text, signing::format_timestamp,
+};
 use lmts_sdk::{
     clock::Clock, Client, DeriveApiTokenInput, DeriveApiTokenResponse, Error as SdkError, IpNet,
     Scope, TokenEventPage, DEFAULT_BASE_URL,
@@ -53,12 +55,24 @@ pub fn client(service: &ServiceArgs, saved: Option<&str>) -> Result<Client, Comm
         .as_deref()
         .or(saved)
         .unwrap_or(DEFAULT_BASE_URL);
-    Ok(Client::new(base_url)?)
+    let mut builder = Client::builder().base_url(base_url);
+    if let Some(path) = &service.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|error| ConfigError(format!("--ca-file {}: {error}", path.display())))?;
+        builder = builder.root_certificates_pem(pem);
+    }
+    Ok(builder.build()?)
 }
 
 /// Adds advice to an SDK error where some helps.
 pub(super) fn hinted(error: SdkError, client: &Client, signed: bool) -> CommandError {
     let hint = match &error {
+        SdkError::Transport(_) if error_chain(&error).to_string().contains("certificate") => {
+            Some(format!(
+                "the certificate of {} is not trusted: if a private authority issued it, give its certificate with --ca-file (LMTS_CA_FILE)",
+                client.base_url()
+            ))
+        }
         SdkError::Transport(_) | SdkError::Timeout(_) => Some(format!(
             "is the service running at {}? (set --base-url or LIMITLESS_API_URL)",
             client.base_url()

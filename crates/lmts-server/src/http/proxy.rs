@@ -4,7 +4,7 @@
 //! section 7.6.1), the grant headers set, and both bodies streamed (a signed request's body is
 //! read whole first, because its signature covers it).
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
@@ -21,6 +21,7 @@ use http::{
     uri::{Authority, Scheme},
     HeaderMap, HeaderValue, StatusCode, Uri, Version,
 };
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioIo},
@@ -31,7 +32,11 @@ use super::{
     gateway::{pass, GatewayState, PassedBody},
     hmac::{head_of, peer_address, raw_target},
 };
-use crate::service::{canonical_address, Grant, ServiceError, TunnelGuard};
+use crate::{
+    connections::Transport,
+    service::{canonical_address, Grant, ServiceError, TunnelGuard},
+    tls,
+};
 use lmts_core::signing::{HEADER_API_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 
 /// How the proxy treats its upstream.
@@ -52,6 +57,9 @@ pub struct UpstreamSettings {
     pub max_tunnels: usize,
     /// The longest a WebSocket tunnel stays open (a revoke does not close one already open).
     pub tunnel_lifetime: Duration,
+    /// The roots an `https://` upstream's certificate is checked against (`--upstream-ca`,
+    /// PEM); `None`: the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for UpstreamSettings {
@@ -64,6 +72,7 @@ impl Default for UpstreamSettings {
             max_in_flight: 1024,
             max_tunnels: 256,
             tunnel_lifetime: Duration::from_secs(3600),
+            ca_file: None,
         }
     }
 }
@@ -72,12 +81,15 @@ impl Default for UpstreamSettings {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UpstreamError {
-    /// Not an absolute `http://host[:port]` URL.
-    #[error("{0:?} is not an absolute http:// URL (e.g. http://127.0.0.1:9000)")]
+    /// Not an absolute `http://` or `https://` URL.
+    #[error("{0:?} is not an absolute http:// or https:// URL (e.g. http://127.0.0.1:9000)")]
     NotAUrl(String),
-    /// An `https://` upstream.
-    #[error("https:// upstreams are not supported yet: reach the upstream over http:// on a private network")]
-    Https,
+    /// Roots given for an upstream reached without TLS.
+    #[error("--upstream-ca is for an https:// upstream; this one is reached over plain http://")]
+    CaWithoutTls,
+    /// The roots to check an `https://` upstream against could not be loaded.
+    #[error("{0}")]
+    Roots(String),
     /// A URL with a path or query: the target is forwarded unchanged, so there is nothing to
     /// join it to.
     #[error("the upstream URL must not have a path or query ({0:?}): targets are forwarded byte for byte")]
@@ -91,14 +103,14 @@ pub struct Upstream {
     authority: Authority,
     /// `authority` as the `Host` header every forwarded request carries.
     host: HeaderValue,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     settings: UpstreamSettings,
     in_flight: Arc<Semaphore>,
     tunnels: Arc<Semaphore>,
 }
 
 impl Upstream {
-    /// The upstream at `url` (`http://host[:port]`).
+    /// The upstream at `url` (`http://host[:port]` or `https://host[:port]`).
     pub fn new(url: &str, settings: UpstreamSettings) -> Result<Self, UpstreamError> {
         let uri: Uri = url
             .parse()
@@ -106,10 +118,7 @@ impl Upstream {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(UpstreamError::NotAUrl(url.to_owned()));
         };
-        if *scheme == Scheme::HTTPS {
-            return Err(UpstreamError::Https);
-        }
-        if *scheme != Scheme::HTTP {
+        if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
             return Err(UpstreamError::NotAUrl(url.to_owned()));
         }
         if authority.as_str().contains('@') {
@@ -120,13 +129,10 @@ impl Upstream {
         if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
             return Err(UpstreamError::HasPath(url.to_owned()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle)
-            .build(connector);
+            .build(connector(scheme, &settings)?);
         let host = HeaderValue::try_from(authority.as_str())
             .map_err(|_| UpstreamError::NotAUrl(url.to_owned()))?;
         Ok(Self {
@@ -140,7 +146,7 @@ impl Upstream {
         })
     }
 
-    /// The upstream's origin, as `http://host:port`.
+    /// The upstream's origin, as `scheme://host:port`.
     pub fn origin(&self) -> String {
         format!("{}://{}", self.scheme, self.authority)
     }
@@ -201,6 +207,30 @@ impl Upstream {
         });
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+}
+
+/// The connector to the upstream: TCP, and over it TLS for an `https://` one.
+fn connector(
+    scheme: &Scheme,
+    settings: &UpstreamSettings,
+) -> Result<HttpsConnector<HttpConnector>, UpstreamError> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(settings.connect_timeout));
+    http.enforce_http(false);
+    let builder = HttpsConnectorBuilder::new();
+    let builder = if *scheme == Scheme::HTTPS {
+        let config = tls::upstream_client_config(settings.ca_file.as_deref())
+            .map_err(|error| UpstreamError::Roots(error.to_string()))?;
+        builder.with_tls_config(config).https_only()
+    } else if settings.ca_file.is_some() {
+        return Err(UpstreamError::CaWithoutTls);
+    } else {
+        let config =
+            tls::trusting_nothing().map_err(|error| UpstreamError::Roots(error.to_string()))?;
+        builder.with_tls_config(config).https_or_http()
+    };
+    Ok(builder.enable_http1().wrap_connector(http))
 }
 
 /// Answers the upstream's 101 to the client and, once both sides have switched, copies bytes
@@ -423,7 +453,11 @@ fn set_forwarding(headers: &mut HeaderMap, state: &ProxyState, parts: &Parts) {
     }
     let proto = HeaderName::from_static("x-forwarded-proto");
     if !headers.contains_key(&proto) {
-        headers.insert(proto, HeaderValue::from_static("http"));
+        let scheme = match parts.extensions.get::<Transport>() {
+            Some(Transport::Tls) => "https",
+            _ => "http",
+        };
+        headers.insert(proto, HeaderValue::from_static(scheme));
     }
     headers.insert(header::HOST, state.upstream.host.clone());
     let hops = chain.into_iter().chain(peer.map(|peer| peer.to_string()));

@@ -1,0 +1,347 @@
+//! TLS (issue #15): the listeners' certificate and key (`--tls-cert`, `--tls-key`), read from
+//! PEM files and read again without a restart when either file changes or on SIGHUP, and the
+//! roots an `https://` upstream is checked against (the system's, or `--upstream-ca`).
+//!
+//! A reload that fails (a key that does not match, a file half written) keeps the certificate
+//! in use and says why in the log: handshakes only ever see a whole certificate and its key.
+//! Everything runs on rustls with the ring provider.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use rustls::{
+    crypto::CryptoProvider,
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+    ClientConfig, ConfigBuilder, RootCertStore, ServerConfig, WantsVerifier,
+};
+use tokio_rustls::TlsAcceptor;
+use zeroize::Zeroizing;
+
+/// Where the listeners' certificate and key are, and how often to look for new ones.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the first certificate.
+    pub key: PathBuf,
+    /// How often the files are checked for a change; `None`: only on SIGHUP.
+    pub check_every: Option<Duration>,
+}
+
+/// Why a certificate, a key or a set of roots could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// A file holds no certificate, or one that is not valid PEM.
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate {
+        /// The file.
+        path: String,
+    },
+    /// A file holds no private key in a form rustls reads.
+    #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey {
+        /// The file.
+        path: String,
+    },
+    /// The key is not the certificate's, or of a kind the provider cannot sign with.
+    #[error("the key in {key} cannot serve the certificate in {cert}: {reason}")]
+    Mismatch {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// The provider refused the protocol versions (a build without TLS 1.2 and 1.3).
+    #[error("the TLS provider: {0}")]
+    Provider(#[source] rustls::Error),
+    /// No root certificate to check an upstream against.
+    #[error("no root certificates: {0}")]
+    NoRoots(String),
+}
+
+/// The TLS side of the listeners: an acceptor whose certificate can be replaced at any time.
+#[derive(Clone)]
+pub struct ServerTls {
+    acceptor: TlsAcceptor,
+    certificate: Arc<ReloadingCertificate>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("files", &self.certificate.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Loads the certificate and key of `files`; they must be valid and match now.
+    pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
+        let certificate = Arc::new(ReloadingCertificate::load(files)?);
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Provider)?
+            .with_no_client_auth()
+            .with_cert_resolver(certificate.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            certificate,
+        })
+    }
+
+    /// The acceptor that performs handshakes with the certificate in use.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
+    }
+
+    /// Reads the files again when they changed since last read (or always, when `forced`),
+    /// and puts the result in use; a failure is logged and keeps the certificate in use.
+    fn refresh(&self, forced: bool) {
+        let Some(outcome) = self.certificate.refresh(forced) else {
+            return;
+        };
+        crate::telemetry::tls_reload(outcome.is_ok());
+        match outcome {
+            Ok(()) => tracing::info!(
+                cert = %self.certificate.files.cert.display(),
+                "TLS certificate loaded"
+            ),
+            Err(error) => tracing::warn!(
+                error = %lmts_core::error_chain::error_chain(&error),
+                "TLS certificate not reloaded; the one in use stays"
+            ),
+        }
+    }
+
+    /// Watches for new files until the task is aborted: on SIGHUP, and every
+    /// [`TlsFiles::check_every`].
+    pub fn watch(&self) -> tokio::task::JoinHandle<()> {
+        let tls = self.clone();
+        tokio::spawn(async move {
+            let mut hangups = Hangups::new();
+            let mut check = tls.certificate.files.check_every.map(|every| {
+                let mut check =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                check
+            });
+            loop {
+                let checked = async {
+                    match &mut check {
+                        Some(check) => {
+                            check.tick().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = hangups.next() => tls.refresh(true),
+                    () = checked => tls.refresh(false),
+                }
+            }
+        })
+    }
+}
+
+/// SIGHUPs, where the platform has them.
+struct Hangups(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self(
+                signal(SignalKind::hangup())
+                    .map_err(
+                        |error| tracing::warn!(%error, "SIGHUP will not reload the certificate"),
+                    )
+                    .ok(),
+            )
+        }
+        #[cfg(not(unix))]
+        Self()
+    }
+
+    /// Completes at the next SIGHUP; never, without them.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.0 {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+/// The certificate in use, and what the files looked like when it was read.
+#[derive(Debug)]
+struct ReloadingCertificate {
+    files: TlsFiles,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The files' modification times and sizes when last tried.
+    seen: Mutex<Option<Stamp>>,
+}
+
+/// What identifies a version of the two files, without reading them.
+type Stamp = [(SystemTime, u64); 2];
+
+impl ReloadingCertificate {
+    fn load(files: TlsFiles) -> Result<Self, TlsError> {
+        let seen = stamp(&files);
+        let current = certified_key(&files.cert, &files.key)?;
+        Ok(Self {
+            files,
+            current: RwLock::new(Arc::new(current)),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// Reloads when the files changed since last tried, or when `forced`; `None` when nothing
+    /// was tried.
+    fn refresh(&self, forced: bool) -> Option<Result<(), TlsError>> {
+        let now = stamp(&self.files);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if !forced && *seen == now {
+                return None;
+            }
+            *seen = now;
+        }
+        let loaded = certified_key(&self.files.cert, &self.files.key).map(Arc::new);
+        Some(loaded.map(|key| {
+            *self.current.write().unwrap_or_else(PoisonError::into_inner) = key;
+        }))
+    }
+}
+
+impl ResolvesServerCert for ReloadingCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+/// The two files' stamps; `None` when either cannot be read.
+fn stamp(files: &TlsFiles) -> Option<Stamp> {
+    let of = |path: &Path| {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some((metadata.modified().ok()?, metadata.len()))
+    };
+    Some([of(&files.cert)?, of(&files.key)?])
+}
+
+/// The chain of `cert` with the key of `key`, checked to belong together.
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = certificates(cert)?;
+    let key_pem = read(key)?;
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
+        path: key.display().to_string(),
+    })?;
+    CertifiedKey::from_der(chain, private, &provider()).map_err(|error| TlsError::Mismatch {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        reason: error.to_string(),
+    })
+}
+
+/// Every certificate of the PEM file at `path`; at least one.
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let none = || TlsError::NoCertificate {
+        path: path.display().to_string(),
+    };
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| none())?;
+    if chain.is_empty() {
+        return Err(none());
+    }
+    Ok(chain)
+}
+
+/// The bytes of `path`, wiped when dropped (it may hold a private key).
+fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, TlsError> {
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// The crypto of every TLS connection: rustls's ring provider.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The client side of `https://` upstreams: certificates checked against the roots of
+/// `ca_file` when given, else the system's.
+pub fn upstream_client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for certificate in certificates(path)? {
+                roots
+                    .add(certificate)
+                    .map_err(|error| TlsError::NoRoots(format!("{}: {error}", path.display())))?;
+            }
+        }
+        None => {
+            let system = rustls_native_certs::load_native_certs();
+            for error in &system.errors {
+                tracing::warn!(%error, "a system root certificate could not be read");
+            }
+            let (added, _ignored) = roots.add_parsable_certificates(system.certs);
+            if added == 0 {
+                return Err(TlsError::NoRoots(
+                    "the system has none (install ca-certificates, or give --upstream-ca FILE)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    // No ALPN here: the connector offers the protocols it speaks.
+    Ok(client_builder()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A client configuration that trusts no certificate: the TLS side of a connector to an
+/// `http://` upstream, which never uses it.
+pub fn trusting_nothing() -> Result<ClientConfig, TlsError> {
+    Ok(client_builder()?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth())
+}
+
+/// A client configuration on [`provider`], to be given its roots.
+fn client_builder() -> Result<ConfigBuilder<ClientConfig, WantsVerifier>, TlsError> {
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Provider)
+}

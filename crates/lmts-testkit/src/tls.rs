@@ -1,0 +1,125 @@
+//! A certificate authority a test makes for itself, the loopback certificates it issues, and
+//! a TLS server configuration for them: what TLS tests need, with no file or key shared with
+//! anything outside the test.
+
+use std::{path::Path, sync::Arc};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+/// A certificate authority made by the test.
+pub struct TestAuthority {
+    name: String,
+    certificate_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for TestAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestAuthority")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate for `localhost` and `127.0.0.1`, and its private key, in PEM.
+#[derive(Clone)]
+pub struct IssuedCertificate {
+    /// The certificate.
+    pub certificate_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for IssuedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCertificate")
+            .field("key_pem", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestAuthority {
+    /// A new authority, named `name`.
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap_or_else(|error| panic!("CA key: {error}"));
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let certificate = params
+            .self_signed(&key)
+            .unwrap_or_else(|error| panic!("CA certificate: {error}"));
+        Self {
+            name: name.to_owned(),
+            certificate_pem: certificate.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// The authority's own certificate, in PEM: the root a client trusts.
+    pub fn root_pem(&self) -> &str {
+        &self.certificate_pem
+    }
+
+    /// A client that trusts this authority alone and opens a new connection for every request
+    /// (so that each sees the certificate in use at that moment); 5 s a request.
+    pub fn client(&self) -> reqwest::Client {
+        let root = reqwest::Certificate::from_pem(self.certificate_pem.as_bytes())
+            .unwrap_or_else(|error| panic!("CA certificate: {error}"));
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .pool_max_idle_per_host(0)
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|error| panic!("HTTPS client: {error}"))
+    }
+
+    /// Issues a server certificate for `localhost` and `127.0.0.1`.
+    pub fn issue(&self) -> IssuedCertificate {
+        let key = KeyPair::generate().unwrap_or_else(|error| panic!("server key: {error}"));
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap_or_else(|error| panic!("server certificate names: {error}"));
+        let certificate = params
+            .signed_by(&key, &self.issuer)
+            .unwrap_or_else(|error| panic!("server certificate: {error}"));
+        IssuedCertificate {
+            certificate_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+impl IssuedCertificate {
+    /// Writes the certificate and the key to the two files (replacing them whole: written
+    /// beside, then renamed, as a certificate manager does).
+    pub fn write(&self, cert: &Path, key: &Path) {
+        replace_file(cert, self.certificate_pem.as_bytes());
+        replace_file(key, self.key_pem.as_bytes());
+    }
+
+    /// A rustls server configuration presenting this certificate (HTTP/1.1 by ALPN).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let chain = CertificateDer::pem_slice_iter(self.certificate_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|error| panic!("issued certificate: {error}"));
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .unwrap_or_else(|error| panic!("issued key: {error}"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
+            .unwrap_or_else(|error| panic!("TLS server configuration: {error}"));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+/// Writes `contents` beside `path` and renames it over `path`: a reader sees the old file or
+/// the new one, never a part.
+pub fn replace_file(path: &Path, contents: &[u8]) {
+    let beside = path.with_extension("new");
+    std::fs::write(&beside, contents)
+        .and_then(|()| std::fs::rename(&beside, path))
+        .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
+}
