@@ -27,6 +27,9 @@ pub const RATE_LIMITED: &str = "lmts_rate_limited_total";
 pub const USAGE_PENDING: &str = "lmts_usage_pending";
 /// Other instances' invalidations applied to this one's caches, by kind.
 pub const INVALIDATIONS: &str = "lmts_invalidations_received_total";
+/// Time from another instance's revocation (its announcement, just before its commit) to this
+/// one applying it.
+pub const INVALIDATION_DELAY: &str = "lmts_invalidation_delay_seconds";
 /// Database connections open, by pool, and how many of them idle.
 pub const POOL_CONNECTIONS: &str = "lmts_db_pool_connections";
 /// See [`POOL_CONNECTIONS`].
@@ -39,6 +42,11 @@ pub const TLS_RELOADS: &str = "lmts_tls_reloads_total";
 
 /// The buckets of [`GROUP_COMMIT`]: writes a commit.
 const GROUP_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+/// The buckets of [`INVALIDATION_DELAY`], in seconds: from a millisecond to ten seconds.
+const DELAY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// The buckets of [`HTTP_DURATION`], in seconds: from half a millisecond to two and a half.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -96,6 +104,12 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
                     builder
                         .set_buckets_for_metric(Matcher::Full(GROUP_COMMIT.into()), &GROUP_BUCKETS)
                 })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(INVALIDATION_DELAY.into()),
+                        &DELAY_BUCKETS,
+                    )
+                })
                 .and_then(PrometheusBuilder::install_recorder);
             match installed {
                 Ok(handle) => {
@@ -142,6 +156,11 @@ fn describe() {
         INVALIDATIONS,
         "Other instances' invalidations applied to this one's caches, by kind."
     );
+    describe_histogram!(
+        INVALIDATION_DELAY,
+        Unit::Seconds,
+        "Time from another instance's revocation (just before its commit) to this one applying it."
+    );
     describe_gauge!(POOL_CONNECTIONS, "Database connections open, by pool.");
     describe_gauge!(POOL_IDLE, "Database connections idle, by pool.");
     describe_histogram!(GROUP_COMMIT, "Writes carried by each SQLite group commit.");
@@ -181,6 +200,12 @@ pub fn usage_pending(count: usize) {
 /// Counts another instance's invalidation (`token`, `profile`, `all`).
 pub fn invalidation_received(kind: &'static str) {
     counter!(INVALIDATIONS, "kind" => kind).increment(1);
+}
+
+/// Records how long a revocation took to reach this instance, in milliseconds by the two
+/// instances' clocks (a negative difference, from clocks apart, counts as zero).
+pub fn invalidation_delay(milliseconds: i64) {
+    histogram!(INVALIDATION_DELAY).record(milliseconds.max(0) as f64 / 1000.0);
 }
 
 /// Sets a database pool's open and idle connections.

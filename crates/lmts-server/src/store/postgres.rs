@@ -36,6 +36,11 @@ use super::{
 /// The channel derives and revocations are announced on.
 pub const REVOCATION_CHANNEL: &str = "lmts_revocations";
 
+/// The channel each revocation's time is announced on, beside [`REVOCATION_CHANNEL`] (where a
+/// new field would make earlier versions forget everything at every revoke): what the
+/// invalidation delay is measured from.
+pub const REVOCATION_TIME_CHANNEL: &str = "lmts_revocation_times";
+
 /// Connection settings of the PostgreSQL backend.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {

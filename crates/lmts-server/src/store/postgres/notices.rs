@@ -7,7 +7,10 @@
 //! - a derive: `<profile id>:`;
 //! - a revoke: `<revocation number>/<profile id>:<token id>` (instances of earlier versions sent
 //!   `<profile id>:<token id>`, still understood; they read the new form as unreadable and
-//!   forget everything, which is safe).
+//!   forget everything, which is safe); and on [`REVOCATION_TIME_CHANNEL`], which earlier
+//!   versions do not hear, `<revocation number>@<Unix milliseconds>`, the announcing instance's
+//!   time just before the commit: each hearer counts its delay from then to when it applied
+//!   the revocation (`lmts_invalidation_delay_seconds`).
 //!
 //! Each instance also hears its own heartbeats on a channel of its own (`instances.rs`), on the
 //! same connection, so that a heartbeat heard back proves every notice committed before it was
@@ -18,7 +21,7 @@ use std::time::Duration;
 use lmts_core::TokenId;
 use sqlx::postgres::{PgConnection, PgListener, PgPool};
 
-use super::{instances::Instance, REVOCATION_CHANNEL};
+use super::{instances::Instance, REVOCATION_CHANNEL, REVOCATION_TIME_CHANNEL};
 use crate::store::{Invalidation, InvalidationSink};
 
 /// How long the listener waits before connecting again after it lost its connection.
@@ -57,12 +60,33 @@ pub(super) async fn announce(
     profile_id: i64,
     change: Change<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(REVOCATION_CHANNEL)
-        .bind(payload(profile_id, change))
-        .execute(connection)
-        .await
-        .map(drop)
+    let announced = payload(profile_id, change);
+    let query = match change {
+        Change::Derived => sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(REVOCATION_CHANNEL)
+            .bind(announced),
+        Change::Revoked { number, .. } => {
+            let now_ms = crate::clock::Clock::system().now().timestamp_millis();
+            sqlx::query("SELECT pg_notify($1, $2), pg_notify($3, $4)")
+                .bind(REVOCATION_CHANNEL)
+                .bind(announced)
+                .bind(REVOCATION_TIME_CHANNEL)
+                .bind(format!("{number}@{now_ms}"))
+        }
+    };
+    query.execute(connection).await.map(drop)
+}
+
+/// Counts the delay of a revocation announced on [`REVOCATION_TIME_CHANNEL`], from its time to
+/// now; an unreadable payload is ignored (it changes no cache).
+fn time_delay(payload: &str) {
+    let sent_ms = payload
+        .split_once('@')
+        .and_then(|(_, sent)| sent.parse::<i64>().ok());
+    if let Some(sent_ms) = sent_ms {
+        let now_ms = crate::clock::Clock::system().now().timestamp_millis();
+        crate::telemetry::invalidation_delay(now_ms - sent_ms);
+    }
 }
 
 /// Delivers one notice of [`announce`] to `sink`: the revoked token (if any), then the
@@ -135,7 +159,11 @@ async fn open(pool: &PgPool, instance: &Instance) -> Result<(PgListener, i64), s
         .execute(&mut listener)
         .await?;
     listener
-        .listen_all([REVOCATION_CHANNEL, instance.channel().as_str()])
+        .listen_all([
+            REVOCATION_CHANNEL,
+            REVOCATION_TIME_CHANNEL,
+            instance.channel().as_str(),
+        ])
         .await?;
     Ok((listener, committed))
 }
@@ -148,6 +176,10 @@ async fn hear(listener: &mut PgListener, instance: &Instance, sink: &Invalidatio
                 if let Some(number) = deliver(notice.payload(), sink) {
                     instance.applied(number);
                 }
+            }
+            // Sent after the revocation in the same transaction: heard once it is applied.
+            Ok(Some(notice)) if notice.channel() == REVOCATION_TIME_CHANNEL => {
+                time_delay(notice.payload());
             }
             Ok(Some(notice)) => instance.heard_beat(notice.payload()),
             Ok(None) => {

@@ -6,7 +6,8 @@
 //! [`LOOKBACK_MS`] further back than that change, or than now if that is earlier: a change takes
 //! its time before it waits for the writer, so one timed before another may commit after it,
 //! and a clock may step. (Derives elsewhere reach this process's listings when their cache
-//! entries expire.)
+//! entries expire.) Each change made since the task started is counted in
+//! `lmts_invalidation_delay_seconds`, from the change's time to its delivery.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -97,6 +98,9 @@ async fn changed_since(pool: &SqlitePool, since: i64) -> Result<Vec<Changed>, sq
 /// The changes delivered, for as long as a look may find them again.
 #[derive(Debug)]
 struct Seen {
+    /// The time of the latest change on file when the task started: changes up to it are
+    /// delivered again, but their delay is not this process's.
+    started: i64,
     /// The time of the latest change seen.
     latest: i64,
     /// Each token whose latest change was delivered, with that change's time.
@@ -106,6 +110,7 @@ struct Seen {
 impl From<i64> for Seen {
     fn from(latest: i64) -> Self {
         Self {
+            started: latest,
             latest,
             delivered: HashMap::new(),
         }
@@ -114,6 +119,7 @@ impl From<i64> for Seen {
 
 impl Seen {
     fn deliver(&mut self, changed: Vec<Changed>, sink: &InvalidationSink) {
+        let now_ms = crate::clock::Clock::system().now().timestamp_millis();
         for token in changed {
             self.latest = self.latest.max(token.changed_at);
             let earlier = self
@@ -121,6 +127,9 @@ impl Seen {
                 .insert(token.token_id.clone(), token.changed_at);
             if earlier == Some(token.changed_at) {
                 continue;
+            }
+            if token.changed_at > self.started {
+                crate::telemetry::invalidation_delay(now_ms - token.changed_at);
             }
             sink(Invalidation::Token(TokenId::new(token.token_id)));
             sink(Invalidation::Profile(token.profile_id));
