@@ -4,12 +4,13 @@
 //! and HTTP/2 streams, windows and header lists are bounded. The number of open connections is
 //! bounded too; on shutdown, in-flight requests get a grace period and then the connections
 //! are dropped, whatever the clients do. With TLS, the handshake must end within the header
-//! timeout as well.
+//! timeout too, and it counts against it: a connection without a request begun one header
+//! timeout after it was accepted is dropped.
 
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -134,9 +135,10 @@ pub async fn serve(
         };
         let tls = tls.clone();
         tokio::spawn(async move {
+            let activity = Arc::new(Activity::new());
             match tls {
-                None => connection.run(stream, peer).await,
-                Some(acceptor) => connection.secure(&acceptor, stream, peer).await,
+                None => connection.run(stream, peer, activity).await,
+                Some(acceptor) => connection.secure(&acceptor, stream, peer, activity).await,
             }
             drop(permit);
         });
@@ -226,7 +228,13 @@ struct Connection {
 impl Connection {
     /// Completes the TLS handshake, within the header timeout and before shutdown begins,
     /// then serves the connection.
-    async fn secure(mut self, acceptor: &TlsAcceptor, stream: TcpStream, peer: SocketAddr) {
+    async fn secure(
+        mut self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+        activity: Arc<Activity>,
+    ) {
         let secured = {
             let handshake = tokio::time::timeout(self.idle_timeout, acceptor.accept(stream));
             let stopping = self.phase.wait_for(|phase| *phase != Phase::Serving);
@@ -236,19 +244,18 @@ impl Connection {
             }
         };
         match secured {
-            Ok(Ok(stream)) => self.run(stream, peer).await,
+            Ok(Ok(stream)) => self.run(stream, peer, activity).await,
             Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
         }
     }
 
-    /// Serves the connection until the peer closes it, it stays idle too long, or shutdown
-    /// begins (then in-flight requests finish first).
-    async fn run<S>(mut self, stream: S, peer: SocketAddr)
+    /// Serves the connection until the peer closes it, it stays idle too long (`activity`
+    /// began at its accepting), or shutdown begins (then in-flight requests finish first).
+    async fn run<S>(mut self, stream: S, peer: SocketAddr, activity: Arc<Activity>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = Arc::new(Activity::new());
         let transport = self.transport;
         let service = {
             let (router, activity) = (self.router.clone(), activity.clone());
@@ -301,6 +308,12 @@ impl Connection {
                     }
                 }
                 _ = check.tick(), if !closing => {
+                    if activity.idle_for() >= self.idle_timeout && !activity.used() {
+                        // Nothing in flight to finish: a slow handshake and a slow first head
+                        // share one timeout.
+                        tracing::debug!(%peer, "dropping a connection that began no request in time");
+                        return;
+                    }
                     if activity.idle_for() >= self.idle_timeout {
                         tracing::debug!(%peer, "closing an idle connection");
                         connection.as_mut().graceful_shutdown();
@@ -320,6 +333,8 @@ impl Connection {
 /// Requests in flight on one connection, and when it last made progress.
 struct Activity {
     started: Instant,
+    /// Whether a request ever began.
+    used: AtomicBool,
     in_flight: AtomicUsize,
     /// Milliseconds after `started` when a request last ended or an answer last sent a frame.
     idle_since_ms: AtomicU64,
@@ -329,6 +344,7 @@ impl Activity {
     fn new() -> Self {
         Self {
             started: Instant::now(),
+            used: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
         }
@@ -336,6 +352,7 @@ impl Activity {
 
     /// Marks a request in flight until the guard drops.
     fn begin(self: &Arc<Self>) -> InFlight {
+        self.used.store(true, Ordering::Release);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
@@ -344,6 +361,11 @@ impl Activity {
     fn touch(&self) {
         let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.idle_since_ms.store(now_ms, Ordering::Release);
+    }
+
+    /// Whether a request ever began on the connection.
+    fn used(&self) -> bool {
+        self.used.load(Ordering::Acquire)
     }
 
     /// How long the connection has made no progress (zero while a request is being handled).

@@ -442,9 +442,7 @@ impl Server {
         let watcher = self.tls.as_ref().map(ServerTls::watch);
         let acceptor = self.tls.as_ref().map(ServerTls::acceptor);
         connections::serve(self.listener, router, &self.connections, acceptor, shutdown).await;
-        if let Some(watcher) = watcher {
-            watcher.abort();
-        }
+        drop(watcher);
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }

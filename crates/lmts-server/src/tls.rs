@@ -77,11 +77,17 @@ pub enum TlsError {
     NoRoots(String),
 }
 
+/// The longest time between two checks of the files.
+const LONGEST_CHECK: Duration = Duration::from_secs(86_400);
+
 /// The TLS side of the listeners: an acceptor whose certificate can be replaced at any time.
 #[derive(Clone)]
 pub struct ServerTls {
     acceptor: TlsAcceptor,
     certificate: Arc<ReloadingCertificate>,
+    /// SIGHUP, registered at load (so that one sent before serving begins reloads rather than
+    /// ends the process), until [`ServerTls::watch`] takes it.
+    hangups: Arc<Mutex<Option<Hangups>>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -105,6 +111,7 @@ impl ServerTls {
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             certificate,
+            hangups: Arc::new(Mutex::new(Hangups::register())),
         })
     }
 
@@ -132,13 +139,21 @@ impl ServerTls {
         }
     }
 
-    /// Watches for new files until the task is aborted: on SIGHUP, and every
-    /// [`TlsFiles::check_every`].
-    pub fn watch(&self) -> tokio::task::JoinHandle<()> {
+    /// Watches for new files until the returned guard drops: on SIGHUP, and every
+    /// [`TlsFiles::check_every`] (at most a day; zero: never).
+    pub fn watch(&self) -> Watcher {
         let tls = self.clone();
-        tokio::spawn(async move {
-            let mut hangups = Hangups::new();
-            let mut check = tls.certificate.files.check_every.map(|every| {
+        let taken = self
+            .hangups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        Watcher(tokio::spawn(async move {
+            let mut hangups = taken.unwrap_or_else(Hangups::new);
+            let every = tls.certificate.files.check_every;
+            let every = every.filter(|every| !every.is_zero());
+            let mut check = every.map(|every| {
+                let every = every.min(LONGEST_CHECK);
                 let mut check =
                     tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,7 +173,17 @@ impl ServerTls {
                     () = checked => tls.refresh(false),
                 }
             }
-        })
+        }))
+    }
+}
+
+/// The task of [`ServerTls::watch`]; dropping it stops the watching.
+#[derive(Debug)]
+pub struct Watcher(tokio::task::JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -166,6 +191,12 @@ impl ServerTls {
 struct Hangups(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
 
 impl Hangups {
+    /// Registers for SIGHUP now; `None` outside a Tokio runtime (the watcher registers then).
+    fn register() -> Option<Self> {
+        tokio::runtime::Handle::try_current().ok()?;
+        Some(Self::new())
+    }
+
     fn new() -> Self {
         #[cfg(unix)]
         {
@@ -199,39 +230,64 @@ impl Hangups {
 struct ReloadingCertificate {
     files: TlsFiles,
     current: RwLock<Arc<CertifiedKey>>,
-    /// The files' modification times and sizes when last tried.
-    seen: Mutex<Option<Stamp>>,
+    tried: Mutex<Tried>,
 }
 
-/// What identifies a version of the two files, without reading them.
-type Stamp = [(SystemTime, u64); 2];
+/// The last attempt to read the files.
+#[derive(Debug)]
+struct Tried {
+    /// The files as they were then.
+    stamp: Option<Stamp>,
+    /// Why it failed, if it did: the attempt is made again at every check until one succeeds
+    /// (a failure may have had nothing to do with the files: descriptors, permissions).
+    failure: Option<String>,
+}
+
+/// What identifies a version of a file without reading it: modification time and size, and
+/// on Unix its inode and change time too (a rename over it, a chmod).
+type FileStamp = (SystemTime, u64, u64, i64);
+
+/// [`FileStamp`]s of the certificate and the key.
+type Stamp = [FileStamp; 2];
 
 impl ReloadingCertificate {
     fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let seen = stamp(&files);
+        let stamp = stamp(&files);
         let current = certified_key(&files.cert, &files.key)?;
         Ok(Self {
             files,
             current: RwLock::new(Arc::new(current)),
-            seen: Mutex::new(seen),
+            tried: Mutex::new(Tried {
+                stamp,
+                failure: None,
+            }),
         })
     }
 
-    /// Reloads when the files changed since last tried, or when `forced`; `None` when nothing
-    /// was tried.
+    /// Reloads when `forced`, when the files changed since last tried, or when that attempt
+    /// failed; answers the outcome, or `None` when nothing was tried or the attempt failed
+    /// again as before on unchanged files (retried quietly).
     fn refresh(&self, forced: bool) -> Option<Result<(), TlsError>> {
         let now = stamp(&self.files);
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-            if !forced && *seen == now {
-                return None;
-            }
-            *seen = now;
+        let mut tried = self.tried.lock().unwrap_or_else(PoisonError::into_inner);
+        let unchanged = !forced && tried.stamp == now;
+        if unchanged && tried.failure.is_none() {
+            return None;
         }
-        let loaded = certified_key(&self.files.cert, &self.files.key).map(Arc::new);
-        Some(loaded.map(|key| {
-            *self.current.write().unwrap_or_else(PoisonError::into_inner) = key;
-        }))
+        tried.stamp = now;
+        match certified_key(&self.files.cert, &self.files.key) {
+            Ok(key) => {
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+                tried.failure = None;
+                Some(Ok(()))
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                let again = unchanged && tried.failure.as_deref() == Some(reason.as_str());
+                tried.failure = Some(reason);
+                (!again).then_some(Err(error))
+            }
+        }
     }
 }
 
@@ -248,9 +304,19 @@ impl ResolvesServerCert for ReloadingCertificate {
 
 /// The two files' stamps; `None` when either cannot be read.
 fn stamp(files: &TlsFiles) -> Option<Stamp> {
-    let of = |path: &Path| {
+    let of = |path: &Path| -> Option<FileStamp> {
         let metadata = std::fs::metadata(path).ok()?;
-        Some((metadata.modified().ok()?, metadata.len()))
+        #[cfg(unix)]
+        let (inode, changed) = {
+            use std::os::unix::fs::MetadataExt;
+            (
+                metadata.ino(),
+                metadata.ctime_nsec() + metadata.ctime() * 1_000_000_000,
+            )
+        };
+        #[cfg(not(unix))]
+        let (inode, changed) = (0, 0);
+        Some((metadata.modified().ok()?, metadata.len(), inode, changed))
     };
     Some([of(&files.cert)?, of(&files.key)?])
 }
@@ -284,7 +350,8 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(chain)
 }
 
-/// The bytes of `path`, wiped when dropped (it may hold a private key).
+/// The bytes of `path`, wiped when dropped (it may hold a private key; the key rustls decodes
+/// from them is rustls's to keep).
 fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, TlsError> {
     std::fs::read(path)
         .map(Zeroizing::new)

@@ -266,6 +266,89 @@ async fn the_gateway_serves_https_and_reaches_an_https_upstream_it_can_verify() 
         1,
         "a request reached an unverified upstream"
     );
+
+    // Nor is one whose certificate the roots vouch for, but for another name.
+    let elsewhere = RecordingUpstream::start_tls(&back.issue_for(&["other.example"]))
+        .await
+        .unwrap();
+    let misnamed = https_server(files.tls(None), &front, gateway_to(&elsewhere, &back_ca)).await;
+    let (creds, _) = misnamed.derive(ALICE, "{}").await;
+    let refused = misnamed
+        .signed(&creds, Method::POST, "/orders", ORDER)
+        .await;
+    assert_error(refused, StatusCode::BAD_GATEWAY).await;
+    assert_eq!(
+        elsewhere.count(),
+        0,
+        "a request reached a misnamed upstream"
+    );
+}
+
+/// A TLS server allowing one connection at a time, with `header_timeout` and `grace`.
+async fn one_connection_server(
+    authority: &TestAuthority,
+    files: &CertificateFiles,
+    header_timeout: Duration,
+    grace: Duration,
+) -> TestServer {
+    https_server(files.tls(None), authority, |config| {
+        config.connections.max_connections = 1;
+        config.connections.header_timeout = header_timeout;
+        config.connections.shutdown_grace = grace;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_connection_that_never_completes_its_handshake_gives_its_slot_back() {
+    let authority = TestAuthority::new("slots");
+    let files = CertificateFiles::holding(&authority.issue());
+    let server = one_connection_server(
+        &authority,
+        &files,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .await;
+    let address = server.base.trim_start_matches("https://").to_owned();
+    // Connected, silent: it holds the only slot until the header timeout drops it.
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let served = authority
+        .client()
+        .get(server.url("/health"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    assert_eq!(
+        served.map(|response| response.status()).ok(),
+        Some(StatusCode::OK),
+        "the slot never came back"
+    );
+    let mut buffer = [0_u8; 16];
+    let read = tokio::io::AsyncReadExt::read(&mut silent, &mut buffer).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the silent connection is still open"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_handshake() {
+    let authority = TestAuthority::new("shutdown");
+    let files = CertificateFiles::holding(&authority.issue());
+    let server = one_connection_server(
+        &authority,
+        &files,
+        Duration::from_secs(600),
+        Duration::from_secs(1),
+    )
+    .await;
+    let address = server.base.trim_start_matches("https://").to_owned();
+    let _stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    settle().await;
+    // Far below the ten-minute handshake timeout the stalled connection would otherwise get.
+    let stopped = tokio::time::timeout(Duration::from_secs(60), server.stop()).await;
+    assert!(stopped.is_ok(), "shutdown waited for a stalled handshake");
 }
 
 #[tokio::test]

@@ -77,8 +77,14 @@ impl TestAuthority {
 
     /// Issues a server certificate for `localhost` and `127.0.0.1`.
     pub fn issue(&self) -> IssuedCertificate {
+        self.issue_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// Issues a server certificate for `names` (host names, or addresses as text).
+    pub fn issue_for(&self, names: &[&str]) -> IssuedCertificate {
         let key = KeyPair::generate().unwrap_or_else(|error| panic!("server key: {error}"));
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let params = CertificateParams::new(names)
             .unwrap_or_else(|error| panic!("server certificate names: {error}"));
         let certificate = params
             .signed_by(&key, &self.issuer)

@@ -64,13 +64,24 @@ pub fn client(service: &ServiceArgs, saved: Option<&str>) -> Result<Client, Comm
     Ok(builder.build()?)
 }
 
+/// Advice for a refused server certificate (`reason`: rustls's words) at `base_url`.
+fn certificate_hint(reason: &str, base_url: &str) -> String {
+    if reason.contains("UnknownIssuer") || reason.contains("CaUsedAsEndEntity") {
+        format!("no trusted authority issued the certificate of {base_url}: if a private one did, give its certificate with --ca-file (LMTS_CA_FILE)")
+    } else {
+        format!(
+            "the certificate of {base_url} was refused (its names or dates?): see the reason above"
+        )
+    }
+}
+
 /// Adds advice to an SDK error where some helps.
 pub(super) fn hinted(error: SdkError, client: &Client, signed: bool) -> CommandError {
     let hint = match &error {
-        SdkError::Transport(_) if error_chain(&error).to_string().contains("certificate") => {
-            Some(format!(
-                "the certificate of {} is not trusted: if a private authority issued it, give its certificate with --ca-file (LMTS_CA_FILE)",
-                client.base_url()
+        SdkError::Transport(_) if error_chain(&error).to_string().contains("peer certificate") => {
+            Some(certificate_hint(
+                &error_chain(&error).to_string(),
+                client.base_url(),
             ))
         }
         SdkError::Transport(_) | SdkError::Timeout(_) => Some(format!(
