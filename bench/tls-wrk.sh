@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# What TLS costs the service (BENCHMARKS.md, "TLS"): `lmts serve` with and without
+# --tls-cert in one run, wrk on keep-alive connections to /health and to a signed list.
+#
+#   cargo build --release -p lmts-cli && bench/tls-wrk.sh [SECONDS] [CONNECTIONS]
+#
+# Needs wrk, openssl and python3 (Debian: apt-get install wrk openssl python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-6}
+CONNS=${2:-32}
+LMTS=${LMTS:-target/release/lmts}
+DIR=$(mktemp -d /tmp/lmts-tls-bench.XXXXXX)
+trap 'kill $PLAIN_PID $TLS_PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+  -keyout "$DIR/key.pem" -out "$DIR/cert.pem" 2>/dev/null
+start() { # listen, extra options...
+  local listen=$1; shift
+  LMTS_LOG=warn "$LMTS" serve --dev --listen "$listen" --data-dir "$DIR/data" \
+    --rate-limit-per-minute 0 --auth-failures-per-minute 0 "$@" 2>> "$DIR/lmts.log" &
+}
+start 127.0.0.1:19200; PLAIN_PID=$!
+for _ in $(seq 100); do curl -sf http://127.0.0.1:19200/health >/dev/null && break; sleep 0.1; done
+start 127.0.0.1:19201 --tls-cert "$DIR/cert.pem" --tls-key "$DIR/key.pem"; TLS_PID=$!
+for _ in $(seq 100); do curl -sf --cacert "$DIR/cert.pem" https://127.0.0.1:19201/health >/dev/null && break; sleep 0.1; done
+identity=$("$LMTS" dev identity-token --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --data-dir "$DIR/data")
+curl -sf -X POST http://127.0.0.1:19200/auth/api-tokens/derive -H "identity: Bearer $identity" -d '{}' > "$DIR/token.json"
+python3 - "$DIR/token.json" > "$DIR/list.lua" <<'PY'
+import base64, datetime, hashlib, hmac, json, sys
+token = json.load(open(sys.argv[1]))
+now = datetime.datetime.now(datetime.timezone.utc)
+ts = now.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (now.microsecond // 1000)
+sig = base64.b64encode(hmac.new(base64.b64decode(token["secret"]), f"{ts}\nGET\n/auth/api-tokens\n".encode(), hashlib.sha256).digest()).decode()
+print(f'wrk.headers["lmts-api-key"] = "{token["tokenId"]}"\nwrk.headers["lmts-timestamp"] = "{ts}"\nwrk.headers["lmts-signature"] = "{sig}"')
+PY
+printf '' > "$DIR/plain.lua"
+run() { # name, url, script
+  local out; out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$3" "$2")
+  printf '| %s | %s | %s | %s | %s |\n' "$1" \
+    "$(awk '/Requests\/sec/ {print $2}' <<< "$out")" "$(awk '$1 == "50%" {print $2}' <<< "$out")" \
+    "$(awk '$1 == "99%" {print $2}' <<< "$out")" "$(awk '/Non-2xx/ {print $5} END {}' <<< "$out" | grep . || echo 0)"
+}
+echo "wrk -t1 -c$CONNS, ${SECS} s each"
+echo "| scenario | req/s | p50 | p99 | non-2xx |"
+echo "|---|---:|---:|---:|---:|"
+run "/health, plain HTTP" http://127.0.0.1:19200/health "$DIR/plain.lua"
+run "/health, HTTPS" https://127.0.0.1:19201/health "$DIR/plain.lua"
+run "signed list, plain HTTP" http://127.0.0.1:19200/auth/api-tokens "$DIR/list.lua"
+run "signed list, HTTPS" https://127.0.0.1:19201/auth/api-tokens "$DIR/list.lua"
