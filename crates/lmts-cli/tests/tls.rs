@@ -1,6 +1,7 @@
 //! `lmts serve --tls-cert --tls-key` as a process: the CLI reaches it with `--ca-file` and not
 //! without, and SIGHUP puts a replaced certificate in use when the files are not watched
 //! (`--tls-reload-secs 0`).
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
