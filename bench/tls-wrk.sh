@@ -26,7 +26,8 @@ start 127.0.0.1:19201 --tls-cert "$DIR/cert.pem" --tls-key "$DIR/key.pem"; TLS_P
 for _ in $(seq 100); do curl -sf --cacert "$DIR/cert.pem" https://127.0.0.1:19201/health >/dev/null && break; sleep 0.1; done
 identity=$("$LMTS" dev identity-token --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --data-dir "$DIR/data")
 curl -sf -X POST http://127.0.0.1:19200/auth/api-tokens/derive -H "identity: Bearer $identity" -d '{}' > "$DIR/token.json"
-python3 - "$DIR/token.json" > "$DIR/list.lua" <<'PY'
+sign_list() { # signed just before each run: the signature's time must stay within the window
+  python3 - "$DIR/token.json" > "$DIR/list.lua" <<'PY'
 import base64, datetime, hashlib, hmac, json, sys
 token = json.load(open(sys.argv[1]))
 now = datetime.datetime.now(datetime.timezone.utc)
@@ -34,6 +35,7 @@ ts = now.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (now.microsecond // 1000)
 sig = base64.b64encode(hmac.new(base64.b64decode(token["secret"]), f"{ts}\nGET\n/auth/api-tokens\n".encode(), hashlib.sha256).digest()).decode()
 print(f'wrk.headers["lmts-api-key"] = "{token["tokenId"]}"\nwrk.headers["lmts-timestamp"] = "{ts}"\nwrk.headers["lmts-signature"] = "{sig}"')
 PY
+}
 printf '' > "$DIR/plain.lua"
 run() { # name, url, script
   local out; out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$3" "$2")
@@ -46,5 +48,5 @@ echo "| scenario | req/s | p50 | p99 | non-2xx |"
 echo "|---|---:|---:|---:|---:|"
 run "/health, plain HTTP" http://127.0.0.1:19200/health "$DIR/plain.lua"
 run "/health, HTTPS" https://127.0.0.1:19201/health "$DIR/plain.lua"
-run "signed list, plain HTTP" http://127.0.0.1:19200/auth/api-tokens "$DIR/list.lua"
-run "signed list, HTTPS" https://127.0.0.1:19201/auth/api-tokens "$DIR/list.lua"
+sign_list; run "signed list, plain HTTP" http://127.0.0.1:19200/auth/api-tokens "$DIR/list.lua"
+sign_list; run "signed list, HTTPS" https://127.0.0.1:19201/auth/api-tokens "$DIR/list.lua"

@@ -5,7 +5,8 @@
 //! bounded too; on shutdown, in-flight requests get a grace period and then the connections
 //! are dropped, whatever the clients do. With TLS, the handshake must end within the header
 //! timeout too, and it counts against it: a connection without a request begun one header
-//! timeout after it was accepted is dropped.
+//! timeout after it was accepted is closed (HTTP/2: told so with a GOAWAY) and dropped a
+//! second later.
 
 use std::{
     net::SocketAddr,
@@ -69,6 +70,9 @@ impl Default for ConnectionLimits {
 /// connection. A body larger than the stream window flows as the service reads it.
 const HTTP2_STREAM_WINDOW: u32 = 16 * 1024;
 const HTTP2_CONNECTION_WINDOW: u32 = 64 * 1024;
+
+/// How long a connection that never began a request may take to close once told to.
+const UNUSED_GRACE: Duration = Duration::from_secs(1);
 
 /// Descriptors kept free for the database, key files and logs.
 const RESERVED_DESCRIPTORS: usize = 64;
@@ -308,17 +312,19 @@ impl Connection {
                     }
                 }
                 _ = check.tick(), if !closing => {
-                    if activity.idle_for() >= self.idle_timeout && !activity.used() {
-                        // Nothing in flight to finish: a slow handshake and a slow first head
-                        // share one timeout.
-                        tracing::debug!(%peer, "dropping a connection that began no request in time");
-                        return;
-                    }
                     if activity.idle_for() >= self.idle_timeout {
                         tracing::debug!(%peer, "closing an idle connection");
                         connection.as_mut().graceful_shutdown();
                         closing = true;
-                        force_close.as_mut().reset(Instant::now() + self.idle_timeout);
+                        // One that never began a request owes no answer: it gets a moment to
+                        // read the GOAWAY (HTTP/2), not another timeout, so a slow handshake
+                        // and a slow first head share one.
+                        let grace = if activity.used() {
+                            self.idle_timeout
+                        } else {
+                            UNUSED_GRACE.min(self.idle_timeout)
+                        };
+                        force_close.as_mut().reset(Instant::now() + grace);
                     }
                 }
                 () = &mut force_close, if closing => {

@@ -27,8 +27,8 @@ pub const RATE_LIMITED: &str = "lmts_rate_limited_total";
 pub const USAGE_PENDING: &str = "lmts_usage_pending";
 /// Other instances' invalidations applied to this one's caches, by kind.
 pub const INVALIDATIONS: &str = "lmts_invalidations_received_total";
-/// Time from another instance's revocation (its announcement, just before its commit) to this
-/// one applying it.
+/// Time from a revocation (this instance's or another's; on PostgreSQL its announcement, just
+/// before its commit) to this instance applying it.
 pub const INVALIDATION_DELAY: &str = "lmts_invalidation_delay_seconds";
 /// Database connections open, by pool, and how many of them idle.
 pub const POOL_CONNECTIONS: &str = "lmts_db_pool_connections";
@@ -39,6 +39,8 @@ pub const GROUP_COMMIT: &str = "lmts_sqlite_group_commit_writes";
 
 /// Reloads of the TLS certificate, by outcome: `loaded` or `failed`.
 pub const TLS_RELOADS: &str = "lmts_tls_reloads_total";
+/// 1 while the certificate files on disk cannot be loaded (the one in use is older), else 0.
+pub const TLS_RELOAD_FAILING: &str = "lmts_tls_reload_failing";
 
 /// The buckets of [`GROUP_COMMIT`]: writes a commit.
 const GROUP_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
@@ -159,11 +161,15 @@ fn describe() {
     describe_histogram!(
         INVALIDATION_DELAY,
         Unit::Seconds,
-        "Time from another instance's revocation (just before its commit) to this one applying it."
+        "Time from a revocation or rotation (just before its commit) to this instance applying it."
     );
     describe_gauge!(POOL_CONNECTIONS, "Database connections open, by pool.");
     describe_gauge!(POOL_IDLE, "Database connections idle, by pool.");
     describe_histogram!(GROUP_COMMIT, "Writes carried by each SQLite group commit.");
+    describe_gauge!(
+        TLS_RELOAD_FAILING,
+        "1 while the TLS certificate files cannot be loaded and an older certificate is served."
+    );
     describe_counter!(
         TLS_RELOADS,
         "Reloads of the TLS certificate and key, by outcome: loaded, or failed (the one in use stays)."
@@ -222,6 +228,11 @@ pub fn group_commit(writes: usize) {
 /// Counts a reload of the TLS certificate.
 pub fn tls_reload(loaded: bool) {
     counter!(TLS_RELOADS, "outcome" => if loaded { "loaded" } else { "failed" }).increment(1);
+}
+
+/// Sets whether the TLS certificate files fail to load.
+pub fn tls_failing(failing: bool) {
+    gauge!(TLS_RELOAD_FAILING).set(if failing { 1.0 } else { 0.0 });
 }
 
 /// Drains histograms' idle buckets (maintenance; the recorder asks for it now and then).

@@ -123,7 +123,9 @@ impl ServerTls {
     /// Reads the files again when they changed since last read (or always, when `forced`),
     /// and puts the result in use; a failure is logged and keeps the certificate in use.
     fn refresh(&self, forced: bool) {
-        let Some(outcome) = self.certificate.refresh(forced) else {
+        let outcome = self.certificate.refresh(forced);
+        crate::telemetry::tls_failing(self.certificate.failing());
+        let Some(outcome) = outcome else {
             return;
         };
         crate::telemetry::tls_reload(outcome.is_ok());
@@ -262,6 +264,15 @@ impl ReloadingCertificate {
                 failure: None,
             }),
         })
+    }
+
+    /// Whether the last attempt to read the files failed (the certificate in use is older).
+    fn failing(&self) -> bool {
+        self.tried
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .failure
+            .is_some()
     }
 
     /// Reloads when `forced`, when the files changed since last tried, or when that attempt

@@ -105,6 +105,14 @@ async fn reloads(server: &TestServer, outcome: &str) -> u64 {
         .map_or(0, |value| value.trim().parse().unwrap())
 }
 
+/// The `lmts_tls_reload_failing` gauge in the server's `/metrics`.
+async fn failing(server: &TestServer) -> Option<String> {
+    let text = server.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("lmts_tls_reload_failing "))
+        .map(|value| value.trim().to_owned())
+}
+
 /// Waits (at most 20 s) until the server has counted a reload of `outcome` more than `before`.
 async fn until_reloaded(server: &TestServer, outcome: &str, before: u64) -> u64 {
     for _ in 0..200 {
@@ -143,6 +151,7 @@ async fn the_service_speaks_https_and_takes_up_a_new_certificate_without_a_resta
     let renewed = second.issue();
     replace_file(&files.key(), renewed.key_pem.as_bytes());
     assert_eq!(until_reloaded(&server, "failed", failed).await, failed + 1);
+    assert_eq!(failing(&server).await.as_deref(), Some("1"));
     assert!(
         trusted_by(&server, &first).await,
         "a refused reload broke the certificate in use"
@@ -151,6 +160,7 @@ async fn the_service_speaks_https_and_takes_up_a_new_certificate_without_a_resta
     // The other half arrives: taken up, counted once, and new connections get it alone.
     replace_file(&files.cert(), renewed.certificate_pem.as_bytes());
     assert_eq!(until_reloaded(&server, "loaded", loaded).await, loaded + 1);
+    assert_eq!(failing(&server).await.as_deref(), Some("0"));
     until_trusted_by(&server, &second).await;
     assert!(
         !trusted_by(&server, &first).await,
@@ -284,35 +294,42 @@ async fn the_gateway_serves_https_and_reaches_an_https_upstream_it_can_verify() 
     );
 }
 
-/// A TLS server allowing one connection at a time, with `header_timeout` and `grace`.
-async fn one_connection_server(
-    authority: &TestAuthority,
-    files: &CertificateFiles,
-    header_timeout: Duration,
-    grace: Duration,
-) -> TestServer {
-    https_server(files.tls(None), authority, |config| {
+/// A TLS server allowing one connection at a time, and a TCP connection to it that sent
+/// nothing and so holds that one slot.
+struct SlotTaken {
+    server: TestServer,
+    authority: TestAuthority,
+    holder: tokio::net::TcpStream,
+    _files: CertificateFiles,
+}
+
+/// A [`SlotTaken`] with `header_timeout`, shutting down with `grace`.
+async fn slot_taken(header_timeout: Duration, grace: Duration) -> SlotTaken {
+    let authority = TestAuthority::new("one slot");
+    let files = CertificateFiles::holding(&authority.issue());
+    let server = https_server(files.tls(None), &authority, |config| {
         config.connections.max_connections = 1;
         config.connections.header_timeout = header_timeout;
         config.connections.shutdown_grace = grace;
     })
-    .await
-}
-
-#[tokio::test]
-async fn a_connection_that_never_completes_its_handshake_gives_its_slot_back() {
-    let authority = TestAuthority::new("slots");
-    let files = CertificateFiles::holding(&authority.issue());
-    let server = one_connection_server(
-        &authority,
-        &files,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
     .await;
     let address = server.base.trim_start_matches("https://").to_owned();
-    // Connected, silent: it holds the only slot until the header timeout drops it.
-    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let holder = tokio::net::TcpStream::connect(&address).await.unwrap();
+    SlotTaken {
+        server,
+        authority,
+        holder,
+        _files: files,
+    }
+}
+
+/// Asserts that `server`'s only connection slot, held by `silent`, comes back: a request is
+/// served, and `silent` is closed by the server.
+async fn assert_slot_given_back(
+    server: &TestServer,
+    authority: &TestAuthority,
+    silent: &mut (impl tokio::io::AsyncRead + Unpin),
+) {
     let served = authority
         .client()
         .get(server.url("/health"))
@@ -325,7 +342,7 @@ async fn a_connection_that_never_completes_its_handshake_gives_its_slot_back() {
         "the slot never came back"
     );
     let mut buffer = [0_u8; 16];
-    let read = tokio::io::AsyncReadExt::read(&mut silent, &mut buffer).await;
+    let read = tokio::io::AsyncReadExt::read(silent, &mut buffer).await;
     assert!(
         matches!(read, Ok(0) | Err(_)),
         "the silent connection is still open"
@@ -333,21 +350,28 @@ async fn a_connection_that_never_completes_its_handshake_gives_its_slot_back() {
 }
 
 #[tokio::test]
+async fn a_connection_that_never_completes_its_handshake_gives_its_slot_back() {
+    let mut taken = slot_taken(Duration::from_secs(1), Duration::from_secs(1)).await;
+    assert_slot_given_back(&taken.server, &taken.authority, &mut taken.holder).await;
+}
+
+#[tokio::test]
+async fn a_connection_silent_after_its_handshake_gives_its_slot_back() {
+    let taken = slot_taken(Duration::from_secs(1), Duration::from_secs(1)).await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut silent = tokio_rustls::TlsConnector::from(taken.authority.client_config())
+        .connect(name, taken.holder)
+        .await
+        .expect("the handshake completes");
+    assert_slot_given_back(&taken.server, &taken.authority, &mut silent).await;
+}
+
+#[tokio::test]
 async fn shutdown_does_not_wait_for_a_handshake() {
-    let authority = TestAuthority::new("shutdown");
-    let files = CertificateFiles::holding(&authority.issue());
-    let server = one_connection_server(
-        &authority,
-        &files,
-        Duration::from_secs(600),
-        Duration::from_secs(1),
-    )
-    .await;
-    let address = server.base.trim_start_matches("https://").to_owned();
-    let _stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let taken = slot_taken(Duration::from_secs(600), Duration::from_secs(1)).await;
     settle().await;
     // Far below the ten-minute handshake timeout the stalled connection would otherwise get.
-    let stopped = tokio::time::timeout(Duration::from_secs(60), server.stop()).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(60), taken.server.stop()).await;
     assert!(stopped.is_ok(), "shutdown waited for a stalled handshake");
 }
 

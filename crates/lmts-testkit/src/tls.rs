@@ -75,6 +75,24 @@ impl TestAuthority {
             .unwrap_or_else(|error| panic!("HTTPS client: {error}"))
     }
 
+    /// A rustls client configuration that trusts this authority alone.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for root in CertificateDer::pem_slice_iter(self.certificate_pem.as_bytes()) {
+            let root = root.unwrap_or_else(|error| panic!("CA certificate: {error}"));
+            roots
+                .add(root)
+                .unwrap_or_else(|error| panic!("CA certificate: {error}"));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|error| panic!("TLS client configuration: {error}"))
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
     /// Issues a server certificate for `localhost` and `127.0.0.1`.
     pub fn issue(&self) -> IssuedCertificate {
         self.issue_for(&["localhost", "127.0.0.1"])

@@ -85,7 +85,7 @@ fn time_delay(payload: &str) {
         .and_then(|(_, sent)| sent.parse::<i64>().ok());
     if let Some(sent_ms) = sent_ms {
         let now_ms = crate::clock::Clock::system().now().timestamp_millis();
-        crate::telemetry::invalidation_delay(now_ms - sent_ms);
+        crate::telemetry::invalidation_delay(now_ms.saturating_sub(sent_ms));
     }
 }
 

@@ -6,7 +6,7 @@
 //! [`LOOKBACK_MS`] further back than that change, or than now if that is earlier: a change takes
 //! its time before it waits for the writer, so one timed before another may commit after it,
 //! and a clock may step. (Derives elsewhere reach this process's listings when their cache
-//! entries expire.) Each change made since the task started is counted in
+//! entries expire.) Each change timed after the task started is counted in
 //! `lmts_invalidation_delay_seconds`, from the change's time to its delivery.
 
 use std::{collections::HashMap, time::Duration};
@@ -34,6 +34,7 @@ struct Changed {
 
 /// Starts the task that delivers other processes' revocations and rotations to `sink`.
 pub(super) fn watch(pool: SqlitePool, sink: InvalidationSink) -> JoinHandle<()> {
+    let started_ms = crate::clock::Clock::system().now().timestamp_millis();
     tokio::spawn(async move {
         let mut seen: Option<Seen> = None;
         let mut tick = tokio::time::interval(POLL);
@@ -44,14 +45,14 @@ pub(super) fn watch(pool: SqlitePool, sink: InvalidationSink) -> JoinHandle<()> 
             let seen = match &mut seen {
                 Some(seen) => seen,
                 None => match latest_change(&pool).await {
-                    Ok(latest) => seen.insert(Seen::from(latest)),
+                    Ok(latest) => seen.insert(Seen::new(latest, started_ms)),
                     Err(_) => continue,
                 },
             };
             // Behind the latest revocation seen, or behind now if that is earlier: a revocation
             // stamped by a clock stepped forward must not hide the ones that follow.
             let now_ms = crate::clock::Clock::system().now().timestamp_millis();
-            let since = seen.latest.min(now_ms) - LOOKBACK_MS;
+            let since = seen.horizon(now_ms);
             match changed_since(&pool, since).await {
                 Ok(changed) => {
                     if std::mem::take(&mut failing) {
@@ -98,8 +99,8 @@ async fn changed_since(pool: &SqlitePool, since: i64) -> Result<Vec<Changed>, sq
 /// The changes delivered, for as long as a look may find them again.
 #[derive(Debug)]
 struct Seen {
-    /// The time of the latest change on file when the task started: changes up to it are
-    /// delivered again, but their delay is not this process's.
+    /// When the task started: a change timed before it is delivered again, but its delay is
+    /// not this process's to count.
     started: i64,
     /// The time of the latest change seen.
     latest: i64,
@@ -107,17 +108,21 @@ struct Seen {
     delivered: HashMap<String, i64>,
 }
 
-impl From<i64> for Seen {
-    fn from(latest: i64) -> Self {
+impl Seen {
+    fn new(latest: i64, started: i64) -> Self {
         Self {
-            started: latest,
+            started,
             latest,
             delivered: HashMap::new(),
         }
     }
-}
 
-impl Seen {
+    /// Where a look at `now_ms` starts: behind the latest change seen, or behind now if that
+    /// is earlier.
+    fn horizon(&self, now_ms: i64) -> i64 {
+        self.latest.min(now_ms) - LOOKBACK_MS
+    }
+
     fn deliver(&mut self, changed: Vec<Changed>, sink: &InvalidationSink) {
         let now_ms = crate::clock::Clock::system().now().timestamp_millis();
         for token in changed {
@@ -134,7 +139,8 @@ impl Seen {
             sink(Invalidation::Token(TokenId::new(token.token_id)));
             sink(Invalidation::Profile(token.profile_id));
         }
-        let horizon = self.latest - LOOKBACK_MS;
+        // Kept as long as a look may find them again (a clock stepped back included).
+        let horizon = self.horizon(now_ms);
         self.delivered.retain(|_, at| *at >= horizon);
     }
 }
