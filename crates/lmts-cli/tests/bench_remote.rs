@@ -18,35 +18,10 @@ async fn bench_drives_an_existing_deployment_with_an_identity_or_saved_credentia
         &["--rate-limit-per-minute", "0"],
     )
     .await;
-    let bench = |env: &[(&str, &str)]| {
-        lmts_with(
-            &[
-                "bench",
-                "--base-url",
-                &service.base,
-                "--duration-secs",
-                "2",
-                "--connections",
-                "2",
-                "--scenario",
-                "health",
-                "--scenario",
-                "list",
-                "--output",
-                "json",
-            ],
-            env,
-            None,
-        )
-    };
+    let bench = |env: &[(&str, &str)]| bench_remote(&service.base, &["--duration-secs", "2"], env);
     let identity = identity_token(&data);
     let with_identity = bench(&[("LIMITLESS_IDENTITY_TOKEN", identity.as_str())]);
-    assert!(with_identity.status.success(), "{}", stderr(&with_identity));
-    let results: serde_json::Value = serde_json::from_str(&stdout(&with_identity)).unwrap();
-    for result in results.as_array().unwrap() {
-        assert!(result["requests"].as_u64().unwrap() > 0, "{result}");
-        assert_eq!(result["errors"], 0, "{result}");
-    }
+    assert_benched(&with_identity);
     assert!(
         stderr(&with_identity).contains("s of 2"),
         "progress: {}",

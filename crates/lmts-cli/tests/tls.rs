@@ -1,6 +1,6 @@
 //! `lmts serve --tls-cert --tls-key` as a process: the CLI reaches it with `--ca-file` and not
-//! without, and SIGHUP puts a replaced certificate in use when the files are not watched
-//! (`--tls-reload-secs 0`).
+//! without, SIGHUP puts a replaced certificate in use when the files are not watched
+//! (`--tls-reload-secs 0`), and `lmts bench --base-url https://… --ca-file` drives it.
 #![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -66,6 +66,8 @@ async fn the_cli_reaches_an_https_service_and_sighup_reloads_its_certificate() {
             &listen,
             "--tls-reload-secs",
             "0",
+            "--rate-limit-per-minute",
+            "0",
         ])
         .arg("--data-dir")
         .arg(&data)
@@ -122,6 +124,28 @@ async fn the_cli_reaches_an_https_service_and_sighup_reloads_its_certificate() {
     assert!(fs::read_to_string(&log)
         .unwrap()
         .contains("TLS certificate loaded"));
+
+    // The bench drives the HTTPS deployment too, trusting the authority it is given.
+    let bench = |ca_file: &Path| {
+        let extra = [
+            "--ca-file",
+            ca_file.to_str().unwrap(),
+            "--duration-secs",
+            "1",
+        ];
+        bench_remote(&base, &extra, &[("LIMITLESS_IDENTITY_TOKEN", &identity)])
+    };
+    assert_benched(&bench(&second_ca));
+    let refused = bench(&first_ca);
+    assert!(
+        !refused.status.success(),
+        "the bench trusted an authority it was not given"
+    );
+    assert!(
+        stderr(&refused).contains("UnknownIssuer"),
+        "{}",
+        stderr(&refused)
+    );
 }
 
 #[test]

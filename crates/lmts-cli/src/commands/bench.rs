@@ -11,7 +11,7 @@ use std::{
 };
 
 use chrono::TimeDelta;
-use lmts_core::{HmacCredentials, Signer};
+use lmts_core::{error_chain::error_chain, HmacCredentials, Signer};
 use lmts_sdk::Client;
 use lmts_server::{
     clock::Clock,
@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::{
     cli::{BenchArgs, Scenario},
-    exit::CommandError,
+    exit::{CommandError, ConfigError},
     output::Output,
 };
 
@@ -384,16 +384,23 @@ fn start_service(
     ))
 }
 
-/// Waits for the service at `base` to answer `/health` (10 seconds at most).
-async fn wait_until_up(http: &reqwest::Client, base: &str) -> Result<(), CommandError> {
+/// Waits for the service at `base` to answer `/health`: `attempts` tries 25 ms apart.
+async fn wait_until_up(
+    http: &reqwest::Client,
+    base: &str,
+    attempts: u32,
+) -> Result<(), CommandError> {
     let health = format!("{base}/health");
-    for _ in 0..400 {
-        if http.get(&health).send().await.is_ok() {
-            return Ok(());
+    let mut last = None;
+    for _ in 0..attempts {
+        match http.get(&health).send().await {
+            Ok(_) => return Ok(()),
+            Err(error) => last = Some(error),
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    Err(format!("the measured service does not answer {health}").into())
+    let why = last.map_or_else(String::new, |error| format!(": {}", error_chain(&error)));
+    Err(format!("the measured service does not answer {health}{why}").into())
 }
 
 /// Mints the identity tokens of the measured service's dev issuer.
@@ -508,13 +515,27 @@ fn scenarios_of(args: &BenchArgs) -> Vec<Scenario> {
 pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
     let scenarios = scenarios_of(&args);
     let (target, base) = target_of(&args).await?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections as usize)
-        .build()?;
-    wait_until_up(&http, &base).await?;
+    let mut http = reqwest::Client::builder().pool_max_idle_per_host(args.connections as usize);
+    let mut sdk = Client::builder().base_url(&base);
+    if let Some(path) = &args.ca_file {
+        let pem = super::tokens::read_ca_file(path)?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)?;
+        if roots.is_empty() {
+            let path = path.display();
+            return Err(ConfigError(format!("--ca-file {path} holds no PEM certificate")).into());
+        }
+        for root in roots {
+            http = http.add_root_certificate(root);
+        }
+        sdk = sdk.root_certificates_pem(pem);
+    }
+    let http = http.build()?;
+    // A deployment is up already: one try, and its error. A child may take 10 s to start.
+    let attempts = if args.base_url.is_some() { 1 } else { 400 };
+    wait_until_up(&http, &base, attempts).await?;
     if let Some(identity) = target.identity(Scenario::Health)? {
         // Fail early, with the SDK's error, if the service does not accept the identity.
-        Client::new(&base)?
+        sdk.build()?
             .api_tokens()
             .get_capabilities(&identity)
             .await?;

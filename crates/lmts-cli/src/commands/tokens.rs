@@ -57,11 +57,15 @@ pub fn client(service: &ServiceArgs, saved: Option<&str>) -> Result<Client, Comm
         .unwrap_or(DEFAULT_BASE_URL);
     let mut builder = Client::builder().base_url(base_url);
     if let Some(path) = &service.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|error| ConfigError(format!("--ca-file {}: {error}", path.display())))?;
-        builder = builder.root_certificates_pem(pem);
+        builder = builder.root_certificates_pem(read_ca_file(path)?);
     }
     Ok(builder.build()?)
+}
+
+/// The PEM bundle of `--ca-file`.
+pub(super) fn read_ca_file(path: &Path) -> Result<Vec<u8>, CommandError> {
+    std::fs::read(path)
+        .map_err(|error| ConfigError(format!("--ca-file {}: {error}", path.display())).into())
 }
 
 /// Advice for a refused server certificate (`reason`: rustls's words) at `base_url`.

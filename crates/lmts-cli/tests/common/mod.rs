@@ -249,3 +249,29 @@ pub async fn derive_token(
     let secret = lmts_core::TokenSecret::from_base64(derived["secret"].as_str().unwrap()).unwrap();
     (token_id, secret, derived)
 }
+
+/// `lmts bench --base-url BASE` of the health and list scenarios on two connections, as JSON,
+/// with `extra` options and `env`.
+pub fn bench_remote(base: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = vec!["bench", "--base-url", base, "--connections", "2"];
+    args.extend([
+        "--scenario",
+        "health",
+        "--scenario",
+        "list",
+        "--output",
+        "json",
+    ]);
+    args.extend(extra);
+    lmts_with(&args, env, None)
+}
+
+/// Asserts that a bench succeeded, and that every scenario made requests and had no error.
+pub fn assert_benched(output: &Output) {
+    assert!(output.status.success(), "{}", stderr(output));
+    let results: serde_json::Value = serde_json::from_str(&stdout(output)).unwrap();
+    for result in results.as_array().unwrap() {
+        assert!(result["requests"].as_u64().unwrap() > 0, "{result}");
+        assert_eq!(result["errors"], 0, "{result}");
+    }
+}
