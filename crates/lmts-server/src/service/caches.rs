@@ -18,14 +18,10 @@ use lmts_core::{Scope, Signer, TokenId};
 use tokio::task::JoinHandle;
 
 use super::{
-    listing::TokenListing,
-    ttl_cache::TtlCache,
-    tunnels::{OpenTunnels, Standing},
-    validity::Validity,
+    listing::TokenListing, ttl_cache::TtlCache, tunnels::OpenTunnels, validity::Validity,
     ServiceError, ServiceSettings,
 };
 use crate::{
-    clock::Clock,
     crypto::Keyring,
     store::{Invalidation, PartnerProfile, PartnerSettings, Store},
 };
@@ -88,23 +84,18 @@ pub(super) struct Caches {
     /// Partner settings by account as profiles carry it (EIP-55), for [`SETTINGS_TTL`].
     settings: TtlCache<String, Arc<PartnerSettings>>,
     /// The gateway's WebSocket tunnels, by the token that opened them.
-    pub(super) tunnels: Arc<OpenTunnels>,
-    /// Where a changed token's tunnels look up what it allows now.
-    store: Arc<dyn Store>,
-    clock: Clock,
+    pub(super) tunnels: OpenTunnels,
 }
 
 impl Caches {
-    /// Empty caches sized and timed by `settings`, in front of `store`.
-    pub(super) fn new(settings: &ServiceSettings, store: Arc<dyn Store>, clock: Clock) -> Self {
+    /// Empty caches sized and timed by `settings`.
+    pub(super) fn new(settings: &ServiceSettings) -> Self {
         let capacity = settings.token_cache_capacity;
         Self {
             tokens: TtlCache::new(settings.token_cache_ttl, capacity),
             lists: TtlCache::new(settings.token_cache_ttl, capacity),
             settings: TtlCache::new(SETTINGS_TTL, capacity),
-            tunnels: Arc::default(),
-            store,
-            clock,
+            tunnels: OpenTunnels::default(),
         }
     }
 
@@ -207,7 +198,7 @@ impl Caches {
         match invalidation {
             Invalidation::Token(token_id) => {
                 self.tokens.invalidate(&token_id);
-                self.recheck_tunnels(token_id);
+                self.tunnels.close(&token_id);
             }
             Invalidation::Profile(profile_id) => self.lists.invalidate(&profile_id),
             Invalidation::All => {
@@ -216,31 +207,6 @@ impl Caches {
                 self.tunnels.close_all();
             }
         }
-    }
-
-    /// After a change to `token_id` (a revoke, or a rotation moving its expiry): its tunnels,
-    /// if it has any, close unless the store holds it live still, and then stand until its
-    /// expiry as it is now. Looked up off the caller's path; any doubt closes them.
-    fn recheck_tunnels(&self, token_id: TokenId) {
-        if !self.tunnels.has(&token_id) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.tunnels.settle(&token_id, Standing::Closed);
-            return;
-        };
-        let (store, clock, tunnels) = (
-            Arc::clone(&self.store),
-            self.clock.clone(),
-            Arc::clone(&self.tunnels),
-        );
-        runtime.spawn(async move {
-            let standing = match store.token_credentials(token_id.as_str()).await {
-                Ok(Some(token)) if !token.revoked => Standing::of(token.expires_at, clock.now()),
-                _ => Standing::Closed,
-            };
-            tunnels.settle(&token_id, standing);
-        });
     }
 
     /// Forgets every partner's settings (after this instance changed some).

@@ -137,7 +137,7 @@ impl TokenService {
     ) -> Self {
         let usage = UsageLog::new(settings.usage_retention());
         Self(Verifier(Arc::new(Core {
-            caches: Arc::new(Caches::new(&settings, Arc::clone(&store), clock.clone())),
+            caches: Arc::new(Caches::new(&settings)),
             bodies: BodyBudget::new(settings.body_budget_bytes),
             events: EventLog::new(settings.token_cache_capacity),
             failures: FailureBudget::new(settings.auth_failure_limit),
@@ -185,8 +185,12 @@ impl TokenService {
     /// Registers a WebSocket tunnel opened by `token`: the guard's `closed()` completes when the
     /// token is revoked, here or on another instance, or expires.
     pub fn open_tunnel(&self, token: &VerifiedToken) -> TunnelGuard {
-        let standing = tunnels::Standing::of(token.validity.expires_at, self.now());
-        self.core().caches.tunnels.open(&token.token_id, standing)
+        let expires_in = token.validity.expires_at.map(|expires_at| {
+            (expires_at - self.now())
+                .to_std()
+                .unwrap_or(std::time::Duration::ZERO)
+        });
+        self.core().caches.tunnels.open(&token.token_id, expires_in)
     }
 
     /// The client of a request from `peer` with `headers`: the peer, or the address a trusted

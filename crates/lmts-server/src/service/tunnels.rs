@@ -1,115 +1,70 @@
 //! WebSocket tunnels open through the gateway, by the token that opened them: revoking the
 //! token closes them, as it refuses the token's next request (SPEC B13), and so does its
-//! expiry (SPEC C2). A tunnel is authenticated once, at its handshake; without this it would
-//! outlive the revoke. A rotation moves the rotated token's expiry to the end of its overlap
-//! rather than ending it, so a change to a token is looked at again in the store
-//! ([`super::caches::Caches`]): its tunnels close, or live on to the expiry it has now.
+//! expiry (SPEC C2). A tunnel is
+//! authenticated once, at its handshake; without this it would outlive the revoke.
 
 use std::{
     collections::HashMap,
     sync::{Mutex, PoisonError},
+    time::Duration,
 };
 
-use chrono::{DateTime, Utc};
 use lmts_core::TokenId;
-use tokio::{sync::watch, time::Instant};
+use tokio::sync::watch;
 
-/// Whether a token's tunnels may stay open, and until when.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Standing {
-    /// Open until this instant (`None`: the token does not expire).
-    Open(Option<Instant>),
-    /// Closed.
-    Closed,
-}
-
-impl Standing {
-    /// The standing of a live token that expires at `expires_at` (if it does), at `now`.
-    pub(super) fn of(expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Self {
-        match expires_at {
-            None => Standing::Open(None),
-            Some(at) => match (at - now).to_std() {
-                Ok(left) if !left.is_zero() => Standing::Open(Some(Instant::now() + left)),
-                _ => Standing::Closed,
-            },
-        }
-    }
-}
-
-/// The tokens with tunnels open, each with the standing its tunnels follow.
+/// The tokens with tunnels open, each with the signal that closes them.
 #[derive(Debug, Default)]
 pub(super) struct OpenTunnels {
-    by_token: Mutex<HashMap<TokenId, watch::Sender<Standing>>>,
+    by_token: Mutex<HashMap<TokenId, watch::Sender<bool>>>,
 }
 
 /// A tunnel's hold on the token that opened it.
 #[derive(Debug)]
 pub struct TunnelGuard {
-    standing: watch::Receiver<Standing>,
+    closed: watch::Receiver<bool>,
+    /// How long the token had left when the tunnel opened (SPEC C2); `None`: no expiry.
+    expires_in: Option<Duration>,
 }
 
 impl TunnelGuard {
     /// Completes once the token is revoked (or the service can no longer tell it is not), or
     /// expires.
     pub async fn closed(&mut self) {
-        loop {
-            let until = match *self.standing.borrow_and_update() {
-                Standing::Closed => return,
-                Standing::Open(until) => until,
-            };
-            let expired = async move {
-                match until {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                changed = self.standing.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-                () = expired => return,
+        let expired = async {
+            match self.expires_in {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            _ = self.closed.wait_for(|closed| *closed) => {}
+            () = expired => {}
         }
     }
 }
 
 impl OpenTunnels {
-    /// Registers a tunnel opened by `token`, whose tunnels stand as `standing` unless others
-    /// are open already (they share one standing).
-    pub(super) fn open(&self, token: &TokenId, standing: Standing) -> TunnelGuard {
+    /// Registers a tunnel opened by `token`, which expires after `expires_in`, if it does.
+    pub(super) fn open(&self, token: &TokenId, expires_in: Option<Duration>) -> TunnelGuard {
         let mut by_token = self.by_token.lock().unwrap_or_else(PoisonError::into_inner);
         let signal = by_token
             .entry(token.clone())
-            .or_insert_with(|| watch::channel(standing).0);
+            .or_insert_with(|| watch::channel(false).0);
         TunnelGuard {
-            standing: signal.subscribe(),
+            closed: signal.subscribe(),
+            expires_in,
         }
     }
 
-    /// Whether `token` has tunnels open.
-    pub(super) fn has(&self, token: &TokenId) -> bool {
-        self.by_token
+    /// Closes every tunnel `token` opened.
+    pub(super) fn close(&self, token: &TokenId) {
+        let removed = self
+            .by_token
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(token)
-    }
-
-    /// Sets the standing of `token`'s tunnels: closed, or open until another time.
-    pub(super) fn settle(&self, token: &TokenId, standing: Standing) {
-        let mut by_token = self.by_token.lock().unwrap_or_else(PoisonError::into_inner);
-        match standing {
-            Standing::Closed => {
-                if let Some(signal) = by_token.remove(token) {
-                    let _ = signal.send(Standing::Closed);
-                }
-            }
-            Standing::Open(_) => {
-                if let Some(signal) = by_token.get(token) {
-                    signal.send_replace(standing);
-                }
-            }
+            .remove(token);
+        if let Some(signal) = removed {
+            let _ = signal.send(true);
         }
     }
 
@@ -122,7 +77,7 @@ impl OpenTunnels {
             .drain()
             .collect();
         for (_, signal) in all {
-            let _ = signal.send(Standing::Closed);
+            let _ = signal.send(true);
         }
     }
 
