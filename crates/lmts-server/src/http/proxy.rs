@@ -325,6 +325,8 @@ async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiEr
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
     let upgrade = upgrade.filter(|_| client_upgrade.is_some());
     let target = raw_target(&parts.uri);
+    // Before the check: a revocation between the check and the tunnel closes the tunnel.
+    let epoch = state.gateway.service.tunnel_epoch();
     let head = head_of(&state.gateway.service, &parts, &parts.method, target);
     let (grant, body) = pass(&state.gateway, head, body).await?;
     let uri = Uri::builder()
@@ -356,7 +358,7 @@ async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiEr
     let switch = client_upgrade.map(|client| Switch {
         client,
         revoked: match &grant {
-            Grant::Token(token) => Some(state.gateway.service.open_tunnel(token)),
+            Grant::Token(token) => Some(state.gateway.service.open_tunnel(token, epoch)),
             Grant::Public => None,
         },
     });

@@ -18,7 +18,10 @@ use lmts_core::{Scope, Signer, TokenId};
 use tokio::task::JoinHandle;
 
 use super::{
-    listing::TokenListing, ttl_cache::TtlCache, tunnels::OpenTunnels, validity::Validity,
+    listing::TokenListing,
+    ttl_cache::TtlCache,
+    tunnels::{OpenTunnels, TunnelGuard},
+    validity::Validity,
     ServiceError, ServiceSettings,
 };
 use crate::{
@@ -209,6 +212,27 @@ impl Caches {
         }
     }
 
+    /// How many token invalidations there have been: taken before a token is checked, it tells
+    /// whether one came between the check and what the check allows.
+    pub(super) fn token_epoch(&self) -> u64 {
+        self.tokens.generation()
+    }
+
+    /// Registers a WebSocket tunnel of `token_id`, whose check began at token epoch `epoch`.
+    /// A token invalidation since then may be the token's revocation, which has passed the
+    /// registry by already and closed the tunnels it found: the tunnel is closed from the start
+    /// (its client opens another, checked again). Registered first and compared second, so that
+    /// an invalidation either finds the tunnel or is seen here.
+    pub(super) fn open_tunnel(
+        &self,
+        token_id: &TokenId,
+        expires_in: Option<Duration>,
+        epoch: u64,
+    ) -> TunnelGuard {
+        self.tunnels
+            .open(token_id, expires_in, || self.token_epoch() == epoch)
+    }
+
     /// Forgets every partner's settings (after this instance changed some).
     pub(super) fn forget_settings(&self) {
         self.settings.clear();
@@ -226,5 +250,34 @@ impl Caches {
             });
             caches.forget(invalidation);
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tunnel_checked_before_a_revocation_is_closed_from_the_start() {
+        let caches = Caches::new(&ServiceSettings::default());
+        let token = TokenId::new("lmts_tunnelled");
+        let checked = caches.token_epoch();
+        // The revocation's invalidation passes by before the tunnel is registered.
+        caches.forget(Invalidation::Token(token.clone()));
+        let mut late = caches.open_tunnel(&token, None, checked);
+        tokio::time::timeout(Duration::from_secs(1), late.closed())
+            .await
+            .expect("a tunnel checked before the revocation is closed from the start");
+
+        let mut current = caches.open_tunnel(&token, None, caches.token_epoch());
+        let open = tokio::time::timeout(Duration::from_millis(100), current.closed()).await;
+        assert!(
+            open.is_err(),
+            "a tunnel checked after the revocation was closed"
+        );
+        caches.forget(Invalidation::Token(token));
+        tokio::time::timeout(Duration::from_secs(1), current.closed())
+            .await
+            .expect("a revocation closes the tunnels registered before it");
     }
 }

@@ -182,15 +182,24 @@ impl TokenService {
         self.core().clock.now()
     }
 
-    /// Registers a WebSocket tunnel opened by `token`: the guard's `closed()` completes when the
-    /// token is revoked, here or on another instance, or expires.
-    pub fn open_tunnel(&self, token: &VerifiedToken) -> TunnelGuard {
+    /// The count of token invalidations so far: read it before checking a request that may
+    /// open a tunnel, and give it to [`TokenService::open_tunnel`].
+    pub fn tunnel_epoch(&self) -> u64 {
+        self.core().caches.token_epoch()
+    }
+
+    /// Registers a WebSocket tunnel opened by `token`, checked from [`TokenService::tunnel_epoch`]
+    /// `epoch` on: the guard's `closed()` completes when the token is revoked, here or on
+    /// another instance, or expires (at once, if an invalidation came since the check began).
+    pub fn open_tunnel(&self, token: &VerifiedToken, epoch: u64) -> TunnelGuard {
         let expires_in = token.validity.expires_at.map(|expires_at| {
             (expires_at - self.now())
                 .to_std()
                 .unwrap_or(std::time::Duration::ZERO)
         });
-        self.core().caches.tunnels.open(&token.token_id, expires_in)
+        self.core()
+            .caches
+            .open_tunnel(&token.token_id, expires_in, epoch)
     }
 
     /// The client of a request from `peer` with `headers`: the peer, or the address a trusted

@@ -27,6 +27,14 @@ pub struct TunnelGuard {
 }
 
 impl TunnelGuard {
+    /// A guard whose tunnel is closed from the start.
+    fn closed_from_the_start() -> Self {
+        Self {
+            closed: watch::channel(true).1,
+            expires_in: None,
+        }
+    }
+
     /// Completes once the token is revoked (or the service can no longer tell it is not), or
     /// expires.
     pub async fn closed(&mut self) {
@@ -44,8 +52,25 @@ impl TunnelGuard {
 }
 
 impl OpenTunnels {
-    /// Registers a tunnel opened by `token`, which expires after `expires_in`, if it does.
-    pub(super) fn open(&self, token: &TokenId, expires_in: Option<Duration>) -> TunnelGuard {
+    /// Registers a tunnel opened by `token`, which expires after `expires_in`, if it does,
+    /// unless `still_valid` (asked once the tunnel is registered) says the check of the token
+    /// may be older than its revocation: then the tunnel is closed from the start.
+    pub(super) fn open(
+        &self,
+        token: &TokenId,
+        expires_in: Option<Duration>,
+        still_valid: impl FnOnce() -> bool,
+    ) -> TunnelGuard {
+        let guard = self.register(token, expires_in);
+        if still_valid() {
+            guard
+        } else {
+            TunnelGuard::closed_from_the_start()
+        }
+    }
+
+    /// Adds a tunnel of `token` to the registry.
+    fn register(&self, token: &TokenId, expires_in: Option<Duration>) -> TunnelGuard {
         let mut by_token = self.by_token.lock().unwrap_or_else(PoisonError::into_inner);
         let signal = by_token
             .entry(token.clone())
