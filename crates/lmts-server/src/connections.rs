@@ -77,15 +77,6 @@ const UNUSED_GRACE: Duration = Duration::from_secs(1);
 /// Descriptors kept free for the database, key files and logs.
 const RESERVED_DESCRIPTORS: usize = 64;
 
-/// How a request reached the service: an extension of every request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// Plain TCP.
-    Plain,
-    /// TLS.
-    Tls,
-}
-
 /// Serves `router` on `listener` (over TLS when given an acceptor) until `shutdown` completes,
 /// then lets in-flight requests run for the grace period and drops whatever is left.
 pub async fn serve(
@@ -131,11 +122,6 @@ pub async fn serve(
             router: router.clone(),
             idle_timeout: limits.header_timeout,
             phase: phase_seen.clone(),
-            transport: if tls.is_some() {
-                Transport::Tls
-            } else {
-                Transport::Plain
-            },
         };
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -226,7 +212,6 @@ struct Connection {
     router: Router,
     idle_timeout: Duration,
     phase: watch::Receiver<Phase>,
-    transport: Transport,
 }
 
 impl Connection {
@@ -260,12 +245,10 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let transport = self.transport;
         let service = {
             let (router, activity) = (self.router.clone(), activity.clone());
             hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
-                request.extensions_mut().insert(transport);
                 let in_flight = activity.begin();
                 let progress = activity.clone();
                 let response = router.clone().oneshot(request);

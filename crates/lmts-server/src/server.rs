@@ -318,6 +318,7 @@ fn doors_of(config: &ServerConfig) -> Result<Doors, ServeError> {
         gateway: gateway.policy.clone().map(Gateway::new),
         upstream,
         metrics: config.metrics_listen.is_none(),
+        tls: config.tls.is_some(),
     })
 }
 

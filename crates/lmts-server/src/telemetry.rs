@@ -179,8 +179,36 @@ fn describe() {
 /// Counts an answered request and its time.
 pub fn answered(route: SharedString, method: &'static str, status: u16, took: Duration) {
     histogram!(HTTP_DURATION, "route" => route.clone()).record(took.as_secs_f64());
-    counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
+    counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status_label(status))
         .increment(1);
+}
+
+/// A status as a label: the ones lmts answers without an allocation, any other formatted.
+fn status_label(status: u16) -> SharedString {
+    const KNOWN: [(u16, &str); 18] = [
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (413, "413"),
+        (415, "415"),
+        (429, "429"),
+        (431, "431"),
+        (500, "500"),
+        (501, "501"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+    ];
+    KNOWN.iter().find(|(code, _)| *code == status).map_or_else(
+        || SharedString::from_owned(status.to_string()),
+        |(_, label)| SharedString::const_str(label),
+    )
 }
 
 /// Counts a signed request's outcome.

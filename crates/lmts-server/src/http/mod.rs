@@ -43,6 +43,8 @@ pub struct Doors {
     pub upstream: Option<Upstream>,
     /// `GET /metrics` (off when it has a listener of its own).
     pub metrics: bool,
+    /// The listener speaks TLS (the proxy tells the upstream `X-Forwarded-Proto: https`).
+    pub tls: bool,
 }
 
 impl Default for Doors {
@@ -52,6 +54,7 @@ impl Default for Doors {
             gateway: None,
             upstream: None,
             metrics: true,
+            tls: false,
         }
     }
 }
@@ -94,6 +97,7 @@ pub fn app_with(service: TokenService, doors: Doors) -> Router {
                 ProxyState {
                     gateway: state,
                     upstream,
+                    client_scheme: if doors.tls { "https" } else { "http" },
                 },
             ));
         }

@@ -33,7 +33,6 @@ use super::{
     hmac::{head_of, peer_address, raw_target},
 };
 use crate::{
-    connections::Transport,
     service::{canonical_address, Grant, ServiceError, TunnelGuard},
     tls,
 };
@@ -307,6 +306,8 @@ pub struct ProxyState {
     pub gateway: GatewayState,
     /// The upstream.
     pub upstream: Upstream,
+    /// How clients reach this listener, as `X-Forwarded-Proto` says it: `http` or `https`.
+    pub client_scheme: &'static str,
 }
 
 /// Every route the router does not answer itself: passed through the gateway, then proxied.
@@ -455,11 +456,7 @@ fn set_forwarding(headers: &mut HeaderMap, state: &ProxyState, parts: &Parts) {
     }
     let proto = HeaderName::from_static("x-forwarded-proto");
     if !headers.contains_key(&proto) {
-        let scheme = match parts.extensions.get::<Transport>() {
-            Some(Transport::Tls) => "https",
-            _ => "http",
-        };
-        headers.insert(proto, HeaderValue::from_static(scheme));
+        headers.insert(proto, HeaderValue::from_static(state.client_scheme));
     }
     headers.insert(header::HOST, state.upstream.host.clone());
     let hops = chain.into_iter().chain(peer.map(|peer| peer.to_string()));
