@@ -327,7 +327,9 @@ async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiEr
     let upgrade = upgrade.filter(|_| client_upgrade.is_some());
     let target = raw_target(&parts.uri);
     // Before the check: a revocation between the check and the tunnel closes the tunnel.
-    let epoch = state.gateway.service.tunnel_epoch();
+    let epoch = client_upgrade
+        .as_ref()
+        .map(|_| state.gateway.service.tunnel_epoch());
     let head = head_of(&state.gateway.service, &parts, &parts.method, target);
     let (grant, body) = pass(&state.gateway, head, body).await?;
     let uri = Uri::builder()
@@ -356,7 +358,7 @@ async fn forward(state: &ProxyState, request: Request) -> Result<Response, ApiEr
         PassedBody::Read(read) => (Body::from(read.bytes.clone()), Some(read)),
     };
     *outgoing.body_mut() = body;
-    let switch = client_upgrade.map(|client| Switch {
+    let switch = client_upgrade.zip(epoch).map(|(client, epoch)| Switch {
         client,
         revoked: match &grant {
             Grant::Token(token) => Some(state.gateway.service.open_tunnel(token, epoch)),

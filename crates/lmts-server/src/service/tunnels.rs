@@ -10,7 +10,7 @@ use std::{
 };
 
 use lmts_core::TokenId;
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 
 /// The tokens with tunnels open, each with the signal that closes them.
 #[derive(Debug, Default)]
@@ -22,8 +22,8 @@ pub(super) struct OpenTunnels {
 #[derive(Debug)]
 pub struct TunnelGuard {
     closed: watch::Receiver<bool>,
-    /// How long the token had left when the tunnel opened (SPEC C2); `None`: no expiry.
-    expires_in: Option<Duration>,
+    /// When the token expires (SPEC C2), fixed as the tunnel registers; `None`: no expiry.
+    deadline: Option<Instant>,
 }
 
 impl TunnelGuard {
@@ -31,7 +31,7 @@ impl TunnelGuard {
     fn closed_from_the_start() -> Self {
         Self {
             closed: watch::channel(true).1,
-            expires_in: None,
+            deadline: None,
         }
     }
 
@@ -39,8 +39,8 @@ impl TunnelGuard {
     /// expires.
     pub async fn closed(&mut self) {
         let expired = async {
-            match self.expires_in {
-                Some(left) => tokio::time::sleep(left).await,
+            match self.deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
@@ -71,13 +71,14 @@ impl OpenTunnels {
 
     /// Adds a tunnel of `token` to the registry.
     fn register(&self, token: &TokenId, expires_in: Option<Duration>) -> TunnelGuard {
+        let deadline = expires_in.map(|left| Instant::now() + left);
         let mut by_token = self.by_token.lock().unwrap_or_else(PoisonError::into_inner);
         let signal = by_token
             .entry(token.clone())
             .or_insert_with(|| watch::channel(false).0);
         TunnelGuard {
             closed: signal.subscribe(),
-            expires_in,
+            deadline,
         }
     }
 
