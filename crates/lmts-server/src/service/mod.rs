@@ -538,8 +538,8 @@ impl TokenService {
                 core.usage.restore(uses);
             }
         }
-        core.usage.forget_old(core.clock.now());
-        crate::telemetry::usage_pending(core.usage.pending());
+        let pending = core.usage.forget_old(core.clock.now());
+        crate::telemetry::usage_pending(pending);
         core.store.report_pools();
         crate::telemetry::upkeep();
         core.identity_rates.forget_idle();

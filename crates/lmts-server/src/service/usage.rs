@@ -89,16 +89,16 @@ impl UsageLog {
         }
     }
 
-    /// How many uses wait to be written (after a failed write: the ones put back).
-    pub fn pending(&self) -> usize {
-        self.uses().values().filter(|last| last.unwritten).count()
-    }
-
-    /// Forgets written uses older than the retention (the store has them by now).
-    pub fn forget_old(&self, now: DateTime<Utc>) {
+    /// Forgets written uses older than the retention (the store has them by now), in the same
+    /// pass counting the uses that wait to be written (after a failed write: those put back).
+    pub fn forget_old(&self, now: DateTime<Utc>) -> usize {
         let horizon = now - self.retention;
-        self.uses()
-            .retain(|_, last| last.unwritten || last.at >= horizon);
+        let mut pending = 0;
+        self.uses().retain(|_, last| {
+            pending += usize::from(last.unwritten);
+            last.unwritten || last.at >= horizon
+        });
+        pending
     }
 }
 
@@ -122,8 +122,9 @@ mod tests {
             "still remembered"
         );
         log.restore(taken);
+        assert_eq!(log.forget_old(t0), 1, "a use put back is pending");
         assert_eq!(log.take().len(), 1, "a failed write is retried");
-        log.forget_old(t0 + TimeDelta::seconds(14));
+        assert_eq!(log.forget_old(t0 + TimeDelta::seconds(14)), 0);
         assert!(log.latest(&id).is_some());
         log.forget_old(t0 + TimeDelta::seconds(16));
         assert_eq!(log.latest(&id), None);
