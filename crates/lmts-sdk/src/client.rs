@@ -109,11 +109,9 @@ pub(crate) enum Auth {
 /// Whether repeating a request could repeat an effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Effect {
-    /// Safe methods (GET, HEAD, OPTIONS, TRACE): repeating them changes nothing.
+    /// Repeating it changes nothing: safe methods (GET, HEAD, OPTIONS, TRACE), and a change
+    /// the service promises to make once per `Idempotency-Key` (lmts's derive, SPEC C2).
     None,
-    /// A change the service promises to make once per `Idempotency-Key`: lmts's derive (SPEC
-    /// C2). Repeated like a safe request.
-    Once,
     /// Every other method (SPEC B6's state-changing POST, PUT, PATCH, DELETE, and any unknown
     /// one): repeat only when the service certainly did not act.
     Changes,
@@ -122,13 +120,11 @@ enum Effect {
 impl Effect {
     /// The effect of `call` on a service that said whether it makes a keyed derive once.
     fn of(call: &Call, idempotent_derive: bool) -> Self {
-        if call.method.is_safe() {
-            Effect::None
-        } else if idempotent_derive
+        let keyed_derive = idempotent_derive
             && call.answerer == Answerer::TokenService
-            && call.headers.contains_key(IDEMPOTENCY_KEY)
-        {
-            Effect::Once
+            && call.headers.contains_key(IDEMPOTENCY_KEY);
+        if call.method.is_safe() || keyed_derive {
+            Effect::None
         } else {
             Effect::Changes
         }
@@ -369,7 +365,12 @@ impl Client {
             let attempt = retries + u32::from(learnt_offset) + 1;
             let span = tracing::debug_span!("lmts_sdk.request", method = %call.call.method, target = %call.target, attempt);
             let request = self.build_request(&call)?;
-            let response = match self.receive(request).instrument(span.clone()).await {
+            let answerer = call.call.answerer;
+            let response = match self
+                .receive(request, answerer)
+                .instrument(span.clone())
+                .await
+            {
                 Ok(response) => response,
                 Err(error) => {
                     let Some(delay) =
@@ -467,15 +468,18 @@ impl Client {
         Ok(request)
     }
 
-    /// Sends one attempt and reads its whole answer.
+    /// Sends one attempt and reads its whole answer. Only the token service's answers may
+    /// say that it makes a keyed derive once: any other service's (a `Client::request` to an
+    /// API behind a gateway) could claim it and make derives repeat.
     async fn receive(
         &self,
         request: reqwest::RequestBuilder,
+        answerer: Answerer,
     ) -> Result<SignedResponse, reqwest::Error> {
         let mut response = request.send().await?;
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
-        if says_idempotent_derive(&headers) {
+        if answerer == Answerer::TokenService && says_idempotent_derive(&headers) {
             self.shared.idempotent_derive.store(true, Ordering::Relaxed);
         }
         let wait = retry_after(&headers, SystemTime::from(self.shared.clock.now()));
@@ -514,7 +518,7 @@ impl Client {
         response: &SignedResponse,
     ) -> Option<Duration> {
         let retryable = match (effect, answerer) {
-            (Effect::None | Effect::Once, _) => matches!(response.status(), 429 | 502 | 503 | 504),
+            (Effect::None, _) => matches!(response.status(), 429 | 502 | 503 | 504),
             (Effect::Changes, Answerer::TokenService) => matches!(response.status(), 429 | 503),
             (Effect::Changes, Answerer::Any) => response.status() == 429,
         };

@@ -200,6 +200,25 @@ async fn a_derive_is_retried_under_one_idempotency_key_once_the_service_says_it_
         .unwrap_err();
     assert_eq!(refused.status(), Some(502));
     assert_eq!(silent.recorded().len(), 1);
+    // Nor does an API behind a gateway saying it: only the token service speaks for derive.
+    let other = Scripted::start(vec![
+        Step::json(200, "{}").header("lmts-features", "idempotent-derive"),
+        Step::json(502, "{}"),
+        Step::json(201, DERIVED),
+    ])
+    .await;
+    let api = client(&other.base, fast_retries());
+    api.request(reqwest::Method::GET, "/orders")
+        .send()
+        .await
+        .unwrap();
+    let refused = api
+        .api_tokens()
+        .derive_token("identity", DeriveApiTokenInput::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(502));
+    assert_eq!(other.recorded().len(), 2, "the derive was repeated");
     let twice = Scripted::start(vec![Step::json(201, DERIVED), Step::json(201, DERIVED)]).await;
     let api = client(&twice.base, fast_retries());
     for _ in 0..2 {
