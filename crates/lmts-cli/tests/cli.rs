@@ -699,6 +699,17 @@ async fn events_page_and_follow_as_they_happen() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // A watchdog, so that a follower that never prints ends the test instead of hanging it.
+    let pid = follower.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        let _ = std::process::Command::new("kill").arg(&pid).status();
+    });
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    // The history first (the bot's own derive): what comes after it, only following brings.
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["type"], "token.derived");
+    assert_eq!(first["tokenId"], token_id.as_str());
     let other = session.json(
         &["tokens", "derive", "--identity-token", &session.identity()],
         &[],
@@ -711,13 +722,6 @@ async fn events_page_and_follow_as_they_happen() {
         None,
     );
     assert!(revoked.status.success(), "{}", stderr(&revoked));
-    // A watchdog, so that a follower that never prints ends the test instead of hanging it.
-    let pid = follower.id().to_string();
-    std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(30));
-        let _ = std::process::Command::new("kill").arg(&pid).status();
-    });
-    let lines = BufReader::new(follower.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in lines {
         let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
@@ -774,6 +778,16 @@ async fn operators_list_partners_and_stop_one_from_the_command_line() {
         None,
     );
     assert!(!missing_reason.status.success(), "a reason is required");
+    // The service caches the token now: only the revoke reaching it refuses the token.
+    let served = signed_status(
+        &session.service.base,
+        "GET",
+        "/auth/api-tokens",
+        &one,
+        &one_secret,
+    )
+    .await;
+    assert_eq!(served, Some(200));
     let stopped = session.json(
         &[
             "admin",

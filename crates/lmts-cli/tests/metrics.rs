@@ -202,6 +202,12 @@ async fn a_revocation_elsewhere_is_counted_with_its_delay(store: &[&str], redeli
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         before = scrape(&second.base).await;
     }
+    if redelivered {
+        assert!(
+            before.get(token).copied().unwrap_or(0.0) > 0.0,
+            "the revocation from before the start was not delivered again"
+        );
+    }
     assert_eq!(
         before.get(delays).copied().unwrap_or(0.0),
         0.0,
@@ -220,10 +226,7 @@ async fn a_revocation_elsewhere_is_counted_with_its_delay(store: &[&str], redeli
     assert_eq!(moved(&before, &after, token), 1.0, "{token}");
     assert_eq!(moved(&before, &after, delays), 1.0);
     let delay = moved(&before, &after, "lmts_invalidation_delay_seconds_sum{}");
-    assert!(
-        (0.0..10.0).contains(&delay),
-        "a delay of {delay} s on one machine"
-    );
+    assert!(delay < 2.0, "a delay of {delay} s on one machine");
     assert_eq!(
         moved(
             &before,

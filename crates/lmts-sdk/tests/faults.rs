@@ -237,37 +237,43 @@ async fn a_derive_is_retried_under_one_idempotency_key_once_the_service_says_it_
 
 #[tokio::test]
 async fn a_service_that_ignores_the_restrictions_asked_for_gets_its_token_revoked() {
-    let server = Scripted::start(vec![
-        Step::json(201, DERIVED),
-        Step::json(200, r#"{"message":"API token revoked"}"#),
-    ])
-    .await;
-    let input = DeriveApiTokenInput {
+    let restricted = DeriveApiTokenInput {
         allowed_ips: vec!["203.0.113.0/24".parse().unwrap()],
         ..DeriveApiTokenInput::default()
     };
-    let error = client(&server.base, fast_retries())
-        .api_tokens()
-        .derive_token("identity", input)
-        .await
-        .unwrap_err();
-    let Error::Unsupported(message) = &error else {
-        panic!("{error:?}");
+    let expiring = DeriveApiTokenInput {
+        expires_at: Some(lmts_sdk::clock::Clock::system().now() + TimeDelta::days(1)),
+        ..DeriveApiTokenInput::default()
     };
-    assert!(
-        message.contains("ignored allowedIps") && message.contains("it was revoked"),
-        "{message}"
-    );
-    let recorded = server.recorded();
-    assert_eq!(recorded.len(), 2);
-    assert_eq!(
-        (recorded[1].method.as_str(), recorded[1].target.as_str()),
-        ("DELETE", "/auth/api-tokens/lmts_x")
-    );
-    assert!(
-        recorded[1].header("lmts-signature").is_some(),
-        "signed by the new token"
-    );
+    for (input, field) in [(restricted, "allowedIps"), (expiring, "expiresAt")] {
+        let server = Scripted::start(vec![
+            Step::json(201, DERIVED),
+            Step::json(200, r#"{"message":"API token revoked"}"#),
+        ])
+        .await;
+        let error = client(&server.base, fast_retries())
+            .api_tokens()
+            .derive_token("identity", input)
+            .await
+            .unwrap_err();
+        let Error::Unsupported(message) = &error else {
+            panic!("{error:?}");
+        };
+        assert!(
+            message.contains(&format!("ignored {field}")) && message.contains("it was revoked"),
+            "{message}"
+        );
+        let recorded = server.recorded();
+        assert_eq!(recorded.len(), 2);
+        assert_eq!(
+            (recorded[1].method.as_str(), recorded[1].target.as_str()),
+            ("DELETE", "/auth/api-tokens/lmts_x")
+        );
+        assert!(
+            recorded[1].header("lmts-signature").is_some(),
+            "signed by the new token"
+        );
+    }
 }
 
 #[tokio::test]
