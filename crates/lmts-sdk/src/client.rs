@@ -550,6 +550,14 @@ impl Client {
     }
 }
 
+/// The certificates of a PEM bundle, as roots to trust; an error when it holds none.
+pub fn root_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, Error> {
+    reqwest::Certificate::from_pem_bundle(pem)
+        .ok()
+        .filter(|roots| !roots.is_empty())
+        .ok_or_else(|| Error::Config("a root certificate bundle holds no PEM certificate".into()))
+}
+
 /// Configures a [`Client`].
 #[derive(Debug)]
 pub struct ClientBuilder {
@@ -670,13 +678,7 @@ impl ClientBuilder {
         }
         let mut http = reqwest::Client::builder();
         for bundle in &self.root_certificates {
-            let roots = reqwest::Certificate::from_pem_bundle(bundle)
-                .ok()
-                .filter(|roots| !roots.is_empty())
-                .ok_or_else(|| {
-                    Error::Config("a root certificate bundle holds no PEM certificate".into())
-                })?;
-            for root in roots {
+            for root in root_certificates(bundle)? {
                 http = http.add_root_certificate(root);
             }
         }

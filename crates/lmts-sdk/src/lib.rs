@@ -68,7 +68,8 @@ mod retry;
 pub use api_tokens::ApiTokens;
 pub use bytes::Bytes;
 pub use client::{
-    Client, ClientBuilder, DEFAULT_BASE_URL, ENV_API_URL, ENV_TOKEN_ID, ENV_TOKEN_SECRET,
+    root_certificates, Client, ClientBuilder, DEFAULT_BASE_URL, ENV_API_URL, ENV_TOKEN_ID,
+    ENV_TOKEN_SECRET,
 };
 pub use error::{ApiError, Error};
 pub use lmts_core::{

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::{
     cli::{BenchArgs, Scenario},
-    exit::{CommandError, ConfigError},
+    exit::CommandError,
     output::Output,
 };
 
@@ -519,12 +519,7 @@ pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
     let mut sdk = Client::builder().base_url(&base);
     if let Some(path) = &args.ca_file {
         let pem = super::tokens::read_ca_file(path)?;
-        let roots = reqwest::Certificate::from_pem_bundle(&pem)?;
-        if roots.is_empty() {
-            let path = path.display();
-            return Err(ConfigError(format!("--ca-file {path} holds no PEM certificate")).into());
-        }
-        for root in roots {
+        for root in lmts_sdk::root_certificates(&pem)? {
             http = http.add_root_certificate(root);
         }
         sdk = sdk.root_certificates_pem(pem);
