@@ -1,7 +1,7 @@
 //! `lmts admin tokens | revoke | revoke-all`, straight in the database (both backends): the
 //! rules are `lmts_server::service::admin`'s; this prints.
 
-use lmts_core::{scope::join_scopes, signing::format_timestamp};
+use lmts_core::wire::ApiToken;
 use lmts_server::{
     account::checksum_address,
     clock::Clock,
@@ -59,56 +59,12 @@ async fn tokens(account: &str, store: &StoreArgs, output: &Output) -> Result<(),
     let account = account_of(account)?;
     let store = store_of(store).await?;
     let (profile, tokens) = admin::tokens(&*store, &account, Clock::system().now()).await?;
+    let tokens: Vec<ApiToken> = tokens.into_iter().map(ApiToken::from).collect();
     if output.is_json() {
-        let tokens: Vec<_> = tokens
-            .iter()
-            .map(|token| {
-                serde_json::json!({
-                    "tokenId": token.token_id,
-                    "label": token.label,
-                    "scopes": token.scopes,
-                    "createdAt": format_timestamp(token.created_at),
-                    "expiresAt": token.expires_at.map(format_timestamp),
-                    "allowedIps": token.allowed_ips,
-                    "lastUsedAt": token.last_used_at.map(format_timestamp),
-                })
-            })
-            .collect();
         output.json(&serde_json::json!({ "account": profile.account, "profileId": profile.id, "tokens": tokens }));
-        return Ok(());
+    } else {
+        super::tokens::token_table(&tokens, output);
     }
-    let never = || "never".to_owned();
-    let rows: Vec<Vec<String>> = tokens
-        .iter()
-        .map(|token| {
-            let blocks: Vec<String> = token.allowed_ips.iter().map(ToString::to_string).collect();
-            vec![
-                token.token_id.to_string(),
-                token.label.clone().unwrap_or_else(|| "-".into()),
-                join_scopes(&token.scopes),
-                format_timestamp(token.created_at),
-                token.expires_at.map_or_else(never, format_timestamp),
-                if blocks.is_empty() {
-                    "any".into()
-                } else {
-                    blocks.join(",")
-                },
-                token.last_used_at.map_or_else(never, format_timestamp),
-            ]
-        })
-        .collect();
-    output.table(
-        &[
-            "TOKEN ID",
-            "LABEL",
-            "SCOPES",
-            "CREATED",
-            "EXPIRES",
-            "ALLOWED IPS",
-            "LAST USED",
-        ],
-        &rows,
-    );
     Ok(())
 }
 

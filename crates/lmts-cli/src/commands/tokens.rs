@@ -8,8 +8,8 @@ use lmts_core::{
     error_chain::error_chain, scope::join_scopes as scopes_text, signing::format_timestamp,
 };
 use lmts_sdk::{
-    clock::Clock, Client, DeriveApiTokenInput, DeriveApiTokenResponse, Error as SdkError, IpNet,
-    Scope, TokenEventPage, DEFAULT_BASE_URL,
+    clock::Clock, ApiToken, Client, DeriveApiTokenInput, DeriveApiTokenResponse, Error as SdkError,
+    IpNet, Scope, TokenEventPage, DEFAULT_BASE_URL,
 };
 use zeroize::Zeroizing;
 
@@ -439,6 +439,12 @@ async fn list(
         }
         return Ok(());
     }
+    token_table(&tokens, output);
+    Ok(())
+}
+
+/// Tokens as a table: `tokens list`, and `admin tokens` of a partner.
+pub(super) fn token_table(tokens: &[ApiToken], output: &Output) {
     let rows: Vec<Vec<String>> = tokens
         .iter()
         .map(|token| {
@@ -467,7 +473,6 @@ async fn list(
         ],
         &rows,
     );
-    Ok(())
 }
 
 async fn revoke(

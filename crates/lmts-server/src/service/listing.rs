@@ -38,21 +38,17 @@ impl TokenListing {
                 // The wire type itself, rendered with `lastUsedAt` (its last field) null; the
                 // head is everything before that value, so a field added to the wire type is
                 // listed without a change here.
+                let last_used_at = record.last_used_at;
                 let token = ApiToken {
-                    token_id: record.token_id,
-                    label: record.label,
-                    scopes: record.scopes,
-                    created_at: record.created_at,
-                    expires_at: record.expires_at,
-                    allowed_ips: record.allowed_ips,
                     last_used_at: None,
+                    ..ApiToken::from(record)
                 };
                 let mut head = serde_json::to_string(&token)?;
                 head.truncate(head.len().saturating_sub(NULL_LAST_FIELD.len()));
                 Ok(ListedToken {
                     token_id: token.token_id,
                     expires_at: token.expires_at,
-                    last_used_at: record.last_used_at,
+                    last_used_at,
                     head,
                 })
             })

@@ -229,6 +229,20 @@ pub struct TokenRecord {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+impl From<TokenRecord> for lmts_core::wire::ApiToken {
+    fn from(record: TokenRecord) -> Self {
+        Self {
+            token_id: record.token_id,
+            label: record.label,
+            scopes: record.scopes,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            allowed_ips: record.allowed_ips,
+            last_used_at: record.last_used_at,
+        }
+    }
+}
+
 /// What a cache must forget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
