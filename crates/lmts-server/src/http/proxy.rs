@@ -4,7 +4,7 @@
 //! section 7.6.1), the grant headers set, and both bodies streamed (a signed request's body is
 //! read whole first, because its signature covers it).
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{fmt::Write as _, path::PathBuf, sync::Arc, time::Duration};
 
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
@@ -431,20 +431,26 @@ fn upstream_headers(
 fn set_forwarding(headers: &mut HeaderMap, state: &ProxyState, parts: &Parts) {
     let peer = peer_address(&parts.extensions).map(canonical_address);
     let trusted_proxies = &state.gateway.service.settings().trusted_proxies;
-    let chain: Vec<String> = match peer {
-        Some(peer) if trusted_proxies.trusts(peer) => headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .map(str::to_owned)
-            .collect(),
+    // The chain as one value: a trusted proxy's hops, then the peer.
+    let mut forwarded_for = String::new();
+    match peer {
+        Some(peer) if trusted_proxies.trusts(peer) => {
+            let hops = headers.get_all("x-forwarded-for").iter();
+            for hop in hops.filter_map(|value| value.to_str().ok()) {
+                forwarded_for.push_str(hop);
+                forwarded_for.push_str(", ");
+            }
+        }
         _ => {
             for name in FORWARDING_HEADERS {
                 headers.remove(name);
             }
-            Vec::new()
         }
-    };
+    }
+    if let Some(peer) = peer {
+        // Only a peer can be trusted, so the hops above always have this after them.
+        let _ = write!(forwarded_for, "{peer}");
+    }
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         let authority = parts.uri.authority()?;
         HeaderValue::try_from(authority.as_str()).ok()
@@ -461,8 +467,6 @@ fn set_forwarding(headers: &mut HeaderMap, state: &ProxyState, parts: &Parts) {
         headers.insert(proto, HeaderValue::from_static(state.client_scheme));
     }
     headers.insert(header::HOST, state.upstream.host.clone());
-    let hops = chain.into_iter().chain(peer.map(|peer| peer.to_string()));
-    let forwarded_for = hops.collect::<Vec<_>>().join(", ");
     headers.remove("x-forwarded-for");
     if let Ok(value) = HeaderValue::try_from(forwarded_for) {
         if !value.is_empty() {
