@@ -113,7 +113,7 @@ async fn scopes_outside_the_allowed_ones_are_403_and_name_what_is_allowed() {
 }
 
 #[tokio::test]
-async fn token_management_disabled_is_403_on_derive_list_and_revoke() {
+async fn token_management_disabled_is_403_on_derive_list_revoke_and_introspection() {
     let (server, creds) = TestServer::with_token(|_| {}).await;
     configure(&server, ALICE, false, &[Scope::Trading]).await;
 
@@ -123,6 +123,9 @@ async fn token_management_disabled_is_403_on_derive_list_and_revoke() {
     for response in [
         server.derive_raw(&identity, "{}").await,
         server.list(&creds).await,
+        server
+            .signed(&creds, Method::GET, "/auth/api-tokens/self", "")
+            .await,
         server.revoke(&creds, &creds.token_id).await,
     ] {
         let message = assert_error(response, StatusCode::FORBIDDEN).await;

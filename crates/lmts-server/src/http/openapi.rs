@@ -42,6 +42,13 @@ const RATE_LIMITED: (&str, &str) = ("429", "rate limited");
 const UNAVAILABLE: (&str, &str) = ("503", "a dependency is unavailable");
 /// See [`RATE_LIMITED`].
 const TOO_LARGE: (&str, &str) = ("413", "body over the limit");
+/// The 401 of every HMAC-authenticated operation.
+const HMAC_REFUSED: (&str, &str) = ("401", "HMAC authentication missing or refused");
+/// The 403 of HMAC-authenticated operations that check nothing else.
+const HMAC_FORBIDDEN: (&str, &str) = (
+    "403",
+    "token management disabled, or a client outside allowedIps",
+);
 
 /// A `$ref` to the component schema of `T`.
 fn schema_ref<T: ToSchema>() -> Ref {
@@ -192,11 +199,8 @@ fn current() -> PathItem {
             "200",
             success,
             &[
-                ("401", "HMAC authentication missing or refused"),
-                (
-                    "403",
-                    "token management disabled, or a client outside allowedIps",
-                ),
+                HMAC_REFUSED,
+                HMAC_FORBIDDEN,
                 TOO_LARGE,
                 RATE_LIMITED,
                 UNAVAILABLE,
@@ -244,11 +248,8 @@ fn events() -> PathItem {
             success,
             &[
                 ("400", "a malformed cursor or limit"),
-                ("401", "HMAC authentication missing or refused"),
-                (
-                    "403",
-                    "token management disabled, or a client outside allowedIps",
-                ),
+                HMAC_REFUSED,
+                HMAC_FORBIDDEN,
                 TOO_LARGE,
                 RATE_LIMITED,
                 UNAVAILABLE,
@@ -282,10 +283,10 @@ fn rotate() -> PathItem {
             success,
             &[
                 ("400", "invalid body"),
-                ("401", "HMAC authentication missing or refused"),
+                HMAC_REFUSED,
                 (
                     "403",
-                    "token management disabled, or a scope no longer allowed",
+                    "token management disabled, a client outside allowedIps, a scope no longer allowed, or a token the caller does not cover",
                 ),
                 ("404", "no such live token of this partner"),
                 TOO_LARGE,
@@ -322,11 +323,8 @@ fn list() -> PathItem {
             "200",
             success,
             &[
-                ("401", "HMAC authentication missing or refused"),
-                (
-                    "403",
-                    "token management disabled, or a client outside allowedIps",
-                ),
+                HMAC_REFUSED,
+                HMAC_FORBIDDEN,
                 TOO_LARGE,
                 RATE_LIMITED,
                 UNAVAILABLE,
@@ -346,11 +344,8 @@ fn revoke() -> PathItem {
             "200",
             success,
             &[
-                ("401", "HMAC authentication missing or refused"),
-                (
-                    "403",
-                    "token management disabled, or a client outside allowedIps",
-                ),
+                HMAC_REFUSED,
+                HMAC_FORBIDDEN,
                 ("404", "no such live token of this partner"),
                 TOO_LARGE,
                 RATE_LIMITED,

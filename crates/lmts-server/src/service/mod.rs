@@ -487,6 +487,7 @@ impl TokenService {
     /// The calling token as the list shows it (SPEC C2's introspection), as its JSON object.
     pub async fn current(&self, caller: &VerifiedToken) -> Result<String, ServiceError> {
         let core = self.core();
+        core.managing_settings(&caller.profile.account).await?;
         let now = core.clock.now();
         let listing = core
             .caches
