@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Where `lmts serve --upstream` spends a signed GET through the gateway (BENCHMARKS.md, "Issue
+# #13"): wrk drives it in front of a one-worker nginx upstream while `perf record -g` samples
+# lmts for 6 s, or, with `strace`, while `strace -c` counts its system calls.
+#
+#   cargo build --release -p lmts-cli && bench/gateway-profile.sh [perf|strace]
+#
+# perf writes /tmp/lmts-gateway.perf.data (read it with `perf report -i … --no-children
+# --sort dso` and `--sort sym`); strace prints its table, and wrk's request count beside it.
+# Needs nginx, wrk, python3 and perf or strace (Debian packages of the same names).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-perf}
+LMTS=${LMTS:-target/release/lmts}
+DIR=$(mktemp -d /tmp/lmts-gateway-profile.XXXXXX)
+trap 'kill $(cat "$DIR"/nginx.pid) "$LMTS_PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
+user=""; [ "$(id -u)" = 0 ] && user="user root;"
+cat > "$DIR/nginx.conf" <<CONF
+daemon on; $user worker_processes 1; pid $DIR/nginx.pid; error_log $DIR/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $DIR/cb; proxy_temp_path $DIR/pt;
+  fastcgi_temp_path $DIR/ft; uwsgi_temp_path $DIR/ut; scgi_temp_path $DIR/st;
+  server { listen 127.0.0.1:19100; keepalive_requests 1000000; location / { return 200 "ok\n"; } } }
+CONF
+nginx -p "$DIR" -c "$DIR/nginx.conf"
+printf 'default = "deny"\n[[route]]\nmethod = "*"\npath = "/orders/**"\nscopes = ["trading"]\n' > "$DIR/policy.toml"
+LMTS_LOG=warn "$LMTS" serve --dev --listen 127.0.0.1:19102 --data-dir "$DIR/data" \
+  --policy "$DIR/policy.toml" --upstream http://127.0.0.1:19100 \
+  --rate-limit-per-minute 0 --auth-failures-per-minute 0 2> "$DIR/lmts.log" &
+LMTS_PID=$!
+for _ in $(seq 100); do curl -sf http://127.0.0.1:19102/health >/dev/null && break; sleep 0.1; done
+identity=$("$LMTS" dev identity-token --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --data-dir "$DIR/data")
+curl -sf -X POST http://127.0.0.1:19102/auth/api-tokens/derive -H "identity: Bearer $identity" -d '{}' > "$DIR/token.json"
+python3 - "$DIR/token.json" > "$DIR/get.lua" <<'PY'
+import base64, datetime, hashlib, hmac, json, sys
+token = json.load(open(sys.argv[1]))
+now = datetime.datetime.now(datetime.timezone.utc)
+ts = now.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (now.microsecond // 1000)
+sig = base64.b64encode(hmac.new(base64.b64decode(token["secret"]), f"{ts}\nGET\n/orders/1?depth=5\n".encode(), hashlib.sha256).digest()).decode()
+print(f'wrk.headers["lmts-api-key"] = "{token["tokenId"]}"\nwrk.headers["lmts-timestamp"] = "{ts}"\nwrk.headers["lmts-signature"] = "{sig}"')
+PY
+wrk -t1 -c32 -d10s -s "$DIR/get.lua" "http://127.0.0.1:19102/orders/1?depth=5" > "$DIR/wrk.txt" &
+WRK_PID=$!
+sleep 2
+case "$MODE" in
+  perf) perf record -F 999 -g -p "$LMTS_PID" -o /tmp/lmts-gateway.perf.data -- sleep 6 2>/dev/null ;;
+  strace) timeout -s INT 6 strace -c -f -p "$LMTS_PID" || true ;;
+  *) echo "mode: perf or strace" >&2; exit 2 ;;
+esac
+wait "$WRK_PID"
+grep -E "Requests/sec|requests in" "$DIR/wrk.txt"
