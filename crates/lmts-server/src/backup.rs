@@ -54,7 +54,7 @@ pub async fn backup(data_dir: &Path, to: &Path) -> Result<(), BackupError> {
     if !database.is_file() {
         return Err(BackupError::NoDatabase(data_dir.to_owned()));
     }
-    create_new_private(to)?;
+    create_private_file(to, |_| Ok(()))?;
     let copied = async {
         let source = connect(&database, false).await?;
         let target = to.to_string_lossy().into_owned();
@@ -80,21 +80,16 @@ pub async fn restore(from: &Path, data_dir: &Path) -> Result<(), BackupError> {
         source,
     })?;
     let database = data_dir.join(DATABASE_FILE);
-    let bytes = std::fs::read(from).map_err(|error| BackupError::File {
+    let mut backup = std::fs::File::open(from).map_err(|error| BackupError::File {
         path: from.to_owned(),
         source: error.into(),
     })?;
-    files::create_private(&database, |file| std::io::Write::write_all(file, &bytes)).map_err(
-        |source| match source {
-            FileError::Io(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                BackupError::Exists(database.clone())
-            }
-            source => BackupError::File {
-                path: database.clone(),
-                source,
-            },
-        },
-    )
+    // Copied as it is read, not held whole in memory; a copy that fails is removed.
+    let copied = create_private_file(&database, |file| std::io::copy(&mut backup, file).map(drop));
+    if matches!(copied, Err(BackupError::File { .. })) {
+        let _ = std::fs::remove_file(&database);
+    }
+    copied
 }
 
 /// Whether `path` holds a sound SQLite database with lmts's schema.
@@ -133,9 +128,12 @@ async fn connect(path: &Path, read_only: bool) -> Result<SqlitePool, sqlx::Error
         .await
 }
 
-/// Creates `path` empty and private (0600), refusing an existing file.
-fn create_new_private(path: &Path) -> Result<(), BackupError> {
-    files::create_private(path, |_| Ok(())).map_err(|source| match source {
+/// Creates `path` private (0600) with what `write` writes, refusing an existing file.
+fn create_private_file(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), BackupError> {
+    files::create_private(path, write).map_err(|source| match source {
         FileError::Io(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
             BackupError::Exists(path.to_owned())
         }
