@@ -275,8 +275,8 @@ pub struct RotateArgs {
     /// The id of the token to rotate.
     pub token_id: String,
     /// How long the rotated token keeps working: 0s to 1w (default: the service's, 1h).
-    #[arg(long, value_name = "SPAN", value_parser = values::parse_span)]
-    pub overlap: Option<chrono::TimeDelta>,
+    #[arg(long, value_name = "SPAN", value_parser = values::parse_duration)]
+    pub overlap: Option<std::time::Duration>,
     /// Save the successor's credentials under this profile name (without a name: the profile
     /// the request is signed with, else "default").
     #[arg(long, value_name = "NAME", num_args = 0..=1)]

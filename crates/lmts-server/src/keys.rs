@@ -1,10 +1,8 @@
-//! Master-key rotation (issue #15): which key seals how many secrets, and re-sealing every
-//! secret under the current key, online, in batches, each batch one transaction that moves a
-//! row only if no one moved it meanwhile. A run interrupted at any point is run again: the
+//! Master-key rotation (issue #15): how many secrets each key seals ([`KeyUse`], answered by
+//! `Store::key_usage`), and re-sealing every secret under the current key, online, in
+//! batches, each batch one transaction that moves a row only if no one moved it meanwhile. A run interrupted at any point is run again: the
 //! rows still under another key are the work left, and none is half-moved. Once no row is left
 //! under an old key, that key can be retired.
-
-use chrono::{DateTime, Utc};
 
 use crate::{
     crypto::{CryptoError, Keyring},
@@ -38,11 +36,6 @@ pub enum RekeyError {
     /// The database refused.
     #[error("database error")]
     Store(#[from] StoreError),
-}
-
-/// Each key id that seals a row, with how many rows and how many live tokens at `now`.
-pub async fn status(store: &dyn Store, now: DateTime<Utc>) -> Result<Vec<KeyUse>, StoreError> {
-    store.key_usage(now).await
 }
 
 /// Re-seals under `keyring`'s current key every secret sealed under another, `batch` rows at a

@@ -26,6 +26,13 @@ pub fn parse_span(text: &str) -> Result<TimeDelta, String> {
         .ok_or_else(expected)
 }
 
+/// A span as a duration (`lmts tokens rotate --overlap`; spans are never negative).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    parse_span(text)?
+        .to_std()
+        .map_err(|_| format!("{text:?} is not a span like 3600s, 90m, 12h, 30d or 2w"))
+}
+
 /// A span longer than zero (`lmts dev identity-token --ttl`).
 pub fn parse_lifetime(text: &str) -> Result<TimeDelta, String> {
     let span = parse_span(text)?;

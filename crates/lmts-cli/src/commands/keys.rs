@@ -13,7 +13,7 @@ use crate::{
 /// `lmts keys status`.
 async fn status(store: StoreArgs, output: &Output) -> Result<(), CommandError> {
     let store = store_of(&store).await?;
-    let uses = keys::status(&*store, Clock::system().now()).await?;
+    let uses = store.key_usage(Clock::system().now()).await?;
     if output.is_json() {
         let uses: Vec<_> = uses
             .iter()

@@ -2,10 +2,7 @@
 //! database. A running server reads them on every request, so a change applies at once.
 
 use lmts_core::Scope;
-use lmts_server::{
-    server::open_store,
-    store::{PartnerSettings, PostgresOptions, SettingsKey, Store},
-};
+use lmts_server::store::{PartnerSettings, SettingsKey, Store};
 
 use crate::{
     cli::{PartnerSelector, PartnersCommand, PartnersSetArgs, StoreArgs, Switch},
@@ -115,12 +112,7 @@ async fn set(args: PartnersSetArgs, output: &Output) -> Result<(), CommandError>
         )
         .into());
     }
-    let store = open_store(
-        &args.selector.store.data_dir.data_dir,
-        args.selector.store.database_url.as_deref(),
-        &PostgresOptions::default(),
-    )
-    .await?;
+    let store = super::admin::store_of(&args.selector.store).await?;
     let (mut settings, _) = current(&*store, &key).await?;
     if let Some(switch) = args.token_management {
         settings.token_management_enabled = switch == Switch::On;
@@ -197,12 +189,7 @@ pub async fn run(command: PartnersCommand, output: &Output) -> Result<(), Comman
         PartnersCommand::List(store) => list(store, output).await,
         PartnersCommand::Show(selector) => {
             let key = settings_key(&selector)?;
-            let store = open_store(
-                &selector.store.data_dir.data_dir,
-                selector.store.database_url.as_deref(),
-                &PostgresOptions::default(),
-            )
-            .await?;
+            let store = super::admin::store_of(&selector.store).await?;
             print(&*store, &key, output).await
         }
     }

@@ -257,14 +257,9 @@ fn show_derived(derived: &DeriveApiTokenResponse, output: &Output) {
 /// `lmts tokens rotate`: the successor shown (and saved), the overlap said.
 async fn rotate(args: RotateArgs, output: &Output) -> Result<(), CommandError> {
     let client = signing_client(&args.service, &args.credentials, output)?;
-    let overlap = args
-        .overlap
-        .map(|span| span.to_std())
-        .transpose()
-        .map_err(|_| ConfigError("--overlap must not be negative".into()))?;
     let successor = client
         .api_tokens()
-        .rotate_token(&args.token_id, overlap)
+        .rotate_token(&args.token_id, args.overlap)
         .await
         .map_err(|error| hinted(error, &client, true))?;
     if let Some(name) = &args.save {
@@ -284,7 +279,7 @@ async fn rotate(args: RotateArgs, output: &Output) -> Result<(), CommandError> {
     show_derived(&successor, output);
     let overlap = args.overlap.map_or_else(
         || "the service's default overlap (1h)".to_owned(),
-        |span| format!("{} s", span.num_seconds()),
+        |span| format!("{} s", span.as_secs()),
     );
     output.note(&format!(
         "{} keeps working for {overlap}, then expires; revoke it to end it sooner",
