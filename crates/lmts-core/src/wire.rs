@@ -247,6 +247,24 @@ pub enum TokenEventType {
 }
 
 impl TokenEventType {
+    /// Every type this version knows.
+    pub const KNOWN: [TokenEventType; 6] = [
+        TokenEventType::Derived,
+        TokenEventType::Rotated,
+        TokenEventType::Revoked,
+        TokenEventType::Expired,
+        TokenEventType::AuthFailed,
+        TokenEventType::NewAddress,
+    ];
+
+    /// The type [`TokenEventType::as_str`] writes as `text`; `Unknown` for any other.
+    pub fn parse(text: &str) -> Self {
+        Self::KNOWN
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .unwrap_or(TokenEventType::Unknown)
+    }
+
     /// The type as the wire and the store write it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -429,6 +447,20 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+
+    #[test]
+    fn event_types_read_and_write_as_the_wire_does() {
+        for kind in TokenEventType::KNOWN {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(TokenEventType::parse(kind.as_str()), kind);
+        }
+        assert_eq!(
+            TokenEventType::parse("token.later"),
+            TokenEventType::Unknown
+        );
+        let later: TokenEventType = serde_json::from_value(json!("token.later")).unwrap();
+        assert_eq!(later, TokenEventType::Unknown);
+    }
 
     #[test]
     fn api_token_serialises_nulls_and_milliseconds() {

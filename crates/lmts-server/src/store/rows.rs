@@ -74,6 +74,12 @@ pub(super) trait StoredRow {
     /// expires_at, revoked_at`; `None` for a revoked token.
     fn expiry_event(&self) -> Result<Option<NewEvent>, StoreError>;
 
+    /// A token's id, from `token_id`.
+    fn token_id(&self) -> Result<TokenId, StoreError>;
+
+    /// A token's sealed secret, from `key_id, sealed_secret`.
+    fn sealed_secret(&self) -> Result<SealedSecret, StoreError>;
+
     /// A token's expiry, from `expires_at`.
     fn expires_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
@@ -111,7 +117,7 @@ where
         let scopes: String = self.try_get("scopes")?;
         let revoked_at: Option<i64> = self.try_get("revoked_at")?;
         Ok(TokenCredentials {
-            token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
+            token_id: self.token_id()?,
             profile: self.profile()?,
             scopes: scopes_from_text(&scopes),
             created_at: time_from_millis(self.try_get("created_at")?)?,
@@ -119,10 +125,7 @@ where
             rotated: self.try_get::<Option<i64>, _>("rotated_at")?.is_some(),
             expires_at: self.expires_at()?,
             allowed_ips: self.allowed_ips()?,
-            sealed: SealedSecret {
-                key_id: self.try_get("key_id")?,
-                sealed: self.try_get("sealed_secret")?,
-            },
+            sealed: self.sealed_secret()?,
         })
     }
 
@@ -130,7 +133,7 @@ where
         let scopes: String = self.try_get("scopes")?;
         let last_used: Option<i64> = self.try_get("last_used_at")?;
         Ok(TokenRecord {
-            token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
+            token_id: self.token_id()?,
             label: self.try_get("label")?,
             scopes: scopes_from_text(&scopes),
             created_at: time_from_millis(self.try_get("created_at")?)?,
@@ -143,7 +146,7 @@ where
     fn keyed_derive(&self) -> Result<KeyedDerive, StoreError> {
         let digest: Vec<u8> = self.try_get("body_digest")?;
         Ok(KeyedDerive {
-            token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
+            token_id: self.token_id()?,
             body_digest: digest
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("derive key digest".into()))?,
@@ -161,13 +164,7 @@ where
     }
 
     fn sealed(&self) -> Result<(TokenId, SealedSecret), StoreError> {
-        Ok((
-            TokenId::new(self.try_get::<String, _>("token_id")?),
-            SealedSecret {
-                key_id: self.try_get("key_id")?,
-                sealed: self.try_get("sealed_secret")?,
-            },
-        ))
+        Ok((self.token_id()?, self.sealed_secret()?))
     }
 
     fn event(&self) -> Result<StoredEvent, StoreError> {
@@ -176,9 +173,8 @@ where
         Ok(StoredEvent {
             id: self.try_get("id")?,
             at: time_from_millis(self.try_get("at")?)?,
-            kind: serde_json::from_value(serde_json::Value::String(kind))
-                .unwrap_or(TokenEventType::Unknown),
-            token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
+            kind: TokenEventType::parse(&kind),
+            token_id: self.token_id()?,
             ip: ip
                 .map(|ip| ip.parse())
                 .transpose()
@@ -197,10 +193,21 @@ where
             profile_id: profile_id.into(),
             at,
             kind: TokenEventType::Expired,
-            token_id: TokenId::new(self.try_get::<String, _>("token_id")?),
+            token_id: self.token_id()?,
             ip: None,
             detail: format!("it expired at {}", lmts_core::signing::format_timestamp(at)),
         }))
+    }
+
+    fn token_id(&self) -> Result<TokenId, StoreError> {
+        Ok(TokenId::new(self.try_get::<String, _>("token_id")?))
+    }
+
+    fn sealed_secret(&self) -> Result<SealedSecret, StoreError> {
+        Ok(SealedSecret {
+            key_id: self.try_get("key_id")?,
+            sealed: self.try_get("sealed_secret")?,
+        })
     }
 
     fn expires_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
