@@ -317,13 +317,13 @@ where
         profile_id: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<TokenRecord>, StoreError> {
-        let read = sqlx::query(
+        let read = sqlx::query(concat!(
             "SELECT token_id, label, scopes, created_at, expires_at, allowed_ips, last_used_at
              FROM api_tokens
-             WHERE profile_id = $1 AND revoked_at IS NULL
-                 AND (expires_at IS NULL OR expires_at > $2)
-             ORDER BY created_at, token_id",
-        )
+             WHERE profile_id = $1 AND ",
+            live_at!("$2"),
+            " ORDER BY created_at, token_id",
+        ))
         .bind(stored_profile_id::<B::Database>(profile_id)?)
         .bind(millis(now));
         let listed = self.fetch_all(read).await?;
@@ -337,11 +337,11 @@ where
         now: DateTime<Utc>,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let write = sqlx::query(
+        let write = sqlx::query(concat!(
             "UPDATE api_tokens SET revoked_at = $3
-             WHERE token_id = $1 AND profile_id = $2 AND revoked_at IS NULL
-                 AND (expires_at IS NULL OR expires_at > $3)",
-        )
+             WHERE token_id = $1 AND profile_id = $2 AND ",
+            live_at!("$3"),
+        ))
         .bind(token_id.to_owned())
         .bind(stored_profile_id::<B::Database>(profile_id)?)
         .bind(millis(now));
@@ -414,12 +414,12 @@ where
     }
 
     async fn key_usage(&self, now: DateTime<Utc>) -> Result<Vec<KeyUse>, StoreError> {
-        let read = sqlx::query(
-            "SELECT key_id, COUNT(*) AS sealed,
-                 SUM(CASE WHEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
-                     THEN 1 ELSE 0 END) AS live
+        let read = sqlx::query(concat!(
+            "SELECT key_id, COUNT(*) AS sealed, SUM(CASE WHEN ",
+            live_at!("$1"),
+            " THEN 1 ELSE 0 END) AS live
              FROM api_tokens GROUP BY key_id ORDER BY key_id",
-        )
+        ))
         .bind(millis(now));
         let rows = self.fetch_all(read).await?;
         rows.iter().map(StoredRow::key_use).collect()

@@ -9,6 +9,19 @@
 //! PostgreSQL, its error codes and cross-instance notifications. The replay record is written
 //! in batches (`replay.rs`).
 
+/// The SQL condition of a live token at the parameter `$now` (a literal: `"$3"`, `"?5"`):
+/// neither revoked nor expired. Every statement about live tokens spells it with this, so that
+/// "live" means one thing (SPEC C2: an expired token leaves every live-token query).
+macro_rules! live_at {
+    ($now:literal) => {
+        concat!(
+            "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ",
+            $now,
+            ")"
+        )
+    };
+}
+
 mod backend;
 mod group_commit;
 mod postgres;
@@ -514,10 +527,12 @@ const NOTE_ADDRESS: &str = "INSERT INTO token_addresses (token_id, ip) VALUES ($
      ON CONFLICT DO NOTHING";
 
 /// How many live tokens `$1` holds besides `$2` at `$3`, counted up to `$4`.
-const COUNT_OTHER_LIVE: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens
-     WHERE profile_id = $1 AND token_id <> $2 AND revoked_at IS NULL
-         AND (expires_at IS NULL OR expires_at > $3)
-     LIMIT $4) AS live";
+const COUNT_OTHER_LIVE: &str = concat!(
+    "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens
+     WHERE profile_id = $1 AND token_id <> $2 AND ",
+    live_at!("$3"),
+    " LIMIT $4) AS live"
+);
 
 /// Moves one secret to a new key if it is still under the key it was read under: `$1` key id,
 /// `$2` sealed secret, `$3` token, `$4` the key it was under.
@@ -526,13 +541,16 @@ const RESEAL: &str = "UPDATE api_tokens SET key_id = $1, sealed_secret = $2
 
 /// A rotation's first statement: the successor, copied from the live token it rotates.
 /// `$1` successor id, `$2` now, `$3` key id, `$4` sealed secret, `$5` rotated id, `$6` profile.
-const INSERT_SUCCESSOR: &str = "INSERT INTO api_tokens (token_id, profile_id, label, scopes,
+const INSERT_SUCCESSOR: &str = concat!(
+    "INSERT INTO api_tokens (token_id, profile_id, label, scopes,
          created_at, expires_at, allowed_ips, key_id, sealed_secret)
      SELECT $1, profile_id, label, scopes, $2, expires_at, allowed_ips, $3, $4
      FROM api_tokens
-     WHERE token_id = $5 AND profile_id = $6 AND revoked_at IS NULL AND rotated_at IS NULL
-         AND (expires_at IS NULL OR expires_at > $2)
-     RETURNING token_id, label, scopes, created_at, expires_at, allowed_ips, last_used_at";
+     WHERE token_id = $5 AND profile_id = $6 AND rotated_at IS NULL AND ",
+    live_at!("$2"),
+    "
+     RETURNING token_id, label, scopes, created_at, expires_at, allowed_ips, last_used_at"
+);
 
 /// A rotation's second statement: the rotated token ends with the overlap, or earlier.
 /// `$1` rotated id, `$2` now, `$3` the end of the overlap.

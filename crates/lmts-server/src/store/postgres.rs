@@ -289,12 +289,11 @@ impl PostgresStore {
                 .await
                 .map_err(store_error)?;
             // Counting stops at the limit, so it costs at most that many rows.
-            let active: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens
-                 WHERE profile_id = $1 AND revoked_at IS NULL
-                     AND (expires_at IS NULL OR expires_at > $3)
-                 LIMIT $2) AS active",
-            )
+            let active: i64 = sqlx::query_scalar(concat!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens WHERE profile_id = $1 AND ",
+                live_at!("$3"),
+                " LIMIT $2) AS active",
+            ))
             .bind(profile)
             .bind(i64::from(max_active))
             .bind(millis(token.created_at))

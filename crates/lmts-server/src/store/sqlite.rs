@@ -241,15 +241,15 @@ impl Backend for SqliteStore {
                 .bind(millis(token.created_at))
                 .bind(millis(once.lapsed_before))
         });
-        let insert = sqlx::query(
+        let insert = sqlx::query(concat!(
             "INSERT INTO api_tokens (token_id, profile_id, label, scopes, created_at,
-                 expires_at, allowed_ips, key_id, sealed_secret)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?9, ?10, ?6, ?7
-             WHERE ?8 IS NULL OR (SELECT COUNT(*) FROM (
-                 SELECT 1 FROM api_tokens WHERE profile_id = ?2 AND revoked_at IS NULL
-                     AND (expires_at IS NULL OR expires_at > ?5)
-                 LIMIT ?8)) < ?8",
-        )
+                     expires_at, allowed_ips, key_id, sealed_secret)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?9, ?10, ?6, ?7
+                 WHERE ?8 IS NULL OR (SELECT COUNT(*) FROM (
+                     SELECT 1 FROM api_tokens WHERE profile_id = ?2 AND ",
+            live_at!("?5"),
+            " LIMIT ?8)) < ?8",
+        ))
         .bind(token.token_id.as_str().to_owned())
         .bind(token.profile_id)
         .bind(token.label.clone())
