@@ -10,6 +10,7 @@
 # Needs nginx, wrk, python3 and perf or strace (Debian packages of the same names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/common.sh
 MODE=${1:-perf}
 LMTS=${LMTS:-target/release/lmts}
 DIR=$(mktemp -d /tmp/lmts-gateway-profile.XXXXXX)
@@ -24,21 +25,9 @@ http { access_log off; client_body_temp_path $DIR/cb; proxy_temp_path $DIR/pt;
 CONF
 nginx -p "$DIR" -c "$DIR/nginx.conf"
 printf 'default = "deny"\n[[route]]\nmethod = "*"\npath = "/orders/**"\nscopes = ["trading"]\n' > "$DIR/policy.toml"
-LMTS_LOG=warn "$LMTS" serve --dev --listen 127.0.0.1:19102 --data-dir "$DIR/data" \
-  --policy "$DIR/policy.toml" --upstream http://127.0.0.1:19100 \
-  --rate-limit-per-minute 0 --auth-failures-per-minute 0 2> "$DIR/lmts.log" &
-LMTS_PID=$!
-for _ in $(seq 100); do curl -sf http://127.0.0.1:19102/health >/dev/null && break; sleep 0.1; done
-identity=$("$LMTS" dev identity-token --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --data-dir "$DIR/data")
-curl -sf -X POST http://127.0.0.1:19102/auth/api-tokens/derive -H "identity: Bearer $identity" -d '{}' > "$DIR/token.json"
-python3 - "$DIR/token.json" > "$DIR/get.lua" <<'PY'
-import base64, datetime, hashlib, hmac, json, sys
-token = json.load(open(sys.argv[1]))
-now = datetime.datetime.now(datetime.timezone.utc)
-ts = now.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (now.microsecond // 1000)
-sig = base64.b64encode(hmac.new(base64.b64decode(token["secret"]), f"{ts}\nGET\n/orders/1?depth=5\n".encode(), hashlib.sha256).digest()).decode()
-print(f'wrk.headers["lmts-api-key"] = "{token["tokenId"]}"\nwrk.headers["lmts-timestamp"] = "{ts}"\nwrk.headers["lmts-signature"] = "{sig}"')
-PY
+start_lmts 127.0.0.1:19102 --policy "$DIR/policy.toml" --upstream http://127.0.0.1:19100
+derive_token 127.0.0.1:19102
+sign_get "/orders/1?depth=5" "$DIR/get.lua"
 wrk -t1 -c32 -d10s -s "$DIR/get.lua" "http://127.0.0.1:19102/orders/1?depth=5" > "$DIR/wrk.txt" &
 WRK_PID=$!
 sleep 2

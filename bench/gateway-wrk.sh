@@ -3,7 +3,8 @@
 # a trivial upstream (nginx answering 200), nginx proxy_pass in front of it, and
 # `lmts serve --policy --upstream` (token service and gateway in one process) in front of it.
 # Signed POSTs are distinct (each is recorded for replay), so their signatures are made
-# beforehand by bench/presign.py; a signed GET may be repeated within the window.
+# beforehand by bench/presign.py (nginx is sent the same ones too: wrk's cost is then the same
+# on both sides); a signed GET may be repeated within the window.
 #
 #   cargo build --release -p lmts-cli && bench/gateway-wrk.sh [SECONDS] [CONNECTIONS]
 #
@@ -12,6 +13,7 @@
 # Needs nginx, wrk and python3 (Debian: apt-get install nginx wrk python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/common.sh
 SECS=${1:-8}
 CONNS=${2:-32}
 LMTS=${LMTS:-target/release/lmts}
@@ -32,15 +34,8 @@ http {
 CONF
 nginx -p "$DIR" -c "$DIR/nginx.conf"
 printf 'default = "deny"\n[[route]]\nmethod = "*"\npath = "/orders/**"\nscopes = ["trading"]\n' > "$DIR/policy.toml"
-LMTS_LOG=warn "$LMTS" serve --dev --listen 127.0.0.1:19102 --data-dir "$DIR/data" \
-  --policy "$DIR/policy.toml" --upstream http://127.0.0.1:19100 \
-  --rate-limit-per-minute 0 --auth-failures-per-minute 0 2> "$DIR/lmts.log" &
-LMTS_PID=$!
-for _ in $(seq 100); do curl -sf http://127.0.0.1:19102/health >/dev/null && break; sleep 0.1; done
-identity=$("$LMTS" dev identity-token --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --data-dir "$DIR/data")
-curl -sf -X POST http://127.0.0.1:19102/auth/api-tokens/derive -H "identity: Bearer $identity" -d '{}' > "$DIR/token.json"
-token=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tokenId'])" "$DIR/token.json")
-secret=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['secret'])" "$DIR/token.json")
+start_lmts 127.0.0.1:19102 --policy "$DIR/policy.toml" --upstream http://127.0.0.1:19100
+derive_token 127.0.0.1:19102
 
 printf 'wrk.method = "POST"\nwrk.body = string.rep("x", 256)\n' > "$DIR/unsigned.lua"
 run() { # name, url, script
@@ -55,24 +50,16 @@ run() { # name, url, script
 signed() { # url target, signed target, script
   python3 bench/presign.py "$token" "$secret" "$1" "$2" 400000 "$DIR/$3"
 }
-get_script() {
-  python3 - "$token" "$secret" > "$DIR/get.lua" <<'PY'
-import base64, datetime, hashlib, hmac, sys
-now = datetime.datetime.now(datetime.timezone.utc)
-ts = now.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (now.microsecond // 1000)
-sig = base64.b64encode(hmac.new(base64.b64decode(sys.argv[2]), f"{ts}\nGET\n/orders/1?depth=5\n".encode(), hashlib.sha256).digest()).decode()
-print(f'wrk.headers["lmts-api-key"] = "{sys.argv[1]}"\nwrk.headers["lmts-timestamp"] = "{ts}"\nwrk.headers["lmts-signature"] = "{sig}"')
-PY
-}
 echo "wrk -t1 -c$CONNS, ${SECS} s each, nginx workers: ${NGINX_WORKERS:-auto}"
 echo "| scenario | req/s | p50 | p99 | non-2xx |"
 echo "|---|---:|---:|---:|---:|"
 run "nginx proxy_pass, unsigned 256-byte POST" http://127.0.0.1:19101/orders/1 "$DIR/unsigned.lua"
 signed /orders/1 /orders/1 post.lua
+run "nginx proxy_pass, the signed POSTs" http://127.0.0.1:19101 "$DIR/post.lua"
 run "lmts gateway, signed 256-byte POST" http://127.0.0.1:19102 "$DIR/post.lua"
 printf '' > "$DIR/plain.lua"
 run "nginx proxy_pass, GET" "http://127.0.0.1:19101/orders/1?depth=5" "$DIR/plain.lua"
-get_script
+sign_get "/orders/1?depth=5" "$DIR/get.lua"
 run "lmts gateway, signed GET" "http://127.0.0.1:19102/orders/1?depth=5" "$DIR/get.lua"
 run "upstream direct, GET" "http://127.0.0.1:19100/orders/1?depth=5" "$DIR/plain.lua"
 run "lmts /health" http://127.0.0.1:19102/health "$DIR/plain.lua"

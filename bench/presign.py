@@ -24,7 +24,7 @@ for line in io.lines("%s.sigs") do
   local head = '{"n":' .. n .. ',"market":"btc-usd","side":"buy","pad":"'
   local body = head .. string.rep("x", 254 - #head) .. '"}'
   n = n + 1
-  r[n] = wrk.format("POST", "%s", {["lmts-api-key"]="%s",["lmts-timestamp"]=ts,["lmts-signature"]=sig,["content-type"]="application/json"}, body)
+  r[n] = wrk.format("POST", "%s", {["lmts-api-key"]="%s",["lmts-timestamp"]=ts,["lmts-signature"]=sig,["content-type"]="application/json",["host"]="127.0.0.1"}, body)
 end
 request = function() i = i %% n + 1 return r[i] end
 ''' % (out, target, tok))

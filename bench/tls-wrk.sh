@@ -7,6 +7,7 @@
 # Needs wrk, openssl and python3 (Debian: apt-get install wrk openssl python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/common.sh
 SECS=${1:-6}
 CONNS=${2:-32}
 LMTS=${LMTS:-target/release/lmts}
@@ -15,27 +16,10 @@ trap 'kill $PLAIN_PID $TLS_PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
   -keyout "$DIR/key.pem" -out "$DIR/cert.pem" 2>/dev/null
-start() { # listen, extra options...
-  local listen=$1; shift
-  LMTS_LOG=warn "$LMTS" serve --dev --listen "$listen" --data-dir "$DIR/data" \
-    --rate-limit-per-minute 0 --auth-failures-per-minute 0 "$@" 2>> "$DIR/lmts.log" &
-}
-start 127.0.0.1:19200; PLAIN_PID=$!
-for _ in $(seq 100); do curl -sf http://127.0.0.1:19200/health >/dev/null && break; sleep 0.1; done
-start 127.0.0.1:19201 --tls-cert "$DIR/cert.pem" --tls-key "$DIR/key.pem"; TLS_PID=$!
-for _ in $(seq 100); do curl -sf --cacert "$DIR/cert.pem" https://127.0.0.1:19201/health >/dev/null && break; sleep 0.1; done
-identity=$("$LMTS" dev identity-token --account 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --data-dir "$DIR/data")
-curl -sf -X POST http://127.0.0.1:19200/auth/api-tokens/derive -H "identity: Bearer $identity" -d '{}' > "$DIR/token.json"
-sign_list() { # signed just before each run: the signature's time must stay within the window
-  python3 - "$DIR/token.json" > "$DIR/list.lua" <<'PY'
-import base64, datetime, hashlib, hmac, json, sys
-token = json.load(open(sys.argv[1]))
-now = datetime.datetime.now(datetime.timezone.utc)
-ts = now.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (now.microsecond // 1000)
-sig = base64.b64encode(hmac.new(base64.b64decode(token["secret"]), f"{ts}\nGET\n/auth/api-tokens\n".encode(), hashlib.sha256).digest()).decode()
-print(f'wrk.headers["lmts-api-key"] = "{token["tokenId"]}"\nwrk.headers["lmts-timestamp"] = "{ts}"\nwrk.headers["lmts-signature"] = "{sig}"')
-PY
-}
+start_lmts 127.0.0.1:19200; PLAIN_PID=$LMTS_PID
+start_lmts 127.0.0.1:19201 --tls-cert "$DIR/cert.pem" --tls-key "$DIR/key.pem"; TLS_PID=$LMTS_PID
+derive_token 127.0.0.1:19200
+sign_list() { sign_get /auth/api-tokens "$DIR/list.lua"; }
 printf '' > "$DIR/plain.lua"
 run() { # name, url, script
   local out; out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$3" "$2")
