@@ -5,7 +5,10 @@
 //! The recorder is global to the process (the `metrics` crate's facade): every server a
 //! process runs (tests run several) counts into it.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::OnceLock,
+    time::{Duration, SystemTime},
+};
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, SharedString,
@@ -41,6 +44,9 @@ pub const GROUP_COMMIT: &str = "lmts_sqlite_group_commit_writes";
 pub const TLS_RELOADS: &str = "lmts_tls_reloads_total";
 /// 1 while the certificate files on disk cannot be loaded (the one in use is older), else 0.
 pub const TLS_RELOAD_FAILING: &str = "lmts_tls_reload_failing";
+/// When the certificate chain in use stops being valid (its earliest `notAfter`), in Unix
+/// seconds, by certificate file.
+pub const TLS_VALID_UNTIL: &str = "lmts_tls_certificate_expiry_timestamp_seconds";
 
 /// The buckets of [`GROUP_COMMIT`]: writes a commit.
 const GROUP_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
@@ -170,6 +176,10 @@ fn describe() {
         TLS_RELOAD_FAILING,
         "1 while the TLS certificate files cannot be loaded and an older certificate is served."
     );
+    describe_gauge!(
+        TLS_VALID_UNTIL,
+        "When the TLS certificate chain in use stops being valid (its earliest notAfter), in Unix seconds, by certificate file."
+    );
     describe_counter!(
         TLS_RELOADS,
         "Reloads of the TLS certificate and key, by outcome: loaded, or failed (the one in use stays)."
@@ -261,6 +271,14 @@ pub fn tls_reload(loaded: bool) {
 /// Sets whether the TLS certificate files fail to load.
 pub fn tls_failing(failing: bool) {
     gauge!(TLS_RELOAD_FAILING).set(if failing { 1.0 } else { 0.0 });
+}
+
+/// Sets when the certificate chain read from the file `cert` stops being valid.
+pub fn tls_valid_until(cert: &str, until: SystemTime) {
+    let seconds = until
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    gauge!(TLS_VALID_UNTIL, "cert" => cert.to_owned()).set(seconds);
 }
 
 /// Drains histograms' idle buckets (maintenance; the recorder asks for it now and then).

@@ -4,7 +4,9 @@
 //!
 //! A reload that fails (a key that does not match, a file half written) keeps the certificate
 //! in use and says why in the log: handshakes only ever see a whole certificate and its key.
-//! Everything runs on rustls with the ring provider.
+//! When the chain in use ends its validity is logged and exported as a gauge, so that an
+//! expiry is alerted on before clients refuse it. Everything runs on rustls with the ring
+//! provider.
 
 use std::{
     io,
@@ -21,7 +23,10 @@ use rustls::{
     ClientConfig, ConfigBuilder, RootCertStore, ServerConfig, WantsVerifier,
 };
 use tokio_rustls::TlsAcceptor;
+use x509_cert::{der::Decode, Certificate};
 use zeroize::Zeroizing;
+
+use crate::clock::Clock;
 
 /// Where the listeners' certificate and key are, and how often to look for new ones.
 #[derive(Debug, Clone)]
@@ -130,10 +135,7 @@ impl ServerTls {
         };
         crate::telemetry::tls_reload(outcome.is_ok());
         match outcome {
-            Ok(()) => tracing::info!(
-                cert = %self.certificate.files.cert.display(),
-                "TLS certificate loaded"
-            ),
+            Ok(()) => self.note_validity("TLS certificate loaded"),
             Err(error) => tracing::warn!(
                 error = %lmts_core::error_chain::error_chain(&error),
                 "TLS certificate not reloaded; the one in use stays"
@@ -141,9 +143,34 @@ impl ServerTls {
         }
     }
 
+    /// The end of validity of the chain in use: its certificates' earliest `notAfter`. `None`
+    /// when one of them is not X.509 that can be read (rustls serves it all the same).
+    pub fn valid_until(&self) -> Option<SystemTime> {
+        valid_until(&self.certificate.current().cert)
+    }
+
+    /// Logs `what` with the chain's end of validity, warning when it has passed, and sets
+    /// the expiry gauge.
+    fn note_validity(&self, what: &str) {
+        let cert = self.certificate.files.cert.display().to_string();
+        let Some(until) = self.valid_until() else {
+            tracing::info!(%cert, "{what} (its validity could not be read)");
+            return;
+        };
+        crate::telemetry::tls_valid_until(&cert, until);
+        let until = chrono::DateTime::<chrono::Utc>::from(until);
+        if until <= Clock::system().now() {
+            tracing::warn!(%cert, valid_until = %until.to_rfc3339(), "{what}, but it has expired: clients refuse it; renew it");
+        } else {
+            tracing::info!(%cert, valid_until = %until.to_rfc3339(), "{what}");
+        }
+    }
+
     /// Watches for new files until the returned guard drops: on SIGHUP, and every
-    /// [`TlsFiles::check_every`] (at most a day; zero: never).
+    /// [`TlsFiles::check_every`] (at most a day; zero: never). Notes the chain's end of
+    /// validity first.
     pub fn watch(&self) -> Watcher {
+        self.note_validity("TLS certificate in use");
         let tls = self.clone();
         let taken = self
             .hangups
@@ -302,15 +329,40 @@ impl ReloadingCertificate {
     }
 }
 
+impl ReloadingCertificate {
+    /// The certificate and key in use.
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 impl ResolvesServerCert for ReloadingCertificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        )
+        Some(self.current())
     }
+}
+
+/// The earliest `notAfter` of `chain`: when the first of its certificates stops being valid.
+/// `None` when one of them cannot be read as X.509.
+fn valid_until(chain: &[CertificateDer<'_>]) -> Option<SystemTime> {
+    chain
+        .iter()
+        .map(|der| {
+            let certificate = Certificate::from_der(der.as_ref()).ok()?;
+            Some(
+                certificate
+                    .tbs_certificate
+                    .validity
+                    .not_after
+                    .to_system_time(),
+            )
+        })
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .min()
 }
 
 /// The two files' stamps; `None` when either cannot be read.
@@ -422,4 +474,52 @@ fn client_builder() -> Result<ConfigBuilder<ClientConfig, WantsVerifier>, TlsErr
     ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Provider)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use lmts_testkit::tls::TestAuthority;
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+
+    use super::valid_until;
+
+    fn chain(pems: &[&str]) -> Vec<CertificateDer<'static>> {
+        pems.iter()
+            .flat_map(|pem| CertificateDer::pem_slice_iter(pem.as_bytes()))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// 2031-03-04T00:00:00Z.
+    fn march_fourth_2031() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_930_348_800)
+    }
+
+    #[test]
+    fn a_chain_is_valid_until_its_first_certificate_expires() {
+        let authority = TestAuthority::new("expiry");
+        let leaf = authority.issue_valid_until(2031, 3, 4);
+        let (leaf, root) = (leaf.certificate_pem.as_str(), authority.root_pem());
+        assert_eq!(valid_until(&chain(&[leaf])), Some(march_fourth_2031()));
+        // The root (rcgen's default, in 4096) outlives the leaf, in either order.
+        assert_eq!(
+            valid_until(&chain(&[leaf, root])),
+            Some(march_fourth_2031())
+        );
+        assert_eq!(
+            valid_until(&chain(&[root, leaf])),
+            Some(march_fourth_2031())
+        );
+        assert!(valid_until(&chain(&[root])) > Some(march_fourth_2031()));
+    }
+
+    #[test]
+    fn a_chain_with_an_unreadable_certificate_has_no_known_end() {
+        let authority = TestAuthority::new("expiry");
+        let mut chain = chain(&[authority.root_pem()]);
+        chain.push(CertificateDer::from(b"not a certificate".to_vec()));
+        assert_eq!(valid_until(&chain), None);
+    }
 }

@@ -113,6 +113,18 @@ async fn failing(server: &TestServer) -> Option<String> {
         .map(|value| value.trim().to_owned())
 }
 
+/// The `lmts_tls_certificate_expiry_timestamp_seconds` gauge of the certificate file `cert`.
+async fn valid_until(server: &TestServer, cert: &Path) -> Option<String> {
+    let text = server.get("/metrics").await.text().await.unwrap();
+    let prefix = format!(
+        "lmts_tls_certificate_expiry_timestamp_seconds{{cert=\"{}\"}} ",
+        cert.display()
+    );
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map(|value| value.trim().to_owned())
+}
+
 /// Waits (at most 20 s) until the server has counted a reload of `outcome` more than `before`.
 async fn until_reloaded(server: &TestServer, outcome: &str, before: u64) -> u64 {
     for _ in 0..200 {
@@ -129,8 +141,14 @@ async fn until_reloaded(server: &TestServer, outcome: &str, before: u64) -> u64 
 #[tokio::test]
 async fn the_service_speaks_https_and_takes_up_a_new_certificate_without_a_restart() {
     let (first, second) = (TestAuthority::new("first"), TestAuthority::new("second"));
-    let files = CertificateFiles::holding(&first.issue());
+    let files = CertificateFiles::holding(&first.issue_valid_until(2031, 3, 4));
     let server = https_server(files.tls(Some(Duration::from_millis(100))), &first, |_| {}).await;
+    // 2031-03-04T00:00:00Z, the end of the certificate in use, exported from the start.
+    let first_end = Some("1930348800");
+    assert_eq!(
+        valid_until(&server, &files.cert()).await.as_deref(),
+        first_end
+    );
 
     // The token endpoints and signed requests work over TLS; plain HTTP gets no answer.
     let (creds, _) = server.derive(ALICE, "{}").await;
@@ -148,10 +166,14 @@ async fn the_service_speaks_https_and_takes_up_a_new_certificate_without_a_resta
 
     // Half of a renewal (the new key beside the old certificate) is refused, once, and the
     // certificate in use stays.
-    let renewed = second.issue();
+    let renewed = second.issue_valid_until(2032, 5, 6);
     replace_file(&files.key(), renewed.key_pem.as_bytes());
     assert_eq!(until_reloaded(&server, "failed", failed).await, failed + 1);
     assert_eq!(failing(&server).await.as_deref(), Some("1"));
+    assert_eq!(
+        valid_until(&server, &files.cert()).await.as_deref(),
+        first_end
+    );
     assert!(
         trusted_by(&server, &first).await,
         "a refused reload broke the certificate in use"
@@ -161,6 +183,11 @@ async fn the_service_speaks_https_and_takes_up_a_new_certificate_without_a_resta
     replace_file(&files.cert(), renewed.certificate_pem.as_bytes());
     assert_eq!(until_reloaded(&server, "loaded", loaded).await, loaded + 1);
     assert_eq!(failing(&server).await.as_deref(), Some("0"));
+    // 2032-05-06T00:00:00Z.
+    assert_eq!(
+        valid_until(&server, &files.cert()).await.as_deref(),
+        Some("1967414400")
+    );
     until_trusted_by(&server, &second).await;
     assert!(
         !trusted_by(&server, &first).await,

@@ -100,10 +100,20 @@ impl TestAuthority {
 
     /// Issues a server certificate for `names` (host names, or addresses as text).
     pub fn issue_for(&self, names: &[&str]) -> IssuedCertificate {
+        self.sign(server_params(names))
+    }
+
+    /// Issues a server certificate for `localhost` and `127.0.0.1` valid until the start
+    /// (00:00:00 UTC) of the day `year`-`month`-`day`.
+    pub fn issue_valid_until(&self, year: i32, month: u8, day: u8) -> IssuedCertificate {
+        let mut params = server_params(&["localhost", "127.0.0.1"]);
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        self.sign(params)
+    }
+
+    /// A certificate of `params` signed by this authority, with a new key.
+    fn sign(&self, params: CertificateParams) -> IssuedCertificate {
         let key = KeyPair::generate().unwrap_or_else(|error| panic!("server key: {error}"));
-        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-        let params = CertificateParams::new(names)
-            .unwrap_or_else(|error| panic!("server certificate names: {error}"));
         let certificate = params
             .signed_by(&key, &self.issuer)
             .unwrap_or_else(|error| panic!("server certificate: {error}"));
@@ -137,6 +147,13 @@ impl IssuedCertificate {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(config)
     }
+}
+
+/// The parameters of a server certificate for `names`.
+fn server_params(names: &[&str]) -> CertificateParams {
+    let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    CertificateParams::new(names)
+        .unwrap_or_else(|error| panic!("server certificate names: {error}"))
 }
 
 /// Writes `contents` beside `path` and renames it over `path`: a reader sees the old file or
