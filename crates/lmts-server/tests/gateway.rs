@@ -7,13 +7,18 @@ mod common;
 
 use std::time::Duration;
 
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
 use common::*;
 use lmts_server::{
     http::proxy::UpstreamSettings,
     server::{GatewayConfig, ServerConfig},
     service::{policy::RoutePolicy, TrustedProxies},
 };
-use lmts_testkit::{policy::SPEC_EXAMPLE, upstream::RecordingUpstream};
+use lmts_testkit::{policy::SPEC_EXAMPLE, upstream::RecordingUpstream, PgServer};
 use reqwest::{Method, StatusCode};
 
 /// SPEC C1's example, and the routes these tests add to it.
@@ -642,65 +647,164 @@ async fn requests_at_the_upstream_are_bounded() {
     assert_eq!(server.get("/markets/btc").await.status(), StatusCode::OK);
 }
 
+/// The WebSocket handshake's target (SPEC A4's example of a signed GET).
+const HANDSHAKE_TARGET: &str = "/ws/?EIO=4&transport=websocket";
+
+/// Sends a WebSocket handshake with `headers` to `server`; answers the connection and the
+/// answer's head, lower-cased.
+async fn handshake(server: &TestServer, headers: &[(&str, String)]) -> (TcpStream, String) {
+    let mut request = format!(
+        "GET {HANDSHAKE_TARGET} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let read = stream.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..read]).to_lowercase();
+    (stream, head)
+}
+
+/// A tunnel opened through `server` by a handshake signed with `creds`.
+async fn tunnel(server: &TestServer, creds: &Creds) -> TcpStream {
+    let signed = sign(creds, now(), "GET", HANDSHAKE_TARGET, "");
+    let (stream, head) = handshake(server, &signed).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    stream
+}
+
+/// Whether `message` comes back through the tunnel (the upstream echoes it).
+async fn echoes(stream: &mut TcpStream, message: &[u8]) -> bool {
+    if stream.write_all(message).await.is_err() {
+        return false;
+    }
+    let mut echoed = vec![0u8; message.len()];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed));
+    matches!(read.await, Ok(Ok(_))) && echoed == message
+}
+
+/// Waits (at most `within`) for the tunnel to be closed.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
 #[tokio::test]
 async fn a_signed_protocol_switch_becomes_a_tunnel_that_a_revoke_closes() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let upstream = RecordingUpstream::start().await.unwrap();
     let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
-    let handshake = |headers: &[(&str, String)]| {
-        let mut request = "GET /ws/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n".to_owned();
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request + "\r\n"
-    };
-    let address = server.base.trim_start_matches("http://").to_owned();
-    let open = |request: String| {
-        let address = address.clone();
-        async move {
-            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-            stream.write_all(request.as_bytes()).await.unwrap();
-            let mut head = vec![0u8; 1024];
-            let read = stream.read(&mut head).await.unwrap();
-            (
-                stream,
-                String::from_utf8_lossy(&head[..read]).to_lowercase(),
-            )
-        }
-    };
-    let (_, unsigned) = open(handshake(&[])).await;
+    let (_, unsigned) = handshake(&server, &[]).await;
     assert!(
         unsigned.starts_with("http/1.1 401"),
         "the handshake is checked: {unsigned}"
     );
 
-    let signed = sign(&creds, now(), "GET", "/ws/?EIO=4&transport=websocket", "");
-    let (mut stream, head) = open(handshake(&signed)).await;
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("upgrade: websocket"), "{head}");
-    stream.write_all(b"ping through the gateway").await.unwrap();
-    let mut echoed = vec![0u8; 24];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&echoed, b"ping through the gateway");
+    let mut stream = tunnel(&server, &creds).await;
+    assert!(echoes(&mut stream, b"ping through the gateway").await);
 
     // A revoke closes the tunnel, as it refuses the token's next request.
     assert_eq!(
         server.revoke(&creds, &creds.token_id).await.status(),
         StatusCode::OK
     );
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
-        .await
-        .expect("the tunnel of a revoked token is closed")
-        .unwrap();
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(5)).await,
+        "the tunnel of a revoked token is closed"
+    );
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(
         seen[0].header("x-lmts-token-id"),
         Some(creds.token_id.as_str())
     );
+}
+
+/// A tunnel through `server` (on PostgreSQL) that outlives the instance's first hearing: until
+/// it listens, an instance closes every tunnel as it starts to (notices sent before are lost).
+async fn lasting_tunnel(server: &TestServer, creds: &Creds) -> TcpStream {
+    for _ in 0..20 {
+        let mut stream = tunnel(server, creds).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if echoes(&mut stream, b"still open").await {
+            return stream;
+        }
+    }
+    panic!("every tunnel was closed");
+}
+
+/// Rotates `creds`'s token through `server` with an overlap of two seconds.
+async fn rotate_briefly(server: &TestServer, creds: &Creds) {
+    let target = format!("/auth/api-tokens/{}/rotate", creds.token_id);
+    let body = r#"{"overlapSeconds":2}"#;
+    let headers = sign(creds, now(), "POST", &target, body);
+    let rotated = server
+        .send_with(Method::POST, &target, body, &headers)
+        .await;
+    assert_eq!(rotated.status(), StatusCode::CREATED);
+}
+
+/// Asserts that `stream`'s tunnel, whose token was just rotated with a two-second overlap,
+/// works through the overlap and is closed after it.
+async fn assert_open_for_the_overlap(stream: &mut TcpStream) {
+    // Past a second hearing of the rotation too (the SQLite file watcher looks every 250 ms).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        echoes(stream, b"during the overlap").await,
+        "the rotation closed the tunnel while its token still works"
+    );
+    assert!(
+        closed_within(stream, Duration::from_secs(10)).await,
+        "the tunnel outlived its token's overlap"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_tokens_tunnel_stays_open_until_the_overlap_ends() {
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
+    let mut stream = tunnel(&server, &creds).await;
+    assert!(echoes(&mut stream, b"before the rotation").await);
+    rotate_briefly(&server, &creds).await;
+    assert_open_for_the_overlap(&mut stream).await;
+}
+
+#[tokio::test]
+async fn on_postgresql_a_rotation_elsewhere_ends_a_tunnel_with_the_overlap() {
+    let url = PgServer::shared().database().await;
+    let upstream = RecordingUpstream::start().await.unwrap();
+    let on_the_database = |config: &mut ServerConfig| {
+        config.database_url = Some(url.clone());
+        config.master_key = Some(
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+                .to_owned()
+                .into(),
+        );
+    };
+    let (service, creds) = TestServer::with_token(on_the_database).await;
+    let gateway = TestServer::start_with(|config| {
+        on_the_database(config);
+        gateway_to(&upstream)(config);
+        config.data_dir = service.dir.path().to_owned();
+    })
+    .await;
+    let mut rotated = lasting_tunnel(&gateway, &creds).await;
+    let (other, _) = service.derive(ALICE, "{}").await;
+    let mut revoked = lasting_tunnel(&gateway, &other).await;
+
+    // The rotation is answered once the gateway instance has applied it.
+    rotate_briefly(&service, &creds).await;
+    assert!(echoes(&mut revoked, b"another token's tunnel").await);
+    assert_open_for_the_overlap(&mut rotated).await;
+
+    // A revoke through the service still closes a tunnel on the gateway at once.
+    let answer = service.revoke(&other, &other.token_id).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(closed_within(&mut revoked, Duration::from_secs(5)).await);
 }

@@ -1,6 +1,7 @@
 //! The service's caches in front of the store, and the one place that knows what each
-//! invalidation forgets: this instance's own derives and revokes, and other instances' notices
-//! delivered by the store (PostgreSQL `NOTIFY`), go through [`Caches::forget`] alike.
+//! invalidation forgets: this instance's own derives, revokes and rotations, and other
+//! instances' notices delivered by the store (PostgreSQL `NOTIFY`), go through
+//! [`Caches::forget`] alike.
 //!
 //! Token and list caches answer only while the store says they may
 //! ([`Store::caches_may_answer`]): on PostgreSQL, while this instance can prove it hears other
@@ -14,7 +15,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use http::HeaderValue;
-use lmts_core::{Scope, Signer, TokenId};
+use lmts_core::{clock::Clock, Scope, Signer, TokenId};
 use tokio::task::JoinHandle;
 
 use super::{
@@ -88,17 +89,20 @@ pub(super) struct Caches {
     settings: TtlCache<String, Arc<PartnerSettings>>,
     /// The gateway's WebSocket tunnels, by the token that opened them.
     pub(super) tunnels: OpenTunnels,
+    /// The service's time: a rotation's end, a time of day, becomes a tunnel's deadline.
+    clock: Clock,
 }
 
 impl Caches {
-    /// Empty caches sized and timed by `settings`.
-    pub(super) fn new(settings: &ServiceSettings) -> Self {
+    /// Empty caches sized and timed by `settings`, on the service's `clock`.
+    pub(super) fn new(settings: &ServiceSettings, clock: Clock) -> Self {
         let capacity = settings.token_cache_capacity;
         Self {
             tokens: TtlCache::new(settings.token_cache_ttl, capacity),
             lists: TtlCache::new(settings.token_cache_ttl, capacity),
             settings: TtlCache::new(SETTINGS_TTL, capacity),
             tunnels: OpenTunnels::default(),
+            clock,
         }
     }
 
@@ -203,6 +207,14 @@ impl Caches {
                 self.tokens.invalidate(&token_id);
                 self.tunnels.close(&token_id);
             }
+            Invalidation::Rotated { token_id, ends_at } => {
+                self.tokens.invalidate(&token_id);
+                let left = (ends_at - self.clock.now()).to_std().unwrap_or_default();
+                // An end too far to represent is no end.
+                if let Some(end) = tokio::time::Instant::now().checked_add(left) {
+                    self.tunnels.end_at(&token_id, end);
+                }
+            }
             Invalidation::Profile(profile_id) => self.lists.invalidate(&profile_id),
             Invalidation::All => {
                 self.tokens.clear();
@@ -245,6 +257,7 @@ impl Caches {
         store.watch_invalidations(Arc::new(move |invalidation| {
             crate::telemetry::invalidation_received(match &invalidation {
                 Invalidation::Token(_) => "token",
+                Invalidation::Rotated { .. } => "rotation",
                 Invalidation::Profile(_) => "profile",
                 Invalidation::All => "all",
             });
@@ -259,7 +272,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tunnel_checked_before_a_revocation_is_closed_from_the_start() {
-        let caches = Caches::new(&ServiceSettings::default());
+        let caches = Caches::new(&ServiceSettings::default(), Clock::system());
         let token = TokenId::new("lmts_tunnelled");
         let checked = caches.token_epoch();
         // The revocation's invalidation passes by before the tunnel is registered.

@@ -137,7 +137,7 @@ impl TokenService {
     ) -> Self {
         let usage = UsageLog::new(settings.usage_retention());
         Self(Verifier(Arc::new(Core {
-            caches: Arc::new(Caches::new(&settings)),
+            caches: Arc::new(Caches::new(&settings, clock.clone())),
             bodies: BodyBudget::new(settings.body_budget_bytes),
             events: EventLog::new(settings.token_cache_capacity),
             failures: FailureBudget::new(settings.auth_failure_limit),
@@ -466,7 +466,10 @@ impl TokenService {
         };
         let rotated_id = TokenId::new(token_id);
         tracing::info!(token_id = %rotated_id, successor = %record.token_id, by = %caller.token_id, "rotated API token");
-        core.caches.forget(Invalidation::Token(rotated_id));
+        core.caches.forget(Invalidation::Rotated {
+            token_id: rotated_id,
+            ends_at: ends,
+        });
         core.caches.forget(Invalidation::Profile(caller.profile.id));
         Ok(derive_answer(&caller.profile, secret, record))
     }

@@ -261,6 +261,14 @@ impl From<TokenRecord> for lmts_core::wire::ApiToken {
 pub enum Invalidation {
     /// One token was revoked.
     Token(TokenId),
+    /// One token was rotated (SPEC C2): it works until `ends_at`, the end of its overlap (or
+    /// its expiry, when earlier), and its cache entry, which holds the old expiry, is dropped.
+    Rotated {
+        /// The rotated token.
+        token_id: TokenId,
+        /// When it stops working.
+        ends_at: DateTime<Utc>,
+    },
     /// A profile's live tokens changed (a derive or a revoke).
     Profile(i64),
     /// Anything may have changed (a notification may have been missed).
@@ -552,11 +560,12 @@ const INSERT_SUCCESSOR: &str = concat!(
      RETURNING token_id, label, scopes, created_at, expires_at, allowed_ips, last_used_at"
 );
 
-/// A rotation's second statement: the rotated token ends with the overlap, or earlier.
-/// `$1` rotated id, `$2` now, `$3` the end of the overlap.
+/// A rotation's second statement: the rotated token ends with the overlap, or earlier; answers
+/// that end. `$1` rotated id, `$2` now, `$3` the end of the overlap.
 const END_ROTATED: &str = "UPDATE api_tokens SET rotated_at = $2,
          expires_at = CASE WHEN expires_at IS NULL OR expires_at > $3 THEN $3 ELSE expires_at END
-     WHERE token_id = $1";
+     WHERE token_id = $1
+     RETURNING expires_at";
 
 /// Address blocks in their stored form: canonical CIDR text, comma-separated; `''` for none.
 pub(crate) fn blocks_to_text(blocks: &[IpNet]) -> String {

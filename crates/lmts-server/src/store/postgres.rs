@@ -41,6 +41,11 @@ pub const REVOCATION_CHANNEL: &str = "lmts_revocations";
 /// invalidation delay is measured from.
 pub const REVOCATION_TIME_CHANNEL: &str = "lmts_revocation_times";
 
+/// The channel a rotation's end is announced on, just before its notice on
+/// [`REVOCATION_CHANNEL`]: hearers end the rotated token's tunnels with its overlap rather than
+/// close them. Earlier versions do not hear it, and close them.
+pub const ROTATION_CHANNEL: &str = "lmts_rotation_ends";
+
 /// Connection settings of the PostgreSQL backend.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
@@ -169,14 +174,15 @@ impl PostgresStore {
             return Ok(None);
         }
         write_event(&mut transaction, event).await?;
-        let number = number_and_announce(&mut transaction, profile_id, token_id).await?;
+        let number = number_and_announce(&mut transaction, profile_id, token_id, None).await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(Some(number))
     }
 
     /// [`Backend::rotate_token`] in one transaction, the rotated token's new expiry numbered
-    /// and announced as a revocation is: other instances drop it from their caches (closing
-    /// its tunnels) and read it again. Answers the successor and the change's number.
+    /// and announced as a revocation is, with that expiry: other instances drop it from their
+    /// caches (ending its tunnels with the overlap) and read it again. Answers the successor
+    /// and the change's number.
     async fn commit_rotation(
         &self,
         profile_id: i64,
@@ -222,15 +228,15 @@ impl PostgresStore {
             transaction.rollback().await.map_err(store_error)?;
             return Ok(None);
         };
-        sqlx::query(END_ROTATED)
+        let ends: Option<i64> = sqlx::query_scalar(END_ROTATED)
             .bind(token_id)
             .bind(now)
             .bind(millis(overlap_end))
-            .execute(&mut *transaction)
+            .fetch_one(&mut *transaction)
             .await
             .map_err(store_error)?;
         write_event(&mut transaction, successor.event.as_ref()).await?;
-        let number = number_and_announce(&mut transaction, profile_id, token_id).await?;
+        let number = number_and_announce(&mut transaction, profile_id, token_id, ends).await?;
         transaction.commit().await.map_err(store_error)?;
         Ok(Some((inserted.token_record()?, number)))
     }
@@ -362,12 +368,14 @@ async fn write_event(
 }
 
 /// Numbers a change that narrows `token_id` (its revocation, or its expiry moved earlier by a
-/// rotation) and announces it to every instance, in `transaction`. The number is taken last:
-/// its row stays locked until the commit, so numbers commit in order.
+/// rotation, to `rotation_end` in Unix milliseconds) and announces it to every instance, in
+/// `transaction`. The number is taken last: its row stays locked until the commit, so numbers
+/// commit in order.
 async fn number_and_announce(
     transaction: &mut PgConnection,
     profile_id: i64,
     token_id: &str,
+    rotation_end: Option<i64>,
 ) -> Result<i64, StoreError> {
     let number: i64 = sqlx::query_scalar(
         "WITH numbered AS (
@@ -380,7 +388,11 @@ async fn number_and_announce(
     .fetch_one(&mut *transaction)
     .await
     .map_err(store_error)?;
-    let change = Change::Revoked { number, token_id };
+    let change = Change::Revoked {
+        number,
+        token_id,
+        rotation_end,
+    };
     announce(transaction, profile_id, change)
         .await
         .map_err(store_error)?;

@@ -10,18 +10,24 @@
 //!   forget everything, which is safe); and on [`REVOCATION_TIME_CHANNEL`], which earlier
 //!   versions do not hear, `<revocation number>@<Unix milliseconds>`, the announcing instance's
 //!   time just before the commit: each hearer counts its delay from then to when it applied
-//!   the revocation (`lmts_invalidation_delay_seconds`).
+//!   the revocation (`lmts_invalidation_delay_seconds`);
+//! - a rotation: as a revoke, preceded on [`ROTATION_CHANNEL`] (earlier versions do not hear
+//!   it) by `<revocation number>@<Unix milliseconds>`, when the rotated token stops working:
+//!   hearers then end its WebSocket tunnels with the overlap instead of closing them. Notices
+//!   of one transaction arrive together and in order, so the end is known when the revocation
+//!   notice is applied; a rotation heard without it closes the tunnels, as a revoke does.
 //!
 //! Each instance also hears its own heartbeats on a channel of its own (`instances.rs`), on the
 //! same connection, so that a heartbeat heard back proves every notice committed before it was
 //! applied.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
+use chrono::DateTime;
 use lmts_core::TokenId;
 use sqlx::postgres::{PgConnection, PgListener, PgPool};
 
-use super::{instances::Instance, REVOCATION_CHANNEL, REVOCATION_TIME_CHANNEL};
+use super::{instances::Instance, REVOCATION_CHANNEL, REVOCATION_TIME_CHANNEL, ROTATION_CHANNEL};
 use crate::store::{Invalidation, InvalidationSink};
 
 /// How long the listener waits before connecting again after it lost its connection.
@@ -29,6 +35,10 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
 /// How long the listener waits before trying again after it could not connect.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The most rotation ends held for revocation notices still to come (each arrives just before
+/// its own, so a handful at most; the bound only guards memory against the unforeseen).
+const MAX_PENDING_ENDS: usize = 1024;
 
 /// A change other instances must hear of.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +52,8 @@ pub(super) enum Change<'a> {
         number: i64,
         /// The revoked token.
         token_id: &'a str,
+        /// A rotation's: when the token stops working (Unix milliseconds).
+        rotation_end: Option<i64>,
     },
 }
 
@@ -49,7 +61,9 @@ pub(super) enum Change<'a> {
 fn payload(profile_id: i64, change: Change<'_>) -> String {
     match change {
         Change::Derived => format!("{profile_id}:"),
-        Change::Revoked { number, token_id } => format!("{number}/{profile_id}:{token_id}"),
+        Change::Revoked {
+            number, token_id, ..
+        } => format!("{number}/{profile_id}:{token_id}"),
     }
 }
 
@@ -60,6 +74,19 @@ pub(super) async fn announce(
     profile_id: i64,
     change: Change<'_>,
 ) -> Result<(), sqlx::Error> {
+    if let Change::Revoked {
+        number,
+        rotation_end: Some(end),
+        ..
+    } = change
+    {
+        // A statement of its own, before the revocation's: notices arrive in the order sent.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(ROTATION_CHANNEL)
+            .bind(format!("{number}@{end}"))
+            .execute(&mut *connection)
+            .await?;
+    }
     let announced = payload(profile_id, change);
     let query = match change {
         Change::Derived => sqlx::query("SELECT pg_notify($1, $2)")
@@ -77,28 +104,62 @@ pub(super) async fn announce(
     query.execute(connection).await.map(drop)
 }
 
+/// The revocation number and time (Unix milliseconds) of a `<number>@<time>` payload.
+fn numbered_time(payload: &str) -> Option<(i64, i64)> {
+    let (number, at) = payload.split_once('@')?;
+    Some((number.parse().ok()?, at.parse().ok()?))
+}
+
 /// Counts the delay of a revocation announced on [`REVOCATION_TIME_CHANNEL`], from its time to
 /// now; an unreadable payload is ignored (it changes no cache).
 fn time_delay(payload: &str) {
-    let sent_ms = payload
-        .split_once('@')
-        .and_then(|(_, sent)| sent.parse::<i64>().ok());
-    if let Some(sent_ms) = sent_ms {
+    if let Some((_, sent_ms)) = numbered_time(payload) {
         let now_ms = crate::clock::Clock::system().now().timestamp_millis();
         crate::telemetry::invalidation_delay(now_ms.saturating_sub(sent_ms));
     }
 }
 
-/// Delivers one notice of [`announce`] to `sink`: the revoked token (if any), then the
-/// profile's list. Anything unreadable invalidates everything. Answers the revocation's
+/// Rotation ends heard on [`ROTATION_CHANNEL`], by revocation number, until their revocation
+/// notices (which follow at once) are applied.
+#[derive(Debug, Default)]
+struct RotationEnds(HashMap<i64, i64>);
+
+impl RotationEnds {
+    /// Holds the end a [`ROTATION_CHANNEL`] payload announces; an unreadable one is ignored
+    /// (its revocation then closes the tunnels, as a revoke does).
+    fn heard(&mut self, payload: &str) {
+        if let Some((number, end_ms)) = numbered_time(payload) {
+            if self.0.len() >= MAX_PENDING_ENDS {
+                self.0.clear();
+            }
+            self.0.insert(number, end_ms);
+        }
+    }
+
+    /// The invalidation of `token_id` by revocation `number`: a rotation's when its end was
+    /// heard, else a revocation's.
+    fn invalidation(&mut self, number: Option<i64>, token_id: &str) -> Invalidation {
+        let token_id = TokenId::new(token_id);
+        let ends_at = number
+            .and_then(|number| self.0.remove(&number))
+            .and_then(DateTime::from_timestamp_millis);
+        match ends_at {
+            Some(ends_at) => Invalidation::Rotated { token_id, ends_at },
+            None => Invalidation::Token(token_id),
+        }
+    }
+}
+
+/// Delivers one notice of [`announce`] to `sink`: the revoked or rotated token (if any), then
+/// the profile's list. Anything unreadable invalidates everything. Answers the revocation's
 /// number, once `sink` has applied it.
-fn deliver(payload: &str, sink: &InvalidationSink) -> Option<i64> {
+fn deliver(payload: &str, ends: &mut RotationEnds, sink: &InvalidationSink) -> Option<i64> {
     let Some((number, profile_id, token_id)) = parse(payload) else {
         sink(Invalidation::All);
         return None;
     };
     if !token_id.is_empty() {
-        sink(Invalidation::Token(TokenId::new(token_id)));
+        sink(ends.invalidation(number, token_id));
     }
     sink(Invalidation::Profile(profile_id));
     number
@@ -162,6 +223,7 @@ async fn open(pool: &PgPool, instance: &Instance) -> Result<(PgListener, i64), s
         .listen_all([
             REVOCATION_CHANNEL,
             REVOCATION_TIME_CHANNEL,
+            ROTATION_CHANNEL,
             instance.channel().as_str(),
         ])
         .await?;
@@ -170,12 +232,17 @@ async fn open(pool: &PgPool, instance: &Instance) -> Result<(PgListener, i64), s
 
 /// Applies what `listener` hears until its connection is lost.
 async fn hear(listener: &mut PgListener, instance: &Instance, sink: &InvalidationSink) {
+    let mut ends = RotationEnds::default();
     loop {
         match listener.try_recv().await {
             Ok(Some(notice)) if notice.channel() == REVOCATION_CHANNEL => {
-                if let Some(number) = deliver(notice.payload(), sink) {
+                if let Some(number) = deliver(notice.payload(), &mut ends, sink) {
                     instance.applied(number);
                 }
+            }
+            // Sent just before its revocation notice, in the same transaction.
+            Ok(Some(notice)) if notice.channel() == ROTATION_CHANNEL => {
+                ends.heard(notice.payload());
             }
             // Sent after the revocation in the same transaction: heard once it is applied.
             Ok(Some(notice)) if notice.channel() == REVOCATION_TIME_CHANNEL => {
@@ -200,22 +267,31 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn notices_name_the_revocation_the_profile_and_the_revoked_token() {
+    /// A sink that keeps what it is given.
+    fn recording() -> (InvalidationSink, Arc<Mutex<Vec<Invalidation>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink: InvalidationSink = {
             let seen = seen.clone();
             Arc::new(move |invalidation| seen.lock().unwrap().push(invalidation))
         };
+        (sink, seen)
+    }
+
+    #[test]
+    fn notices_name_the_revocation_the_profile_and_the_revoked_token() {
+        let (sink, seen) = recording();
+        let ends = &mut RotationEnds::default();
         let revoked = Change::Revoked {
             number: 42,
             token_id: "lmts_abc",
+            rotation_end: None,
         };
-        assert_eq!(deliver(&payload(7, revoked), &sink), Some(42));
-        assert_eq!(deliver(&payload(7, Change::Derived), &sink), None);
-        assert_eq!(deliver("7:lmts_old", &sink), None, "an earlier version's");
-        assert_eq!(deliver("garbage", &sink), None);
-        assert_eq!(deliver("x/7:lmts_abc", &sink), None);
+        assert_eq!(deliver(&payload(7, revoked), ends, &sink), Some(42));
+        assert_eq!(deliver(&payload(7, Change::Derived), ends, &sink), None);
+        let old = deliver("7:lmts_old", ends, &sink);
+        assert_eq!(old, None, "an earlier version's");
+        assert_eq!(deliver("garbage", ends, &sink), None);
+        assert_eq!(deliver("x/7:lmts_abc", ends, &sink), None);
         assert_eq!(
             *seen.lock().unwrap(),
             vec![
@@ -231,6 +307,39 @@ mod tests {
     }
 
     #[test]
+    fn a_rotation_whose_end_was_heard_first_ends_the_tunnels_with_it() {
+        let (sink, seen) = recording();
+        let ends = &mut RotationEnds::default();
+        let rotated = |number| Change::Revoked {
+            number,
+            token_id: "lmts_rotated",
+            rotation_end: Some(5_000),
+        };
+        ends.heard("43@5000");
+        ends.heard("not@a-time");
+        assert_eq!(deliver(&payload(7, rotated(43)), ends, &sink), Some(43));
+        // An end is used once; a rotation heard without its end closes, as a revoke does.
+        assert_eq!(deliver(&payload(7, rotated(43)), ends, &sink), Some(43));
+        ends.heard("44@5000");
+        assert_eq!(deliver(&payload(7, rotated(45)), ends, &sink), Some(45));
+        let token_id = TokenId::new("lmts_rotated");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Invalidation::Rotated {
+                    token_id: token_id.clone(),
+                    ends_at: DateTime::from_timestamp_millis(5_000).unwrap(),
+                },
+                Invalidation::Profile(7),
+                Invalidation::Token(token_id.clone()),
+                Invalidation::Profile(7),
+                Invalidation::Token(token_id),
+                Invalidation::Profile(7),
+            ]
+        );
+    }
+
+    #[test]
     fn an_earlier_version_reads_a_numbered_revocation_as_unreadable() {
         // What the payload parser before revocation numbers did with it.
         let before = |payload: &str| {
@@ -241,6 +350,7 @@ mod tests {
         let revoked = Change::Revoked {
             number: 42,
             token_id: "lmts_abc",
+            rotation_end: None,
         };
         assert_eq!(
             before(&payload(7, revoked)),

@@ -2,7 +2,8 @@
 //! sharing a data directory see a revoke within a second; SPEC C2: and the end of a rotated
 //! token's overlap). SQLite has no notifications, so a task looks, four times a second, for
 //! tokens revoked or rotated since the latest such change it saw, and delivers each change once
-//! as invalidations of the token and of its partner's listing. Each look reaches
+//! as invalidations of the token (a revocation, or a rotation with the end of its overlap) and
+//! of its partner's listing. Each look reaches
 //! [`LOOKBACK_MS`] further back than that change, or than now if that is earlier: a change takes
 //! its time before it waits for the writer, so one timed before another may commit after it,
 //! and a clock may step. (Derives elsewhere reach this process's listings when their cache
@@ -11,6 +12,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use chrono::DateTime;
 use lmts_core::TokenId;
 use sqlx::SqlitePool;
 use tokio::task::JoinHandle;
@@ -30,6 +32,22 @@ struct Changed {
     profile_id: i64,
     /// When its latest change was made (Unix milliseconds).
     changed_at: i64,
+    /// Whether it is revoked (else it was rotated, and no more).
+    revoked: bool,
+    /// When it stops working (Unix milliseconds): a rotated token's is its overlap's end.
+    expires_at: Option<i64>,
+}
+
+impl Changed {
+    /// What the change invalidates in the token cache: a revocation closes the token's tunnels,
+    /// a rotation ends them with its overlap.
+    fn invalidation(&self) -> Invalidation {
+        let token_id = TokenId::new(self.token_id.as_str());
+        match self.expires_at.and_then(DateTime::from_timestamp_millis) {
+            Some(ends_at) if !self.revoked => Invalidation::Rotated { token_id, ends_at },
+            _ => Invalidation::Token(token_id),
+        }
+    }
 }
 
 /// Starts the task that delivers other processes' revocations and rotations to `sink`.
@@ -86,7 +104,8 @@ async fn latest_change(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
 async fn changed_since(pool: &SqlitePool, since: i64) -> Result<Vec<Changed>, sqlx::Error> {
     sqlx::query_as(
         "SELECT token_id, profile_id,
-             MAX(COALESCE(revoked_at, 0), COALESCE(rotated_at, 0)) AS changed_at
+             MAX(COALESCE(revoked_at, 0), COALESCE(rotated_at, 0)) AS changed_at,
+             revoked_at IS NOT NULL AS revoked, expires_at
          FROM api_tokens
          WHERE (revoked_at IS NOT NULL AND revoked_at >= ?1)
             OR (rotated_at IS NOT NULL AND rotated_at >= ?1)",
@@ -136,11 +155,48 @@ impl Seen {
             if token.changed_at > self.started {
                 crate::telemetry::invalidation_delay(now_ms - token.changed_at);
             }
-            sink(Invalidation::Token(TokenId::new(token.token_id)));
+            sink(token.invalidation());
             sink(Invalidation::Profile(token.profile_id));
         }
         // Kept as long as a look may find them again (a clock stepped back included).
         let horizon = self.horizon(now_ms);
         self.delivered.retain(|_, at| *at >= horizon);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(revoked: bool, expires_at: Option<i64>) -> Changed {
+        Changed {
+            token_id: "lmts_changed".to_owned(),
+            profile_id: 7,
+            changed_at: 1_000,
+            revoked,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_rotation_carries_its_end_and_a_revocation_closes() {
+        let token_id = TokenId::new("lmts_changed");
+        let ends_at = DateTime::from_timestamp_millis(5_000).unwrap();
+        assert_eq!(
+            changed(false, Some(5_000)).invalidation(),
+            Invalidation::Rotated {
+                token_id: token_id.clone(),
+                ends_at
+            }
+        );
+        // Revoked during its overlap, or with no end to keep: closed.
+        assert_eq!(
+            changed(true, Some(5_000)).invalidation(),
+            Invalidation::Token(token_id.clone())
+        );
+        assert_eq!(
+            changed(false, None).invalidation(),
+            Invalidation::Token(token_id)
+        );
     }
 }
