@@ -150,11 +150,13 @@ impl ServerTls {
     }
 
     /// Logs `what` with the chain's end of validity, warning when it has passed, and sets
-    /// the expiry gauge.
+    /// the expiry gauge (to 0 when the end cannot be read, so that an expiry alert fires
+    /// rather than keep an earlier certificate's date).
     fn note_validity(&self, what: &str) {
         let cert = self.certificate.files.cert.display().to_string();
         let Some(until) = self.valid_until() else {
-            tracing::info!(%cert, "{what} (its validity could not be read)");
+            crate::telemetry::tls_valid_until(&cert, SystemTime::UNIX_EPOCH);
+            tracing::warn!(%cert, "{what}, but a certificate of its chain is not X.509 lmts can read: its expiry is unknown (the gauge reads 0)");
             return;
         };
         crate::telemetry::tls_valid_until(&cert, until);

@@ -197,6 +197,25 @@ async fn the_service_speaks_https_and_takes_up_a_new_certificate_without_a_resta
     assert_eq!(reloads(&server, "failed").await, failed + 1);
 }
 
+#[tokio::test]
+async fn a_chain_whose_expiry_cannot_be_read_shows_zero_not_a_guess() {
+    let authority = TestAuthority::new("unreadable");
+    let issued = authority.issue();
+    let files = CertificateFiles::holding(&issued);
+    // rustls reads only the first certificate of the chain; x509-cert reads them all.
+    let chain = format!(
+        "{}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        issued.certificate_pem
+    );
+    replace_file(&files.cert(), chain.as_bytes());
+    let server = https_server(files.tls(None), &authority, |_| {}).await;
+    assert_eq!(server.get("/health").await.status(), StatusCode::OK);
+    assert_eq!(
+        valid_until(&server, &files.cert()).await.as_deref(),
+        Some("0")
+    );
+}
+
 /// Why `Server::bind` refused `tls`, as the log would say it.
 async fn refusal(tls: TlsFiles) -> String {
     let dir = tempfile::tempdir().unwrap();

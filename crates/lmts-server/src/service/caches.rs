@@ -13,12 +13,13 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use http::HeaderValue;
 use lmts_core::{clock::Clock, Scope, Signer, TokenId};
 use tokio::task::JoinHandle;
 
 use super::{
+    derive,
     listing::TokenListing,
     ttl_cache::TtlCache,
     tunnels::{OpenTunnels, TunnelGuard},
@@ -209,7 +210,11 @@ impl Caches {
             }
             Invalidation::Rotated { token_id, ends_at } => {
                 self.tokens.invalidate(&token_id);
-                let left = (ends_at - self.clock.now()).to_std().unwrap_or_default();
+                // No rotation ends later than its longest overlap from now, whatever a notice
+                // says.
+                let longest = TimeDelta::seconds(derive::MAX_OVERLAP_SECONDS);
+                let left = (ends_at - self.clock.now()).min(longest);
+                let left = left.to_std().unwrap_or_default();
                 // An end too far to represent is no end.
                 if let Some(end) = tokio::time::Instant::now().checked_add(left) {
                     self.tunnels.end_at(&token_id, end);
@@ -269,6 +274,23 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn no_rotation_keeps_a_tunnel_open_past_the_longest_overlap() {
+        let caches = Caches::new(&ServiceSettings::default(), Clock::system());
+        let token = TokenId::new("lmts_rotated");
+        let mut tunnel = caches.open_tunnel(&token, None, caches.token_epoch());
+        let year_3000 = DateTime::from_timestamp(32_503_680_000, 0).unwrap();
+        caches.forget(Invalidation::Rotated {
+            token_id: token,
+            ends_at: year_3000,
+        });
+        let longest = Duration::from_secs(604_800);
+        let early = tokio::time::timeout(longest - Duration::from_secs(1), tunnel.closed());
+        assert!(early.await.is_err(), "closed before the longest overlap");
+        let late = tokio::time::timeout(Duration::from_secs(2), tunnel.closed());
+        assert!(late.await.is_ok(), "open past the longest overlap");
+    }
 
     #[tokio::test]
     async fn a_tunnel_checked_before_a_revocation_is_closed_from_the_start() {

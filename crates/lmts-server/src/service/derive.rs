@@ -171,9 +171,10 @@ fn misspelt_fields(fields: &serde_json::Map<String, Value>, known: &[&str]) -> V
         .collect()
 }
 
-/// The default overlap of a rotation, and the longest (SPEC C2).
+/// The default overlap of a rotation (SPEC C2).
 const DEFAULT_OVERLAP_SECONDS: i64 = 3_600;
-const MAX_OVERLAP_SECONDS: i64 = 604_800;
+/// The longest overlap of a rotation (SPEC C2).
+pub(super) const MAX_OVERLAP_SECONDS: i64 = 604_800;
 
 /// Validates a rotation body (SPEC C2): `{"overlapSeconds": N}`, 0 to 604800, default 3600 (also
 /// for an empty body); answers the overlap.

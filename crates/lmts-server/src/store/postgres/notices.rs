@@ -14,14 +14,16 @@
 //! - a rotation: as a revoke, preceded on [`ROTATION_CHANNEL`] (earlier versions do not hear
 //!   it) by `<revocation number>@<Unix milliseconds>`, when the rotated token stops working:
 //!   hearers then end its WebSocket tunnels with the overlap instead of closing them. Notices
-//!   of one transaction arrive together and in order, so the end is known when the revocation
-//!   notice is applied; a rotation heard without it closes the tunnels, as a revoke does.
+//!   of one transaction arrive together and in order, from one server process: an end is
+//!   taken only by the revocation notice right after it, of the same number and process
+//!   (anything else, a notice forged by another session included, leaves a plain revoke). A
+//!   rotation heard without its end closes the tunnels, as a revoke does.
 //!
 //! Each instance also hears its own heartbeats on a channel of its own (`instances.rs`), on the
 //! same connection, so that a heartbeat heard back proves every notice committed before it was
 //! applied.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use chrono::DateTime;
 use lmts_core::TokenId;
@@ -35,10 +37,6 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
 /// How long the listener waits before trying again after it could not connect.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-
-/// The most rotation ends held for revocation notices still to come (each arrives just before
-/// its own, so a handful at most; the bound only guards memory against the unforeseen).
-const MAX_PENDING_ENDS: usize = 1024;
 
 /// A change other instances must hear of.
 #[derive(Debug, Clone, Copy)]
@@ -119,30 +117,29 @@ fn time_delay(payload: &str) {
     }
 }
 
-/// Rotation ends heard on [`ROTATION_CHANNEL`], by revocation number, until their revocation
-/// notices (which follow at once) are applied.
+/// The rotation end heard last on [`ROTATION_CHANNEL`], for the revocation notice that
+/// follows it at once: its revocation number, end (Unix milliseconds) and the server process
+/// that sent it.
 #[derive(Debug, Default)]
-struct RotationEnds(HashMap<i64, i64>);
+struct PendingEnd(Option<(i64, i64, u32)>);
 
-impl RotationEnds {
-    /// Holds the end a [`ROTATION_CHANNEL`] payload announces; an unreadable one is ignored
-    /// (its revocation then closes the tunnels, as a revoke does).
-    fn heard(&mut self, payload: &str) {
-        if let Some((number, end_ms)) = numbered_time(payload) {
-            if self.0.len() >= MAX_PENDING_ENDS {
-                self.0.clear();
-            }
-            self.0.insert(number, end_ms);
-        }
+impl PendingEnd {
+    /// Holds the end a [`ROTATION_CHANNEL`] payload from server process `sender` announces; an
+    /// unreadable one is dropped (its revocation then closes the tunnels, as a revoke does).
+    fn heard(&mut self, payload: &str, sender: u32) {
+        self.0 = numbered_time(payload).map(|(number, end_ms)| (number, end_ms, sender));
     }
 
-    /// The invalidation of `token_id` by revocation `number`: a rotation's when its end was
-    /// heard, else a revocation's.
-    fn invalidation(&mut self, number: Option<i64>, token_id: &str) -> Invalidation {
+    /// The invalidation of `token_id` by revocation `number`, announced by server process
+    /// `sender`: a rotation's when the end held was announced just before it, by the same
+    /// process for the same number, else a revocation's. Either way the end held is used up.
+    fn invalidation(&mut self, number: Option<i64>, sender: u32, token_id: &str) -> Invalidation {
         let token_id = TokenId::new(token_id);
-        let ends_at = number
-            .and_then(|number| self.0.remove(&number))
-            .and_then(DateTime::from_timestamp_millis);
+        let ends_at = self
+            .0
+            .take()
+            .filter(|(held, _, from)| Some(*held) == number && *from == sender)
+            .and_then(|(_, end_ms, _)| DateTime::from_timestamp_millis(end_ms));
         match ends_at {
             Some(ends_at) => Invalidation::Rotated { token_id, ends_at },
             None => Invalidation::Token(token_id),
@@ -150,16 +147,24 @@ impl RotationEnds {
     }
 }
 
-/// Delivers one notice of [`announce`] to `sink`: the revoked or rotated token (if any), then
-/// the profile's list. Anything unreadable invalidates everything. Answers the revocation's
-/// number, once `sink` has applied it.
-fn deliver(payload: &str, ends: &mut RotationEnds, sink: &InvalidationSink) -> Option<i64> {
+/// Delivers one notice of [`announce`], sent by server process `sender`, to `sink`: the
+/// revoked or rotated token (if any), then the profile's list. Anything unreadable invalidates
+/// everything. Answers the revocation's number, once `sink` has applied it.
+fn deliver(
+    payload: &str,
+    sender: u32,
+    end: &mut PendingEnd,
+    sink: &InvalidationSink,
+) -> Option<i64> {
     let Some((number, profile_id, token_id)) = parse(payload) else {
+        end.0 = None;
         sink(Invalidation::All);
         return None;
     };
-    if !token_id.is_empty() {
-        sink(ends.invalidation(number, token_id));
+    if token_id.is_empty() {
+        end.0 = None;
+    } else {
+        sink(end.invalidation(number, sender, token_id));
     }
     sink(Invalidation::Profile(profile_id));
     number
@@ -232,17 +237,18 @@ async fn open(pool: &PgPool, instance: &Instance) -> Result<(PgListener, i64), s
 
 /// Applies what `listener` hears until its connection is lost.
 async fn hear(listener: &mut PgListener, instance: &Instance, sink: &InvalidationSink) {
-    let mut ends = RotationEnds::default();
+    let mut end = PendingEnd::default();
     loop {
         match listener.try_recv().await {
             Ok(Some(notice)) if notice.channel() == REVOCATION_CHANNEL => {
-                if let Some(number) = deliver(notice.payload(), &mut ends, sink) {
+                let sender = notice.process_id();
+                if let Some(number) = deliver(notice.payload(), sender, &mut end, sink) {
                     instance.applied(number);
                 }
             }
             // Sent just before its revocation notice, in the same transaction.
             Ok(Some(notice)) if notice.channel() == ROTATION_CHANNEL => {
-                ends.heard(notice.payload());
+                end.heard(notice.payload(), notice.process_id());
             }
             // Sent after the revocation in the same transaction: heard once it is applied.
             Ok(Some(notice)) if notice.channel() == REVOCATION_TIME_CHANNEL => {
@@ -280,18 +286,18 @@ mod tests {
     #[test]
     fn notices_name_the_revocation_the_profile_and_the_revoked_token() {
         let (sink, seen) = recording();
-        let ends = &mut RotationEnds::default();
+        let end = &mut PendingEnd::default();
         let revoked = Change::Revoked {
             number: 42,
             token_id: "lmts_abc",
             rotation_end: None,
         };
-        assert_eq!(deliver(&payload(7, revoked), ends, &sink), Some(42));
-        assert_eq!(deliver(&payload(7, Change::Derived), ends, &sink), None);
-        let old = deliver("7:lmts_old", ends, &sink);
+        assert_eq!(deliver(&payload(7, revoked), 1, end, &sink), Some(42));
+        assert_eq!(deliver(&payload(7, Change::Derived), 1, end, &sink), None);
+        let old = deliver("7:lmts_old", 1, end, &sink);
         assert_eq!(old, None, "an earlier version's");
-        assert_eq!(deliver("garbage", ends, &sink), None);
-        assert_eq!(deliver("x/7:lmts_abc", ends, &sink), None);
+        assert_eq!(deliver("garbage", 1, end, &sink), None);
+        assert_eq!(deliver("x/7:lmts_abc", 1, end, &sink), None);
         assert_eq!(
             *seen.lock().unwrap(),
             vec![
@@ -307,36 +313,48 @@ mod tests {
     }
 
     #[test]
-    fn a_rotation_whose_end_was_heard_first_ends_the_tunnels_with_it() {
+    fn a_rotation_whose_end_was_heard_just_before_ends_the_tunnels_with_it() {
         let (sink, seen) = recording();
-        let ends = &mut RotationEnds::default();
-        let rotated = |number| Change::Revoked {
-            number,
-            token_id: "lmts_rotated",
-            rotation_end: Some(5_000),
-        };
-        ends.heard("43@5000");
-        ends.heard("not@a-time");
-        assert_eq!(deliver(&payload(7, rotated(43)), ends, &sink), Some(43));
-        // An end is used once; a rotation heard without its end closes, as a revoke does.
-        assert_eq!(deliver(&payload(7, rotated(43)), ends, &sink), Some(43));
-        ends.heard("44@5000");
-        assert_eq!(deliver(&payload(7, rotated(45)), ends, &sink), Some(45));
-        let token_id = TokenId::new("lmts_rotated");
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![
-                Invalidation::Rotated {
-                    token_id: token_id.clone(),
-                    ends_at: DateTime::from_timestamp_millis(5_000).unwrap(),
+        let end = &mut PendingEnd::default();
+        let rotated = |number| {
+            payload(
+                7,
+                Change::Revoked {
+                    number,
+                    token_id: "lmts_rotated",
+                    rotation_end: Some(5_000),
                 },
-                Invalidation::Profile(7),
-                Invalidation::Token(token_id.clone()),
-                Invalidation::Profile(7),
-                Invalidation::Token(token_id),
-                Invalidation::Profile(7),
-            ]
-        );
+            )
+        };
+        end.heard("43@5000", 9);
+        assert_eq!(deliver(&rotated(43), 9, end, &sink), Some(43));
+        // An end is used once: the same rotation heard again closes, as a revoke does.
+        assert_eq!(deliver(&rotated(43), 9, end, &sink), Some(43));
+        // Not the number, not the process (a notice forged by another session), or
+        // unreadable: a revoke.
+        end.heard("44@5000", 9);
+        assert_eq!(deliver(&rotated(45), 9, end, &sink), Some(45));
+        end.heard("46@5000", 8);
+        assert_eq!(deliver(&rotated(46), 9, end, &sink), Some(46));
+        end.heard("47@5000", 9);
+        end.heard("not@a-time", 9);
+        assert_eq!(deliver(&rotated(47), 9, end, &sink), Some(47));
+        let token_id = TokenId::new("lmts_rotated");
+        let closed = [
+            Invalidation::Token(token_id.clone()),
+            Invalidation::Profile(7),
+        ];
+        let mut expected = vec![
+            Invalidation::Rotated {
+                token_id: token_id.clone(),
+                ends_at: DateTime::from_timestamp_millis(5_000).unwrap(),
+            },
+            Invalidation::Profile(7),
+        ];
+        for _ in 0..4 {
+            expected.extend(closed.clone());
+        }
+        assert_eq!(*seen.lock().unwrap(), expected);
     }
 
     #[test]

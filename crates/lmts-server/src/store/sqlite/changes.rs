@@ -123,8 +123,10 @@ struct Seen {
     started: i64,
     /// The time of the latest change seen.
     latest: i64,
-    /// Each token whose latest change was delivered, with that change's time.
-    delivered: HashMap<String, i64>,
+    /// Each token whose latest change was delivered, with that change's time and whether it
+    /// was a revocation: a revoke timed at or before the rotation it follows (its time is its
+    /// request's, not its commit's) is still a change, and closes the token's tunnels.
+    delivered: HashMap<String, (i64, bool)>,
 }
 
 impl Seen {
@@ -146,10 +148,9 @@ impl Seen {
         let now_ms = crate::clock::Clock::system().now().timestamp_millis();
         for token in changed {
             self.latest = self.latest.max(token.changed_at);
-            let earlier = self
-                .delivered
-                .insert(token.token_id.clone(), token.changed_at);
-            if earlier == Some(token.changed_at) {
+            let change = (token.changed_at, token.revoked);
+            let earlier = self.delivered.insert(token.token_id.clone(), change);
+            if earlier == Some(change) {
                 continue;
             }
             if token.changed_at > self.started {
@@ -160,7 +161,7 @@ impl Seen {
         }
         // Kept as long as a look may find them again (a clock stepped back included).
         let horizon = self.horizon(now_ms);
-        self.delivered.retain(|_, at| *at >= horizon);
+        self.delivered.retain(|_, (at, _)| *at >= horizon);
     }
 }
 
@@ -176,6 +177,36 @@ mod tests {
             revoked,
             expires_at,
         }
+    }
+
+    #[test]
+    fn a_revoke_timed_before_the_rotation_it_follows_is_still_delivered() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink: InvalidationSink = {
+            let seen = seen.clone();
+            std::sync::Arc::new(move |invalidation| seen.lock().unwrap().push(invalidation))
+        };
+        let mut delivered = Seen::new(0, 0);
+        // Rotated at 1000; then revoked by a request stamped 999 (the row's latest change
+        // stays 1000), found again by the next look, and by the one after.
+        delivered.deliver(vec![changed(false, Some(5_000))], &sink);
+        delivered.deliver(vec![changed(false, Some(5_000))], &sink);
+        delivered.deliver(vec![changed(true, Some(5_000))], &sink);
+        delivered.deliver(vec![changed(true, Some(5_000))], &sink);
+        let token_id = TokenId::new("lmts_changed");
+        let ends_at = DateTime::from_timestamp_millis(5_000).unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Invalidation::Rotated {
+                    token_id: token_id.clone(),
+                    ends_at
+                },
+                Invalidation::Profile(7),
+                Invalidation::Token(token_id),
+                Invalidation::Profile(7),
+            ]
+        );
     }
 
     #[test]
