@@ -54,7 +54,8 @@ async fn revoke_all_from_the_command_line_is_final_on_every_instance() {
         .find(|p| p.profile.account == ALICE)
         .unwrap();
     assert_eq!(alice.live_tokens, 2);
-    let revoked = admin::revoke_all(&operator_store, ALICE, &operator, now)
+    let clock = lmts_server::clock::Clock::system();
+    let revoked = admin::revoke_all(&operator_store, ALICE, &operator, &clock)
         .await
         .unwrap();
     assert_eq!(revoked.len(), 2);
@@ -103,4 +104,101 @@ async fn revoke_all_from_the_command_line_is_final_on_every_instance() {
         );
         assert_eq!(event["ip"], Value::Null);
     }
+}
+
+/// How many advisory lock requests wait in the current database.
+async fn waiting_for_locks(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_locks
+         WHERE locktype = 'advisory' AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// Waits (at most 10 s) until `count` advisory lock requests wait.
+async fn until_waiting(db: &sqlx::PgPool, count: i64) {
+    for _ in 0..200 {
+        if waiting_for_locks(db).await >= count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{count} lock request(s) never waited");
+}
+
+#[tokio::test]
+async fn a_token_rotated_while_revoke_all_runs_leaves_no_live_successor() {
+    let url = PgServer::shared().database().await;
+    let server = TestServer::start_with(|config| {
+        config.database_url = Some(url.clone());
+        config.master_key = Some(MASTER_KEY.to_owned().into());
+    })
+    .await;
+    let (first, _) = server.derive(ALICE, "{}").await;
+    let (second, _) = server.derive(ALICE, "{}").await;
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let profile: i32 = sqlx::query_scalar("SELECT id FROM profiles WHERE account = $1")
+        .bind(ALICE)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+
+    // Alice's event lock, held: every revoke and rotation of her tokens queues for it, in
+    // order. The stop lists both tokens and queues; the rotation of the second queues next.
+    let mut held = db.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(0x6C6D_7473_i32)
+        .bind(profile)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let operator_store = PostgresStore::connect(&url, &PostgresOptions::default())
+        .await
+        .unwrap();
+    let stop = tokio::spawn(async move {
+        let operator = Operator::new("alice-oncall", "wallet compromised").unwrap();
+        let clock = lmts_server::clock::Clock::system();
+        admin::revoke_all(&operator_store, ALICE, &operator, &clock).await
+    });
+    until_waiting(&db, 1).await;
+    let target = format!("/auth/api-tokens/{}/rotate", second.token_id);
+    let mut rotation = server.client.post(server.url(&target)).body("{}");
+    for (name, value) in sign(&second, now(), "POST", &target, "{}") {
+        rotation = rotation.header(name, value);
+    }
+    let rotation = tokio::spawn(rotation.send());
+    until_waiting(&db, 2).await;
+    held.rollback().await.unwrap();
+
+    // The first revoke commits, the rotation makes a successor, the second revoke follows:
+    // the first listing never held the successor, and a second one finds it.
+    let rotated = rotation.await.unwrap().unwrap();
+    assert_eq!(rotated.status(), StatusCode::CREATED);
+    let successor: Value = rotated.json().await.unwrap();
+    let successor = successor["tokenId"].as_str().unwrap().to_owned();
+    let revoked: Vec<String> = stop
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        revoked,
+        [first.token_id.clone(), second.token_id.clone(), successor],
+        "the stop revoked the listed tokens, then the successor"
+    );
+    let (_, left) = admin::tokens(
+        &PostgresStore::connect(&url, &PostgresOptions::default())
+            .await
+            .unwrap(),
+        ALICE,
+        lmts_server::clock::Clock::system().now(),
+    )
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -105,7 +105,7 @@ pub async fn run(command: AdminCommand, output: &Output) -> Result<(), CommandEr
             let operator = operator_of(&operator)?;
             let account = account_of(&account)?;
             let store = store_of(&store).await?;
-            let revoked = admin::revoke_all(&*store, &account, &operator, now).await?;
+            let revoked = admin::revoke_all(&*store, &account, &operator, &Clock::system()).await?;
             let revoked: Vec<String> = revoked.iter().map(ToString::to_string).collect();
             show_revoked(&account, &revoked, output);
             Ok(())

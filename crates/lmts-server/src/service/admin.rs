@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use lmts_core::{wire::TokenEventType, TokenId};
 
 use super::ServiceError;
+use crate::clock::Clock;
 use crate::store::{NewEvent, PartnerProfile, PartnerSettings, Store, TokenRecord};
 
 /// The longest reason an operator may give.
@@ -119,27 +120,41 @@ pub async fn revoke(
     }
 }
 
+/// How many times [`revoke_all`] lists and revokes before it gives up on tokens that keep
+/// appearing.
+const REVOKE_ALL_PASSES: usize = 8;
+
 /// Revokes every live token of the partner whose wallet is `account` (the emergency stop);
-/// answers the ids revoked.
+/// answers the ids revoked. It lists and revokes again until a listing finds no live token: a
+/// token rotated while the stop runs leaves a successor the first listing did not hold.
 pub async fn revoke_all(
     store: &dyn Store,
     account: &str,
     operator: &Operator,
-    now: DateTime<Utc>,
+    clock: &Clock,
 ) -> Result<Vec<TokenId>, ServiceError> {
-    let (profile, tokens) = tokens(store, account, now).await?;
-    let mut revoked = Vec::with_capacity(tokens.len());
-    for token in tokens {
-        let event = operator.revocation(profile.id, &token.token_id, now);
-        let id = token.token_id.as_str();
-        if store
-            .revoke_token(profile.id, id, now, Some(&event))
-            .await?
-        {
-            revoked.push(token.token_id);
+    let mut revoked = Vec::new();
+    for _ in 0..REVOKE_ALL_PASSES {
+        let now = clock.now();
+        let (profile, tokens) = tokens(store, account, now).await?;
+        if tokens.is_empty() {
+            return Ok(revoked);
+        }
+        for token in tokens {
+            let event = operator.revocation(profile.id, &token.token_id, now);
+            let id = token.token_id.as_str();
+            if store
+                .revoke_token(profile.id, id, now, Some(&event))
+                .await?
+            {
+                revoked.push(token.token_id);
+            }
         }
     }
-    Ok(revoked)
+    Err(ServiceError::Unavailable(format!(
+        "{account} still holds live tokens after {REVOKE_ALL_PASSES} passes ({} revoked): new ones keep appearing (rotations or derives racing the stop); run it again",
+        revoked.len()
+    )))
 }
 
 #[cfg(test)]
