@@ -97,45 +97,43 @@ impl Verifier {
                 ServiceError::unauthenticated(NOT_AUTHENTIC),
             )
         };
-        if !is_token_id_shaped(values.api_key) {
-            return Err(not_authentic());
-        }
-        let cached = core
-            .caches
-            .cached_token(core.store.as_ref(), values.api_key);
-        telemetry::token_lookup(cached.is_some());
-        if let Some(token) = cached {
-            return Ok(token);
-        }
-        core.failures.admit(head.client).map_err(|refused| {
+        let found = self.look_up(head, values.api_key).await;
+        if matches!(found, Err((Outcome::RateLimited, _))) {
             telemetry::rate_limited("auth_failures");
-            (Outcome::RateLimited, refused)
-        })?;
+        }
+        found?.ok_or_else(not_authentic)
+    }
+
+    /// The live token `api_key` names, if any: from the cache, else from the store once the
+    /// client's failure budget allows a lookup (refused otherwise).
+    async fn look_up(
+        &self,
+        head: &SignedHead<'_>,
+        api_key: &str,
+    ) -> Result<Option<Arc<CachedToken>>, (Outcome, ServiceError)> {
+        let core = &self.0;
+        if !is_token_id_shaped(api_key) {
+            return Ok(None);
+        }
+        let cached = core.caches.cached_token(core.store.as_ref(), api_key);
+        telemetry::token_lookup(cached.is_some());
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        core.failures
+            .admit(head.client)
+            .map_err(|refused| (Outcome::RateLimited, refused))?;
         core.caches
-            .token(core.store.as_ref(), &core.keyring, values.api_key)
+            .token(core.store.as_ref(), &core.keyring, api_key)
             .await
-            .map_err(|error| (Outcome::Unavailable, error))?
-            .ok_or_else(not_authentic)
+            .map_err(|error| (Outcome::Unavailable, error))
     }
 
     /// Writes `auth.failed` for a stale request whose token is live (SPEC C2): found in the
     /// cache, or in the store while the client's failure budget allows a lookup.
     async fn note_stale(&self, head: &SignedHead<'_>, values: &SignedHeaderValues<'_>) {
         let core = &self.0;
-        if !is_token_id_shaped(values.api_key) {
-            return;
-        }
-        let store = core.store.as_ref();
-        let token = match core.caches.cached_token(store, values.api_key) {
-            Some(token) => Some(token),
-            None if core.failures.admit(head.client).is_ok() => core
-                .caches
-                .token(store, &core.keyring, values.api_key)
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
+        let token = self.look_up(head, values.api_key).await.ok().flatten();
         if let Some(token) = token.filter(|token| token.validity.is_live_at(head.now)) {
             let seen = (head.client, head.now);
             core.events
