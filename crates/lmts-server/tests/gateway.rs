@@ -739,10 +739,11 @@ async fn lasting_tunnel(server: &TestServer, creds: &Creds) -> TcpStream {
     panic!("every tunnel was closed");
 }
 
-/// Rotates `creds`'s token through `server` with an overlap of three seconds.
-async fn rotate_briefly(server: &TestServer, creds: &Creds) {
+/// Rotates `creds`'s token through `server` with an overlap of `seconds`.
+async fn rotate_with_overlap(server: &TestServer, creds: &Creds, seconds: u32) {
     let target = format!("/auth/api-tokens/{}/rotate", creds.token_id);
-    let body = r#"{"overlapSeconds":3}"#;
+    let body = format!(r#"{{"overlapSeconds":{seconds}}}"#);
+    let body = body.as_str();
     let headers = sign(creds, now(), "POST", &target, body);
     let rotated = server
         .send_with(Method::POST, &target, body, &headers)
@@ -771,7 +772,7 @@ async fn a_rotated_tokens_tunnel_stays_open_until_the_overlap_ends() {
     let (server, creds) = TestServer::with_token(gateway_to(&upstream)).await;
     let mut stream = tunnel(&server, &creds).await;
     assert!(echoes(&mut stream, b"before the rotation").await);
-    rotate_briefly(&server, &creds).await;
+    rotate_with_overlap(&server, &creds, 3).await;
     assert_open_for_the_overlap(&mut stream).await;
 }
 
@@ -799,13 +800,13 @@ async fn on_postgresql_a_rotation_elsewhere_ends_a_tunnel_with_the_overlap() {
     let mut revoked = lasting_tunnel(&gateway, &other).await;
 
     // The rotation is answered once the gateway instance has applied it.
-    rotate_briefly(&service, &creds).await;
+    rotate_with_overlap(&service, &creds, 3).await;
     assert!(echoes(&mut revoked, b"another token's tunnel").await);
     assert_open_for_the_overlap(&mut rotated).await;
 
     // A revoke during a rotation's overlap, through the service, still closes the token's
     // tunnel on the gateway at once, not at the end of the overlap.
-    rotate_briefly(&service, &other).await;
+    rotate_with_overlap(&service, &other, 60).await;
     assert!(echoes(&mut revoked, b"during its overlap").await);
     let answer = service.revoke(&other, &other.token_id).await;
     assert_eq!(answer.status(), StatusCode::OK);

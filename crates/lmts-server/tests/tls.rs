@@ -195,7 +195,21 @@ async fn the_service_speaks_https_and_takes_up_a_new_certificate_without_a_resta
     );
     assert_eq!(server.list(&creds).await.status(), StatusCode::OK);
     assert_eq!(reloads(&server, "failed").await, failed + 1);
+
+    // A renewal whose chain lmts cannot read (served all the same: rustls reads only the
+    // first certificate) shows 0, not the previous certificate's end.
+    let unreadable = format!("{}{UNREADABLE_CERTIFICATE}", renewed.certificate_pem);
+    replace_file(&files.cert(), unreadable.as_bytes());
+    until_reloaded(&server, "loaded", loaded + 1).await;
+    assert_eq!(
+        valid_until(&server, &files.cert()).await.as_deref(),
+        Some("0")
+    );
 }
+
+/// A PEM block that is no X.509 certificate.
+const UNREADABLE_CERTIFICATE: &str =
+    "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
 
 #[tokio::test]
 async fn a_chain_whose_expiry_cannot_be_read_shows_zero_not_a_guess() {
@@ -203,10 +217,7 @@ async fn a_chain_whose_expiry_cannot_be_read_shows_zero_not_a_guess() {
     let issued = authority.issue();
     let files = CertificateFiles::holding(&issued);
     // rustls reads only the first certificate of the chain; x509-cert reads them all.
-    let chain = format!(
-        "{}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-        issued.certificate_pem
-    );
+    let chain = format!("{}{UNREADABLE_CERTIFICATE}", issued.certificate_pem);
     replace_file(&files.cert(), chain.as_bytes());
     let server = https_server(files.tls(None), &authority, |_| {}).await;
     assert_eq!(server.get("/health").await.status(), StatusCode::OK);
