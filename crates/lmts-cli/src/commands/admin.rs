@@ -6,10 +6,7 @@ use lmts_server::{
     account::checksum_address,
     clock::Clock,
     server::open_store,
-    service::{
-        admin::{self, Operator},
-        ServiceError,
-    },
+    service::admin::{self, Operator},
     store::{PostgresOptions, Store},
 };
 use std::sync::Arc;
@@ -108,16 +105,9 @@ pub async fn run(command: AdminCommand, output: &Output) -> Result<(), CommandEr
             let operator = operator_of(&operator)?;
             let account = account_of(&account)?;
             let store = store_of(&store).await?;
-            let stopped = admin::revoke_all(&*store, &account, &operator, &Clock::system()).await?;
-            let revoked: Vec<String> = stopped.revoked.iter().map(ToString::to_string).collect();
+            let revoked = admin::revoke_all(&*store, &account, &operator, now).await?;
+            let revoked: Vec<String> = revoked.iter().map(ToString::to_string).collect();
             show_revoked(&account, &revoked, output);
-            if stopped.still_live > 0 {
-                return Err(ServiceError::Conflict(format!(
-                    "{account} still holds {} live token(s): they keep appearing as they are revoked (a holder rotating in a loop?); switch its token management off (lmts partners set --account {account} --token-management off) and run revoke-all again",
-                    stopped.still_live
-                ))
-                .into());
-            }
             Ok(())
         }
     }

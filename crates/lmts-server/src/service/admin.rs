@@ -4,12 +4,13 @@
 //! as any revoke is (PostgreSQL: acknowledged by each live instance; SQLite: found by other
 //! processes within a second), and is an audit event naming the operator and the reason.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use lmts_core::{wire::TokenEventType, TokenId};
 
 use super::ServiceError;
-use crate::clock::Clock;
-use crate::store::{NewEvent, PartnerProfile, PartnerSettings, Store, TokenRecord};
+use crate::store::{EventOf, NewEvent, PartnerProfile, PartnerSettings, Store, TokenRecord};
 
 /// The longest reason an operator may give.
 const MAX_REASON_CHARS: usize = 500;
@@ -89,12 +90,17 @@ pub async fn tokens(
     account: &str,
     now: DateTime<Utc>,
 ) -> Result<(PartnerProfile, Vec<TokenRecord>), ServiceError> {
-    let profile = store
-        .profile_by_account(account)
-        .await?
-        .ok_or_else(|| ServiceError::NotFound(format!("no partner with account {account}")))?;
+    let profile = partner(store, account).await?;
     let tokens = store.active_tokens(profile.id, now).await?;
     Ok((profile, tokens))
+}
+
+/// The partner whose wallet is `account`.
+async fn partner(store: &dyn Store, account: &str) -> Result<PartnerProfile, ServiceError> {
+    store
+        .profile_by_account(account)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("no partner with account {account}")))
 }
 
 /// Revokes the live token `token_id`, whoever holds it; 404 when there is none.
@@ -120,57 +126,20 @@ pub async fn revoke(
     }
 }
 
-/// How many times [`revoke_all`] lists and revokes before it gives up on tokens that keep
-/// appearing.
-const REVOKE_ALL_PASSES: usize = 8;
-
-/// What the emergency stop did.
-#[derive(Debug)]
-pub struct Stopped {
-    /// The tokens it revoked, in order.
-    pub revoked: Vec<TokenId>,
-    /// The live tokens a listing still found after its last pass: 0 unless tokens kept
-    /// appearing (a holder rotating in a tight loop) faster than it revoked them.
-    pub still_live: usize,
-}
-
-/// Revokes every live token of the partner whose wallet is `account` (the emergency stop). It
-/// lists and revokes again until a listing finds no live token, so a token rotated while it
-/// runs leaves no successor the first listing did not hold; after [`REVOKE_ALL_PASSES`] it
-/// answers how many are still live.
+/// Revokes every live token of the partner whose wallet is `account` (the emergency stop), in
+/// one step: a rotation racing it either went first, and its successor is revoked with the
+/// rest, or comes after and finds its token revoked. Answers the ids revoked.
 pub async fn revoke_all(
     store: &dyn Store,
     account: &str,
     operator: &Operator,
-    clock: &Clock,
-) -> Result<Stopped, ServiceError> {
-    let mut revoked = Vec::new();
-    for _ in 0..REVOKE_ALL_PASSES {
-        let (profile, tokens) = tokens(store, account, clock.now()).await?;
-        if tokens.is_empty() {
-            return Ok(Stopped {
-                revoked,
-                still_live: 0,
-            });
-        }
-        for token in tokens {
-            // Each revoke at its own time: other processes' watchers look by it.
-            let now = clock.now();
-            let event = operator.revocation(profile.id, &token.token_id, now);
-            let id = token.token_id.as_str();
-            if store
-                .revoke_token(profile.id, id, now, Some(&event))
-                .await?
-            {
-                revoked.push(token.token_id);
-            }
-        }
-    }
-    let (_, left) = tokens(store, account, clock.now()).await?;
-    Ok(Stopped {
-        revoked,
-        still_live: left.len(),
-    })
+    now: DateTime<Utc>,
+) -> Result<Vec<TokenId>, ServiceError> {
+    let profile = partner(store, account).await?;
+    let operator = operator.clone();
+    let event_of: EventOf =
+        Arc::new(move |token_id| operator.revocation(profile.id, token_id, now));
+    Ok(store.revoke_partner(profile.id, now, event_of).await?)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use super::{
     millis,
     replay::ReplayRow,
     rows::{stored_profile_id, StoreDatabase, StoredRow},
-    scopes_to_text, InvalidationSink, KeyedDerive, NewEvent, NewToken, PartnerProfile,
+    scopes_to_text, EventOf, InvalidationSink, KeyedDerive, NewEvent, NewToken, PartnerProfile,
     PartnerSettings, Resealed, SettingsKey, Store, StoreError, StoredEvent, Successor,
     TokenCredentials, TokenRecord, INSERT_EVENT, RESEAL,
 };
@@ -75,6 +75,16 @@ pub(super) trait Backend: Send + Sync + 'static {
         token_id: &str,
         event: Option<&NewEvent>,
     ) -> Result<u64, StoreError>;
+
+    /// [`Store::revoke_partner`]: the revocations and their events in one transaction, under
+    /// what serialises the partner's rotations and derives (SQLite's one writer; the partner's
+    /// event lock on PostgreSQL, announced to every instance and waited for).
+    async fn revoke_partner(
+        &self,
+        profile_id: i64,
+        now: DateTime<Utc>,
+        event_of: EventOf,
+    ) -> Result<Vec<TokenId>, StoreError>;
 
     /// [`Store::record_event`].
     async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError>;
@@ -349,6 +359,15 @@ where
             .execute_revocation(write, profile_id, token_id, event)
             .await?
             == 1)
+    }
+
+    async fn revoke_partner(
+        &self,
+        profile_id: i64,
+        now: DateTime<Utc>,
+        event_of: EventOf,
+    ) -> Result<Vec<TokenId>, StoreError> {
+        Backend::revoke_partner(self, profile_id, now, event_of).await
     }
 
     async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError> {

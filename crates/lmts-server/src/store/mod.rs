@@ -135,6 +135,9 @@ pub struct NewEvent {
     pub detail: String,
 }
 
+/// The audit event of each token a bulk change makes, built by the domain.
+pub type EventOf = Arc<dyn Fn(&TokenId) -> NewEvent + Send + Sync>;
+
 /// A stored audit event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -413,6 +416,18 @@ pub trait Store: Send + Sync + 'static {
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError>;
 
+    /// Revokes every live token of `profile_id` at `now` in one step, writing `event_of` each
+    /// revoked token beside it; answers their ids. A rotation or a derive of the partner's
+    /// tokens either went first (its token is revoked with the others) or comes after and
+    /// finds them revoked: no successor of a token it revokes outlives it. Answers, as
+    /// [`Store::revoke_token`] does, once the revocations are final on every instance.
+    async fn revoke_partner(
+        &self,
+        profile_id: i64,
+        now: DateTime<Utc>,
+        event_of: EventOf,
+    ) -> Result<Vec<TokenId>, StoreError>;
+
     /// Writes an audit event of its own (a failure, a new address).
     async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError>;
 
@@ -529,6 +544,13 @@ const INSERT_EVENT: &str = "INSERT INTO token_events (profile_id, at, kind, toke
 const NOTE_EXPIRED: &str = "UPDATE api_tokens SET expiry_noted = TRUE
      WHERE expires_at IS NOT NULL AND expires_at <= $1 AND NOT expiry_noted
      RETURNING token_id, profile_id, expires_at, revoked_at";
+
+/// Revokes every live token of a partner, answering their ids: `$1` profile, `$2` now.
+const REVOKE_PARTNER: &str = concat!(
+    "UPDATE api_tokens SET revoked_at = $2 WHERE profile_id = $1 AND ",
+    live_at!("$2"),
+    " RETURNING token_id"
+);
 
 /// Notes that a token was used from an address: `$1` token, `$2` address.
 const NOTE_ADDRESS: &str = "INSERT INTO token_addresses (token_id, ip) VALUES ($1, $2)

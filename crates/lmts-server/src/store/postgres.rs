@@ -29,8 +29,9 @@ use super::{
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
     rolling,
     rows::{stored_profile_id, StoredRow},
-    scopes_to_text, InvalidationSink, NewEvent, NewToken, Resealed, StoreError, Successor,
+    scopes_to_text, EventOf, InvalidationSink, NewEvent, NewToken, Resealed, StoreError, Successor,
     TokenRecord, COUNT_OTHER_LIVE, END_ROTATED, INSERT_SUCCESSOR, NOTE_ADDRESS, RECORD_DERIVE_KEY,
+    REVOKE_PARTNER,
 };
 
 /// The channel derives and revocations are announced on.
@@ -461,6 +462,40 @@ impl Backend for PostgresStore {
         }
         transaction.commit().await.map_err(store_error)?;
         Ok(moved)
+    }
+
+    async fn revoke_partner(
+        &self,
+        profile_id: i64,
+        now: DateTime<Utc>,
+        event_of: EventOf,
+    ) -> Result<Vec<TokenId>, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        // Every rotation and derive of the partner's takes this lock first: one that went
+        // first committed its token, which the update below (a new snapshot) revokes too.
+        lock_events(&mut transaction, profile_id).await?;
+        let rows = sqlx::query(REVOKE_PARTNER)
+            .bind(stored_profile_id::<Postgres>(profile_id)?)
+            .bind(millis(now))
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        let mut revoked = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in &rows {
+            let token_id = row.token_id()?;
+            write_event(&mut transaction, Some(&event_of(&token_id))).await?;
+            let number =
+                number_and_announce(&mut transaction, profile_id, token_id.as_str(), None).await?;
+            last = Some(number);
+            revoked.push(token_id);
+        }
+        transaction.commit().await.map_err(store_error)?;
+        // Numbers are applied in order: the last one applied everywhere means all were.
+        if let Some(number) = last {
+            self.instance.await_applied(&self.pool, number).await;
+        }
+        Ok(revoked)
     }
 
     async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError> {

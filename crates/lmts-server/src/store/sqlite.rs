@@ -29,9 +29,9 @@ use super::{
     replay::{ReplayBatcher, ReplayRow, ReplayWriter},
     rolling,
     rows::StoredRow,
-    scopes_to_text, InvalidationSink, NewEvent, NewToken, Resealed, StoreError, Successor,
+    scopes_to_text, EventOf, InvalidationSink, NewEvent, NewToken, Resealed, StoreError, Successor,
     TokenRecord, COUNT_OTHER_LIVE, END_ROTATED, INSERT_SUCCESSOR, NOTE_ADDRESS, NOTE_EXPIRED,
-    RECORD_DERIVE_KEY,
+    RECORD_DERIVE_KEY, REVOKE_PARTNER,
 };
 
 /// File name of the database inside the data directory.
@@ -315,6 +315,35 @@ impl Backend for SqliteStore {
                     let revoked = write.execute(&mut *connection).await?.rows_affected();
                     if let Some(event) = event.filter(|_| revoked == 1) {
                         event.execute(connection).await?;
+                    }
+                    Ok(revoked)
+                })
+            })
+            .await
+    }
+
+    async fn revoke_partner(
+        &self,
+        profile_id: i64,
+        now: DateTime<Utc>,
+        event_of: EventOf,
+    ) -> Result<Vec<TokenId>, StoreError> {
+        let revoke = sqlx::query(REVOKE_PARTNER)
+            .bind(profile_id)
+            .bind(millis(now));
+        // On the one writer: a rotation or derive of the partner's runs before or after it.
+        // Other processes on the file find the revocations by their time (`changes.rs`).
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    let rows = revoke.fetch_all(&mut *connection).await?;
+                    let mut revoked = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        let token_id = row.token_id()?;
+                        event_statement::<Sqlite>(&event_of(&token_id))?
+                            .execute(&mut *connection)
+                            .await?;
+                        revoked.push(token_id);
                     }
                     Ok(revoked)
                 })
