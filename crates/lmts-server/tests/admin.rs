@@ -138,8 +138,20 @@ async fn until_waiting(db: &sqlx::PgPool, count: i64) {
     panic!("{count} lock request(s) never waited");
 }
 
-#[tokio::test]
-async fn a_rotation_racing_revoke_all_finds_its_token_revoked() {
+/// What came of a rotation of Alice's second token racing `revoke-all` of her two tokens.
+struct Race {
+    /// The ids the stop revoked, sorted.
+    revoked: Vec<String>,
+    /// The tokens derived, sorted.
+    derived: Vec<String>,
+    /// The rotation's answer: its status and, if it made one, the successor's id.
+    rotation: (StatusCode, Option<String>),
+}
+
+/// Alice's two tokens, a rotation of the second and `revoke-all`, queued in that order (the
+/// rotation first when `rotation_first`) behind her event lock, held by the test and released
+/// once both wait: the lock every rotation and the stop take first.
+async fn race_the_stop(rotation_first: bool) -> Race {
     let url = PgServer::shared().database().await;
     let server = TestServer::start_with(|config| {
         config.database_url = Some(url.clone());
@@ -161,9 +173,6 @@ async fn a_rotation_racing_revoke_all_finds_its_token_revoked() {
         .fetch_one(&db)
         .await
         .unwrap();
-
-    // Alice's event lock, held: the stop and every rotation of her tokens queue for it, in
-    // order. The stop queues first; a rotation of her second token queues behind it.
     let mut held = db.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
         .bind(0x6C6D_7473_i32)
@@ -171,25 +180,37 @@ async fn a_rotation_racing_revoke_all_finds_its_token_revoked() {
         .execute(&mut *held)
         .await
         .unwrap();
+    assert_eq!(waiting_for_locks(&db).await, 0);
+
     let operator_store = PostgresStore::connect(&url, &PostgresOptions::default())
         .await
         .unwrap();
-    let stop = tokio::spawn(async move {
+    let stop = async move {
         let operator = Operator::new("alice-oncall", "wallet compromised").unwrap();
         let now = lmts_server::clock::Clock::system().now();
         admin::revoke_all(&operator_store, ALICE, &operator, now).await
-    });
-    until_waiting(&db, 1).await;
+    };
     let target = format!("/auth/api-tokens/{}/rotate", two.token_id);
     let mut rotation = server.client.post(server.url(&target)).body("{}");
     for (name, value) in sign(&two, now(), "POST", &target, "{}") {
         rotation = rotation.header(name, value);
     }
-    let rotation = tokio::spawn(rotation.send());
-    until_waiting(&db, 2).await;
+    let rotation = rotation.send();
+    let (stop, rotation) = if rotation_first {
+        let rotation = tokio::spawn(rotation);
+        until_waiting(&db, 1).await;
+        let stop = tokio::spawn(stop);
+        until_waiting(&db, 2).await;
+        (stop, rotation)
+    } else {
+        let stop = tokio::spawn(stop);
+        until_waiting(&db, 1).await;
+        let rotation = tokio::spawn(rotation);
+        until_waiting(&db, 2).await;
+        (stop, rotation)
+    };
     held.rollback().await.unwrap();
 
-    // The stop revokes both tokens at once; the rotation, next, finds its token revoked.
     let mut revoked: Vec<String> = stop
         .await
         .unwrap()
@@ -198,10 +219,38 @@ async fn a_rotation_racing_revoke_all_finds_its_token_revoked() {
         .map(ToString::to_string)
         .collect();
     revoked.sort();
-    let mut expected = vec![one.token_id.clone(), two.token_id.clone()];
-    expected.sort();
-    assert_eq!(revoked, expected);
     let rotated = rotation.await.unwrap().unwrap();
-    assert_eq!(rotated.status(), StatusCode::NOT_FOUND);
-    assert!(alices_live_tokens(&url).await.is_empty());
+    let status = rotated.status();
+    let successor =
+        (status == StatusCode::CREATED).then_some(rotated.json::<Value>().await.unwrap());
+    let successor = successor.map(|answer| answer["tokenId"].as_str().unwrap().to_owned());
+    assert!(
+        alices_live_tokens(&url).await.is_empty(),
+        "a token outlived the stop"
+    );
+    let mut derived = vec![one.token_id, two.token_id];
+    derived.sort();
+    Race {
+        revoked,
+        derived,
+        rotation: (status, successor),
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_racing_revoke_all_finds_its_token_revoked() {
+    let race = race_the_stop(false).await;
+    assert_eq!(race.rotation, (StatusCode::NOT_FOUND, None));
+    assert_eq!(race.revoked, race.derived);
+}
+
+#[tokio::test]
+async fn a_rotation_ahead_of_revoke_all_has_its_successor_revoked_with_the_rest() {
+    let race = race_the_stop(true).await;
+    let (status, successor) = race.rotation;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut expected = race.derived;
+    expected.push(successor.unwrap());
+    expected.sort();
+    assert_eq!(race.revoked, expected);
 }

@@ -105,6 +105,8 @@ pub async fn run(command: AdminCommand, output: &Output) -> Result<(), CommandEr
             let operator = operator_of(&operator)?;
             let account = account_of(&account)?;
             let store = store_of(&store).await?;
+            // Its own time, read once the store is open: what is live is judged by it.
+            let now = Clock::system().now();
             let revoked = admin::revoke_all(&*store, &account, &operator, now).await?;
             let revoked: Vec<String> = revoked.iter().map(ToString::to_string).collect();
             show_revoked(&account, &revoked, output);

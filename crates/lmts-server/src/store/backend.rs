@@ -77,8 +77,9 @@ pub(super) trait Backend: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 
     /// [`Store::revoke_partner`]: the revocations and their events in one transaction, under
-    /// what serialises the partner's rotations and derives (SQLite's one writer; the partner's
-    /// event lock on PostgreSQL, announced to every instance and waited for).
+    /// what serialises the partner's rotations and derives (SQLite's write lock, which every
+    /// process's writer takes; the partner's event lock on PostgreSQL, announced to every
+    /// instance and waited for).
     async fn revoke_partner(
         &self,
         profile_id: i64,

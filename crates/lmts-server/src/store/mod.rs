@@ -417,10 +417,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Revokes every live token of `profile_id` at `now` in one step, writing `event_of` each
-    /// revoked token beside it; answers their ids. A rotation or a derive of the partner's
-    /// tokens either went first (its token is revoked with the others) or comes after and
-    /// finds them revoked: no successor of a token it revokes outlives it. Answers, as
-    /// [`Store::revoke_token`] does, once the revocations are final on every instance.
+    /// revoked token beside it; answers their ids. A rotation of the partner's tokens either
+    /// went first (its successor is revoked with the others) or comes after and finds its
+    /// token revoked: no successor of a token it revokes outlives it (a derive after it is a
+    /// new token). Answers, as [`Store::revoke_token`] does, once the revocations (or, with
+    /// none left to make, the partner's latest earlier one) are final on every other instance;
+    /// the caller forgets the tokens in its own caches.
     async fn revoke_partner(
         &self,
         profile_id: i64,

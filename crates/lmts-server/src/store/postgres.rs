@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use self::{
     instances::Instance,
-    notices::{announce, Change},
+    notices::{announce, announce_revocations, Change},
 };
 use super::{
     backend::{event_statement, reseal_statement, Backend, Statement},
@@ -193,9 +193,8 @@ impl PostgresStore {
     ) -> Result<Option<(TokenRecord, i64)>, StoreError> {
         let now = millis(successor.created_at);
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
-        if successor.event.is_some() {
-            lock_events(&mut transaction, profile_id).await?;
-        }
+        // Always, event or not: revoke_partner relies on every rotation taking it first.
+        lock_events(&mut transaction, profile_id).await?;
         // The rotated row held until the commit: a revoke (of any release) waits, or went first.
         sqlx::query("SELECT 1 FROM api_tokens WHERE token_id = $1 FOR UPDATE")
             .bind(token_id)
@@ -242,6 +241,61 @@ impl PostgresStore {
         Ok(Some((inserted.token_record()?, number)))
     }
 
+    /// [`Backend::revoke_partner`], once. Answers once the revocations (or, with nothing left to
+    /// revoke, the partner's latest earlier one) are final on every instance.
+    async fn try_revoke_partner(
+        &self,
+        profile_id: i64,
+        now: DateTime<Utc>,
+        event_of: &EventOf,
+    ) -> Result<Vec<TokenId>, StoreError> {
+        let profile = stored_profile_id::<Postgres>(profile_id)?;
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        // The update's snapshot must be taken after the lock, whatever the database's default.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        // Every rotation and derive of the partner's takes this lock first: one that went
+        // first committed its token, which the update below revokes too.
+        lock_events(&mut transaction, profile_id).await?;
+        let rows = sqlx::query(REVOKE_PARTNER)
+            .bind(profile)
+            .bind(millis(now))
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(store_error)?;
+        let revoked = rows
+            .iter()
+            .map(StoredRow::token_id)
+            .collect::<Result<Vec<_>, _>>()?;
+        for token_id in &revoked {
+            write_event(&mut transaction, Some(&event_of(token_id))).await?;
+        }
+        let last = if revoked.is_empty() {
+            // Revoked before, perhaps still on its way to other instances.
+            sqlx::query_scalar("SELECT MAX(revoked_seq) FROM api_tokens WHERE profile_id = $1")
+                .bind(profile)
+                .fetch_one(&mut *transaction)
+                .await
+                .map_err(store_error)?
+        } else {
+            // Numbered last, in two statements however many: the counter stays locked until
+            // the commit, and every revoke of every partner waits for it.
+            let numbered = number_revocations(&mut transaction, &revoked).await?;
+            announce_revocations(&mut transaction, profile_id, &numbered)
+                .await
+                .map_err(store_error)?;
+            numbered.last().map(|(number, _)| *number)
+        };
+        transaction.commit().await.map_err(store_error)?;
+        // Numbers are applied in order: the last one applied everywhere means all were.
+        if let Some(number) = last {
+            self.instance.await_applied(&self.pool, number).await;
+        }
+        Ok(revoked)
+    }
+
     /// The number of the revocation that already revoked `token_id` of `profile_id`, so that
     /// a repeated revoke answers only once that one is final too.
     async fn earlier_revocation(
@@ -268,9 +322,8 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         let profile = stored_profile_id::<Postgres>(token.profile_id)?;
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
-        if token.event.is_some() {
-            lock_events(&mut transaction, token.profile_id).await?;
-        }
+        // Always, event or not: revoke_partner relies on every derive taking it first.
+        lock_events(&mut transaction, token.profile_id).await?;
         if let Some(once) = &token.once {
             // A concurrent derive under the same key waits here for the first to end, then
             // finds its record.
@@ -400,6 +453,32 @@ async fn number_and_announce(
     Ok(number)
 }
 
+/// Numbers the revocations of `token_ids` (revoked in `transaction`) in one statement, as
+/// [`number_and_announce`] numbers one; answers `(number, token id)` in number order.
+async fn number_revocations(
+    transaction: &mut PgConnection,
+    token_ids: &[TokenId],
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let ids: Vec<String> = token_ids.iter().map(|id| id.as_str().to_owned()).collect();
+    let mut numbered: Vec<(i64, String)> = sqlx::query_as(
+        "WITH numbered AS (
+             UPDATE lmts_revocation_counter SET last_seq = last_seq + cardinality($1::text[])
+             RETURNING last_seq
+         )
+         UPDATE api_tokens AS t
+         SET revoked_seq = numbered.last_seq - cardinality($1::text[]) + ids.ord
+         FROM numbered, unnest($1::text[]) WITH ORDINALITY AS ids(token_id, ord)
+         WHERE t.token_id = ids.token_id
+         RETURNING t.revoked_seq, t.token_id",
+    )
+    .bind(ids)
+    .fetch_all(&mut *transaction)
+    .await
+    .map_err(store_error)?;
+    numbered.sort_unstable();
+    Ok(numbered)
+}
+
 #[async_trait]
 impl Backend for PostgresStore {
     type Database = Postgres;
@@ -470,32 +549,15 @@ impl Backend for PostgresStore {
         now: DateTime<Utc>,
         event_of: EventOf,
     ) -> Result<Vec<TokenId>, StoreError> {
-        let mut transaction = self.pool.begin().await.map_err(store_error)?;
-        // Every rotation and derive of the partner's takes this lock first: one that went
-        // first committed its token, which the update below (a new snapshot) revokes too.
-        lock_events(&mut transaction, profile_id).await?;
-        let rows = sqlx::query(REVOKE_PARTNER)
-            .bind(stored_profile_id::<Postgres>(profile_id)?)
-            .bind(millis(now))
-            .fetch_all(&mut *transaction)
-            .await
-            .map_err(store_error)?;
-        let mut revoked = Vec::with_capacity(rows.len());
-        let mut last = None;
-        for row in &rows {
-            let token_id = row.token_id()?;
-            write_event(&mut transaction, Some(&event_of(&token_id))).await?;
-            let number =
-                number_and_announce(&mut transaction, profile_id, token_id.as_str(), None).await?;
-            last = Some(number);
-            revoked.push(token_id);
+        // A deadlock with a usage flush or a re-seal (rows locked in another order) rolled
+        // everything back, and announced nothing: run it again.
+        let mut attempt = 0;
+        loop {
+            match self.try_revoke_partner(profile_id, now, &event_of).await {
+                Err(error) if is_transient(&error) && attempt < 3 => attempt += 1,
+                other => return other,
+            }
         }
-        transaction.commit().await.map_err(store_error)?;
-        // Numbers are applied in order: the last one applied everywhere means all were.
-        if let Some(number) = last {
-            self.instance.await_applied(&self.pool, number).await;
-        }
-        Ok(revoked)
     }
 
     async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError> {

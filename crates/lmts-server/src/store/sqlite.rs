@@ -331,7 +331,8 @@ impl Backend for SqliteStore {
         let revoke = sqlx::query(REVOKE_PARTNER)
             .bind(profile_id)
             .bind(millis(now));
-        // On the one writer: a rotation or derive of the partner's runs before or after it.
+        // One write under SQLite's write lock, which every process's writer takes: a rotation
+        // or derive of the partner's runs before or after it.
         // Other processes on the file find the revocations by their time (`changes.rs`).
         self.writes
             .write(move |connection| {

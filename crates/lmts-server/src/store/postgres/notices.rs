@@ -102,6 +102,34 @@ pub(super) async fn announce(
     query.execute(connection).await.map(drop)
 }
 
+/// Announces the revocations `numbered` (in number order) of `profile_id`'s tokens, each as
+/// [`announce`] would, in one statement and in that order: a hearer that applied the last has
+/// applied them all.
+pub(super) async fn announce_revocations(
+    connection: &mut PgConnection,
+    profile_id: i64,
+    numbered: &[(i64, String)],
+) -> Result<(), sqlx::Error> {
+    let now_ms = crate::clock::Clock::system().now().timestamp_millis();
+    let mut channels = Vec::with_capacity(numbered.len() * 2);
+    let mut payloads = Vec::with_capacity(numbered.len() * 2);
+    for (number, token_id) in numbered {
+        let change = Change::Revoked {
+            number: *number,
+            token_id,
+            rotation_end: None,
+        };
+        channels.extend([REVOCATION_CHANNEL, REVOCATION_TIME_CHANNEL]);
+        payloads.extend([payload(profile_id, change), format!("{number}@{now_ms}")]);
+    }
+    sqlx::query("SELECT pg_notify(channel, payload) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)")
+        .bind(channels)
+        .bind(payloads)
+        .execute(connection)
+        .await
+        .map(drop)
+}
+
 /// The revocation number and time (Unix milliseconds) of a `<number>@<time>` payload.
 fn numbered_time(payload: &str) -> Option<(i64, i64)> {
     let (number, at) = payload.split_once('@')?;
