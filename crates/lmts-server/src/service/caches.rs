@@ -213,10 +213,9 @@ impl Caches {
                 // No rotation ends later than its longest overlap from now, whatever a notice
                 // says.
                 let longest = TimeDelta::seconds(derive::MAX_OVERLAP_SECONDS);
-                let left = (ends_at - self.clock.now()).min(longest);
-                let left = left.to_std().unwrap_or_default();
-                // An end too far to represent is no end.
-                if let Some(end) = tokio::time::Instant::now().checked_add(left) {
+                let latest = self.clock.now().checked_add_signed(longest);
+                let ends_at = latest.map_or(ends_at, |latest| ends_at.min(latest));
+                if let Some(end) = self.deadline(ends_at) {
                     self.tunnels.end_at(&token_id, end);
                 }
             }
@@ -235,7 +234,15 @@ impl Caches {
         self.tokens.generation()
     }
 
-    /// Registers a WebSocket tunnel of `token_id`, whose check began at token epoch `epoch`.
+    /// The instant on tokio's clock of `at` on the service's (now, if `at` has passed); `None`
+    /// when too far ahead to represent, which is no deadline.
+    fn deadline(&self, at: DateTime<Utc>) -> Option<tokio::time::Instant> {
+        let left = (at - self.clock.now()).to_std().unwrap_or_default();
+        tokio::time::Instant::now().checked_add(left)
+    }
+
+    /// Registers a WebSocket tunnel of `token_id`, which expires at `expires_at` (if it does),
+    /// whose check began at token epoch `epoch`.
     /// A token invalidation since then may be the token's revocation, which has passed the
     /// registry by already and closed the tunnels it found: the tunnel is closed from the start
     /// (its client opens another, checked again). Registered first and compared second, so that
@@ -243,11 +250,12 @@ impl Caches {
     pub(super) fn open_tunnel(
         &self,
         token_id: &TokenId,
-        expires_in: Option<Duration>,
+        expires_at: Option<DateTime<Utc>>,
         epoch: u64,
     ) -> TunnelGuard {
+        let deadline = expires_at.and_then(|at| self.deadline(at));
         self.tunnels
-            .open(token_id, expires_in, || self.token_epoch() == epoch)
+            .open(token_id, deadline, || self.token_epoch() == epoch)
     }
 
     /// Forgets every partner's settings (after this instance changed some).

@@ -192,14 +192,10 @@ impl TokenService {
     /// `epoch` on: the guard's `closed()` completes when the token is revoked, here or on
     /// another instance, or expires (at once, if an invalidation came since the check began).
     pub fn open_tunnel(&self, token: &VerifiedToken, epoch: u64) -> TunnelGuard {
-        let expires_in = token.validity.expires_at.map(|expires_at| {
-            (expires_at - self.now())
-                .to_std()
-                .unwrap_or(std::time::Duration::ZERO)
-        });
+        let expires_at = token.validity.expires_at;
         self.core()
             .caches
-            .open_tunnel(&token.token_id, expires_in, epoch)
+            .open_tunnel(&token.token_id, expires_at, epoch)
     }
 
     /// The client of a request from `peer` with `headers`: the peer, or the address a trusted

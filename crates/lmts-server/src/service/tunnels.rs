@@ -8,7 +8,6 @@
 use std::{
     collections::HashMap,
     sync::{Mutex, PoisonError},
-    time::Duration,
 };
 
 use lmts_core::TokenId;
@@ -82,16 +81,16 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 }
 
 impl OpenTunnels {
-    /// Registers a tunnel opened by `token`, which expires after `expires_in`, if it does,
-    /// unless `still_valid` (asked once the tunnel is registered) says the check of the token
-    /// may be older than its revocation: then the tunnel is closed from the start.
+    /// Registers a tunnel opened by `token`, which expires at `deadline`, if it does, unless
+    /// `still_valid` (asked once the tunnel is registered) says the check of the token may be
+    /// older than its revocation: then the tunnel is closed from the start.
     pub(super) fn open(
         &self,
         token: &TokenId,
-        expires_in: Option<Duration>,
+        deadline: Option<Instant>,
         still_valid: impl FnOnce() -> bool,
     ) -> TunnelGuard {
-        let guard = self.register(token, expires_in);
+        let guard = self.register(token, deadline);
         if still_valid() {
             guard
         } else {
@@ -100,9 +99,7 @@ impl OpenTunnels {
     }
 
     /// Adds a tunnel of `token` to the registry.
-    fn register(&self, token: &TokenId, expires_in: Option<Duration>) -> TunnelGuard {
-        // An expiry too far to represent is no deadline.
-        let deadline = expires_in.and_then(|left| Instant::now().checked_add(left));
+    fn register(&self, token: &TokenId, deadline: Option<Instant>) -> TunnelGuard {
         let mut by_token = self.by_token.lock().unwrap_or_else(PoisonError::into_inner);
         let signal = by_token
             .entry(token.clone())
@@ -164,6 +161,8 @@ impl OpenTunnels {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// Whether `guard`'s tunnel is still open after `wait`.
@@ -176,7 +175,11 @@ mod tests {
         let tunnels = OpenTunnels::default();
         let token = TokenId::new("lmts_rotated");
         let mut first = tunnels.open(&token, None, || true);
-        let mut second = tunnels.open(&token, Some(Duration::from_secs(5)), || true);
+        let mut second = tunnels.open(
+            &token,
+            Some(Instant::now() + Duration::from_secs(5)),
+            || true,
+        );
 
         tunnels.end_at(&token, Instant::now() + Duration::from_secs(60));
         // A later end changes nothing: ends only move earlier.
