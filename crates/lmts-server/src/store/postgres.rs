@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use self::{
     instances::Instance,
-    notices::{announce, announce_revocations, Change},
+    notices::{announce_derive, announce_revocations, announce_rotation_end},
 };
 use super::{
     backend::{event_statement, reseal_statement, Backend, Statement},
@@ -280,9 +280,8 @@ impl PostgresStore {
                 .await
                 .map_err(store_error)?
         } else {
-            // Numbered last, in two statements however many: the counter stays locked until
-            // the commit, and every revoke of every partner waits for it.
-            let numbered = number_revocations(&mut transaction, &revoked).await?;
+            let ids: Vec<&str> = revoked.iter().map(TokenId::as_str).collect();
+            let numbered = number_revocations(&mut transaction, &ids).await?;
             announce_revocations(&mut transaction, profile_id, &numbered)
                 .await
                 .map_err(store_error)?;
@@ -383,7 +382,7 @@ impl PostgresStore {
         .map_err(store_error)?;
         write_event(&mut transaction, token.event.as_ref()).await?;
         // Other instances drop their cached list of this partner's tokens.
-        announce(&mut transaction, token.profile_id, Change::Derived)
+        announce_derive(&mut transaction, token.profile_id)
             .await
             .map_err(store_error)?;
         transaction.commit().await.map_err(store_error)?;
@@ -423,43 +422,38 @@ async fn write_event(
 
 /// Numbers a change that narrows `token_id` (its revocation, or its expiry moved earlier by a
 /// rotation, to `rotation_end` in Unix milliseconds) and announces it to every instance, in
-/// `transaction`. The number is taken last: its row stays locked until the commit, so numbers
-/// commit in order.
+/// `transaction`; answers its number.
 async fn number_and_announce(
     transaction: &mut PgConnection,
     profile_id: i64,
     token_id: &str,
     rotation_end: Option<i64>,
 ) -> Result<i64, StoreError> {
-    let number: i64 = sqlx::query_scalar(
-        "WITH numbered AS (
-             UPDATE lmts_revocation_counter SET last_seq = last_seq + 1 RETURNING last_seq
-         )
-         UPDATE api_tokens SET revoked_seq = numbered.last_seq FROM numbered
-         WHERE token_id = $1 RETURNING revoked_seq",
-    )
-    .bind(token_id)
-    .fetch_one(&mut *transaction)
-    .await
-    .map_err(store_error)?;
-    let change = Change::Revoked {
-        number,
-        token_id,
-        rotation_end,
+    let numbered = number_revocations(transaction, &[token_id]).await?;
+    let Some(&(number, _)) = numbered.first() else {
+        return Err(StoreError::Corrupt(format!(
+            "token {token_id} was not numbered"
+        )));
     };
-    announce(transaction, profile_id, change)
+    if let Some(end) = rotation_end {
+        announce_rotation_end(transaction, number, end)
+            .await
+            .map_err(store_error)?;
+    }
+    announce_revocations(transaction, profile_id, &numbered)
         .await
         .map_err(store_error)?;
     Ok(number)
 }
 
-/// Numbers the revocations of `token_ids` (revoked in `transaction`) in one statement, as
-/// [`number_and_announce`] numbers one; answers `(number, token id)` in number order.
+/// Numbers the changes that narrow `token_ids` (each revoked, or rotated, in `transaction`),
+/// in one statement however many; answers `(number, token id)` in number order. Taken last:
+/// the counter's row stays locked until the commit (numbers commit in order), and every
+/// revoke of every partner waits for it.
 async fn number_revocations(
     transaction: &mut PgConnection,
-    token_ids: &[TokenId],
+    token_ids: &[&str],
 ) -> Result<Vec<(i64, String)>, StoreError> {
-    let ids: Vec<String> = token_ids.iter().map(|id| id.as_str().to_owned()).collect();
     let mut numbered: Vec<(i64, String)> = sqlx::query_as(
         "WITH numbered AS (
              UPDATE lmts_revocation_counter SET last_seq = last_seq + cardinality($1::text[])
@@ -471,7 +465,7 @@ async fn number_revocations(
          WHERE t.token_id = ids.token_id
          RETURNING t.revoked_seq, t.token_id",
     )
-    .bind(ids)
+    .bind(token_ids)
     .fetch_all(&mut *transaction)
     .await
     .map_err(store_error)?;

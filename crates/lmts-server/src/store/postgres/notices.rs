@@ -50,8 +50,6 @@ pub(super) enum Change<'a> {
         number: i64,
         /// The revoked token.
         token_id: &'a str,
-        /// A rotation's: when the token stops working (Unix milliseconds).
-        rotation_end: Option<i64>,
     },
 }
 
@@ -59,52 +57,43 @@ pub(super) enum Change<'a> {
 fn payload(profile_id: i64, change: Change<'_>) -> String {
     match change {
         Change::Derived => format!("{profile_id}:"),
-        Change::Revoked {
-            number, token_id, ..
-        } => format!("{number}/{profile_id}:{token_id}"),
+        Change::Revoked { number, token_id } => format!("{number}/{profile_id}:{token_id}"),
     }
 }
 
-/// Tells every listening instance of `change` to `profile_id`'s tokens. Delivered when, and
-/// only if, the transaction `connection` is in commits.
-pub(super) async fn announce(
+/// Tells every listening instance that `profile_id` derived a token (its list changed).
+/// Delivered when, and only if, the transaction `connection` is in commits; so are the
+/// announcements below.
+pub(super) async fn announce_derive(
     connection: &mut PgConnection,
     profile_id: i64,
-    change: Change<'_>,
 ) -> Result<(), sqlx::Error> {
-    if let Change::Revoked {
-        number,
-        rotation_end: Some(end),
-        ..
-    } = change
-    {
-        // A statement of its own, before the revocation's: notices arrive in the order sent.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(ROTATION_CHANNEL)
-            .bind(format!("{number}@{end}"))
-            .execute(&mut *connection)
-            .await?;
-    }
-    let announced = payload(profile_id, change);
-    let query = match change {
-        Change::Derived => sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(REVOCATION_CHANNEL)
-            .bind(announced),
-        Change::Revoked { number, .. } => {
-            let now_ms = crate::clock::Clock::system().now().timestamp_millis();
-            sqlx::query("SELECT pg_notify($1, $2), pg_notify($3, $4)")
-                .bind(REVOCATION_CHANNEL)
-                .bind(announced)
-                .bind(REVOCATION_TIME_CHANNEL)
-                .bind(format!("{number}@{now_ms}"))
-        }
-    };
-    query.execute(connection).await.map(drop)
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(REVOCATION_CHANNEL)
+        .bind(payload(profile_id, Change::Derived))
+        .execute(connection)
+        .await
+        .map(drop)
 }
 
-/// Announces the revocations `numbered` (in number order) of `profile_id`'s tokens, each as
-/// [`announce`] would, in one statement and in that order: a hearer that applied the last has
-/// applied them all.
+/// Tells every listening instance that the rotation numbered `number` ends its token at
+/// `end_ms` (Unix milliseconds): sent before its revocation's announcement, which follows it.
+pub(super) async fn announce_rotation_end(
+    connection: &mut PgConnection,
+    number: i64,
+    end_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ROTATION_CHANNEL)
+        .bind(format!("{number}@{end_ms}"))
+        .execute(connection)
+        .await
+        .map(drop)
+}
+
+/// Announces the revocations `numbered` (in number order) of `profile_id`'s tokens, in one
+/// statement and in that order (a hearer that applied the last has applied them all): each on
+/// [`REVOCATION_CHANNEL`], followed by its time on [`REVOCATION_TIME_CHANNEL`].
 pub(super) async fn announce_revocations(
     connection: &mut PgConnection,
     profile_id: i64,
@@ -117,7 +106,6 @@ pub(super) async fn announce_revocations(
         let change = Change::Revoked {
             number: *number,
             token_id,
-            rotation_end: None,
         };
         channels.extend([REVOCATION_CHANNEL, REVOCATION_TIME_CHANNEL]);
         payloads.extend([payload(profile_id, change), format!("{number}@{now_ms}")]);
@@ -175,7 +163,7 @@ impl PendingEnd {
     }
 }
 
-/// Delivers one notice of [`announce`], sent by server process `sender`, to `sink`: the
+/// Delivers one notice on [`REVOCATION_CHANNEL`], sent by server process `sender`, to `sink`: the
 /// revoked or rotated token (if any), then the profile's list. Anything unreadable invalidates
 /// everything. Answers the revocation's number, once `sink` has applied it.
 fn deliver(
@@ -318,7 +306,6 @@ mod tests {
         let revoked = Change::Revoked {
             number: 42,
             token_id: "lmts_abc",
-            rotation_end: None,
         };
         assert_eq!(deliver(&payload(7, revoked), 1, end, &sink), Some(42));
         assert_eq!(deliver(&payload(7, Change::Derived), 1, end, &sink), None);
@@ -350,7 +337,6 @@ mod tests {
                 Change::Revoked {
                     number,
                     token_id: "lmts_rotated",
-                    rotation_end: Some(5_000),
                 },
             )
         };
@@ -396,7 +382,6 @@ mod tests {
         let revoked = Change::Revoked {
             number: 42,
             token_id: "lmts_abc",
-            rotation_end: None,
         };
         assert_eq!(
             before(&payload(7, revoked)),
