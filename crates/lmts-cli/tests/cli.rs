@@ -376,7 +376,8 @@ fn bench_measures_every_scenario_without_errors() {
             "json",
             "--quiet",
         ],
-        &[],
+        // Exported for the client commands: a local bench has no use for it.
+        &[("LMTS_CA_FILE", "/nonexistent/ca.pem")],
         None,
     );
     assert!(output.status.success(), "{}", stderr(&output));

@@ -262,8 +262,9 @@ pub struct BenchArgs {
     /// need an identity token, else list signs with the saved credentials (never revoked).
     #[arg(long, value_name = "URL", conflicts_with = "database_url")]
     pub base_url: Option<String>,
-    /// Also trust the certificate authorities in this PEM file (an HTTPS deployment with a private CA).
-    #[arg(long, env = "LMTS_CA_FILE", value_name = "FILE", requires = "base_url")]
+    /// Also trust the certificate authorities in this PEM file (an HTTPS deployment with a
+    /// private CA, with --base-url; a fresh child service speaks plain HTTP and needs none).
+    #[arg(long, env = "LMTS_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<std::path::PathBuf>,
     /// The identity token of the partner the bench acts for (with --base-url).
     #[command(flatten)]

@@ -455,9 +455,9 @@ impl Target {
 /// The measured service: a child started on a fresh data directory, or `--base-url`'s.
 async fn target_of(args: &BenchArgs) -> Result<(Target, String), CommandError> {
     if let Some(base) = &args.base_url {
-        let given =
-            args.identity.identity_token.is_some() || args.identity.identity_token_file.is_some();
-        let identity = given
+        let identity = args
+            .identity
+            .given()
             .then(|| super::tokens::identity_token(&args.identity))
             .transpose()?;
         let saved = match identity {
@@ -501,9 +501,7 @@ fn scenarios_of(args: &BenchArgs) -> Vec<Scenario> {
     ];
     if args.base_url.is_some() {
         all.retain(|scenario| *scenario != Scenario::Derive);
-        let identity =
-            args.identity.identity_token.is_some() || args.identity.identity_token_file.is_some();
-        if !identity {
+        if !args.identity.given() {
             // Mix derives: without an identity every one of its requests would fail.
             all.retain(|scenario| *scenario != Scenario::Mix);
         }
@@ -517,7 +515,9 @@ pub async fn run(args: BenchArgs, output: &Output) -> Result<(), CommandError> {
     let (target, base) = target_of(&args).await?;
     let mut http = reqwest::Client::builder().pool_max_idle_per_host(args.connections as usize);
     let mut sdk = Client::builder().base_url(&base);
-    if let Some(path) = &args.ca_file {
+    // Only a deployment may be HTTPS: LMTS_CA_FILE, exported for the client commands, stays
+    // out of a local bench.
+    if let Some(path) = args.ca_file.as_ref().filter(|_| args.base_url.is_some()) {
         let pem = super::tokens::read_ca_file(path)?;
         for root in lmts_sdk::root_certificates(&pem)? {
             http = http.add_root_certificate(root);
