@@ -181,6 +181,13 @@ pub struct IdentityArgs {
     pub identity_token_file: Option<PathBuf>,
 }
 
+impl IdentityArgs {
+    /// Whether an identity token was given, by flag, variable or file.
+    pub fn given(&self) -> bool {
+        self.identity_token.is_some() || self.identity_token_file.is_some()
+    }
+}
+
 /// Which HMAC credentials sign.
 #[derive(Debug, Args)]
 pub struct CredentialArgs {

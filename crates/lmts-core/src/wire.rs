@@ -206,6 +206,9 @@ pub struct ApiToken {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// The longest overlap a rotation may ask for, in seconds: a week (SPEC C2).
+pub const MAX_OVERLAP_SECONDS: u32 = 604_800;
+
 /// Request body of `POST /auth/api-tokens/{tokenId}/rotate` (SPEC C2).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -8,7 +8,7 @@ use lmts_core::{
     wire::{
         ApiToken, DeriveApiTokenInput, DeriveApiTokenResponse, PartnerCapabilities,
         RevokeApiTokenResponse, RotateApiTokenInput, TokenEventPage, IDEMPOTENCY_KEY,
-        MAX_LABEL_CHARS,
+        MAX_LABEL_CHARS, MAX_OVERLAP_SECONDS,
     },
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -40,9 +40,6 @@ fn check_identity_token(token: &str) -> Result<&str, Error> {
     }
     Ok(token)
 }
-
-/// The longest overlap a rotation may ask for: a week (SPEC C2).
-const MAX_OVERLAP_SECONDS: u32 = 604_800;
 
 /// The path of a token: `/auth/api-tokens/{tokenId}`, the id percent-encoded as one segment.
 fn token_path(token_id: &str) -> Result<String, Error> {
@@ -196,14 +193,10 @@ impl<'a> ApiTokens<'a> {
         overlap: Option<std::time::Duration>,
     ) -> Result<DeriveApiTokenResponse, Error> {
         let overlap_seconds = overlap
-            .map(|overlap| overlap.as_secs())
-            .map(|seconds| {
-                u32::try_from(seconds)
+            .map(|overlap| {
+                u32::try_from(overlap.as_secs())
                     .ok()
-                    .filter(|s| *s <= MAX_OVERLAP_SECONDS)
-            })
-            .map(|seconds| {
-                seconds
+                    .filter(|seconds| *seconds <= MAX_OVERLAP_SECONDS)
                     .ok_or_else(|| Error::InvalidInput("the overlap is longer than a week".into()))
             })
             .transpose()?;

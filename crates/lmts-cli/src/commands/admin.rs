@@ -83,7 +83,6 @@ fn show_revoked(account: &str, revoked: &[String], output: &Output) {
 
 /// Runs an `admin` subcommand.
 pub async fn run(command: AdminCommand, output: &Output) -> Result<(), CommandError> {
-    let now = Clock::system().now();
     match command {
         AdminCommand::Tokens { account, store } => tokens(&account, &store, output).await,
         AdminCommand::Revoke {
@@ -93,6 +92,8 @@ pub async fn run(command: AdminCommand, output: &Output) -> Result<(), CommandEr
         } => {
             let operator = operator_of(&operator)?;
             let store = store_of(&store).await?;
+            // Read once the store is open: what is live is judged by it.
+            let now = Clock::system().now();
             let profile = admin::revoke(&*store, &token_id, &operator, now).await?;
             show_revoked(&profile.account, &[token_id], output);
             Ok(())
@@ -105,7 +106,6 @@ pub async fn run(command: AdminCommand, output: &Output) -> Result<(), CommandEr
             let operator = operator_of(&operator)?;
             let account = account_of(&account)?;
             let store = store_of(&store).await?;
-            // Its own time, read once the store is open: what is live is judged by it.
             let now = Clock::system().now();
             let revoked = admin::revoke_all(&*store, &account, &operator, now).await?;
             let revoked: Vec<String> = revoked.iter().map(ToString::to_string).collect();

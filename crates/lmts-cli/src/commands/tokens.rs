@@ -81,12 +81,10 @@ fn certificate_hint(reason: &str, base_url: &str) -> String {
 
 /// Adds advice to an SDK error where some helps.
 pub(super) fn hinted(error: SdkError, client: &Client, signed: bool) -> CommandError {
+    let chain = error_chain(&error).to_string();
     let hint = match &error {
-        SdkError::Transport(_) if error_chain(&error).to_string().contains("peer certificate") => {
-            Some(certificate_hint(
-                &error_chain(&error).to_string(),
-                client.base_url(),
-            ))
+        SdkError::Transport(_) if chain.contains("peer certificate") => {
+            Some(certificate_hint(&chain, client.base_url()))
         }
         SdkError::Transport(_) | SdkError::Timeout(_) => Some(format!(
             "is the service running at {}? (set --base-url or LIMITLESS_API_URL)",

@@ -173,8 +173,8 @@ fn misspelt_fields(fields: &serde_json::Map<String, Value>, known: &[&str]) -> V
 
 /// The default overlap of a rotation (SPEC C2).
 const DEFAULT_OVERLAP_SECONDS: i64 = 3_600;
-/// The longest overlap of a rotation (SPEC C2).
-pub(super) const MAX_OVERLAP_SECONDS: i64 = 604_800;
+/// The longest overlap of a rotation (SPEC C2), in the service's arithmetic.
+pub(super) const MAX_OVERLAP_SECONDS: i64 = lmts_core::wire::MAX_OVERLAP_SECONDS as i64;
 
 /// Validates a rotation body (SPEC C2): `{"overlapSeconds": N}`, 0 to 604800, default 3600 (also
 /// for an empty body); answers the overlap.
