@@ -5,42 +5,31 @@
 # the same one-worker nginx upstream, under wrk. On a machine where the load generator and the
 # upstream share the cores, throughput follows this cost.
 #
-#   cargo build --release -p lmts-cli -p lmts-server --example bare_proxy && bench/gateway-cpu.sh [SECONDS]
+#   cargo build --release -p lmts-cli && cargo build --release -p lmts-server --example bare_proxy
+#   bench/gateway-cpu.sh [SECONDS]
 #
 # Needs nginx, wrk and python3 (Debian packages of the same names); LMTS names the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
 SECS=${1:-6}
-LMTS=${LMTS:-target/release/lmts}
+CONNS=32
 BARE=${BARE:-target/release/examples/bare_proxy}
-DIR=$(mktemp -d /tmp/lmts-gateway-cpu.XXXXXX)
-PIDS=()
-trap 'kill $(cat "$DIR"/*.pid 2>/dev/null) "${PIDS[@]}" 2>/dev/null || true; rm -rf "$DIR"' EXIT
-user=""; [ "$(id -u)" = 0 ] && user="user root;"
-nginx_conf() { # name, server block
-  cat > "$DIR/$1.conf" <<CONF
-daemon on; $user worker_processes 1; pid $DIR/$1.pid; error_log $DIR/$1.log warn;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $DIR/cb; proxy_temp_path $DIR/pt;
-  fastcgi_temp_path $DIR/ft; uwsgi_temp_path $DIR/ut; scgi_temp_path $DIR/st; $2 }
-CONF
-  nginx -p "$DIR" -c "$DIR/$1.conf"
-}
-nginx_conf upstream 'server { listen 127.0.0.1:19100; keepalive_requests 1000000; location / { return 200 "ok\n"; } }'
-nginx_conf proxy 'upstream api { server 127.0.0.1:19100; keepalive 64; }
-  server { listen 127.0.0.1:19101; keepalive_requests 1000000;
-    location / { proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; } }'
-"$BARE" 127.0.0.1:19103 127.0.0.1:19100 & PIDS+=($!)
-printf 'default = "deny"\n[[route]]\nmethod = "*"\npath = "/orders/**"\nscopes = ["trading"]\n[[route]]\nmethod = "GET"\npath = "/public/**"\npublic = true\n' > "$DIR/policy.toml"
-start_lmts 127.0.0.1:19102 --policy "$DIR/policy.toml" --upstream http://127.0.0.1:19100; PIDS+=("$LMTS_PID")
+for binary in "$LMTS" "$BARE"; do
+  [ -x "$binary" ] || { echo "$binary is missing: build it (see the top of this script)" >&2; exit 2; }
+done
+nginx_conf upstream "$UPSTREAM_SERVER"
+nginx_conf proxy "$PROXY_SERVER"
+"$BARE" 127.0.0.1:19103 127.0.0.1:19100 & BARE_PID=$!
+PIDS+=("$BARE_PID")
+write_policy
+start_lmts 127.0.0.1:19102 --policy "$DIR/policy.toml" --upstream http://127.0.0.1:19100
 derive_token 127.0.0.1:19102
-sign_posts() { python3 bench/presign.py "$token" "$secret" /orders/1 /orders/1 400000 "$DIR/post.lua"; }
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 measure() { # name, pid, url, script
   local before after
   before=$(ticks "$2")
-  wrk -t1 -c32 -d"${SECS}s" -s "$4" "$3" > "$DIR/wrk.txt"
+  wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$4" "$3" > "$DIR/wrk.txt"
   after=$(ticks "$2")
   python3 - "$1" "$before" "$after" "$(getconf CLK_TCK)" "$DIR/wrk.txt" <<'PY'
 import re, sys
@@ -54,20 +43,20 @@ print(f"| {name} | {rps:,.0f} | {user:.1f} | {sys_:.1f} | {user + sys_:.1f} | {b
 PY
 }
 proxy_worker=$(pgrep -P "$(cat "$DIR/proxy.pid")")
-echo "wrk -t1 -c32, ${SECS} s each; CPU of the process named, per request"
+echo "wrk -t1 -c$CONNS, ${SECS} s each; CPU of the process named, per request"
 echo "| scenario | req/s | user µs | system µs | total µs | non-2xx |"
 echo "|---|---:|---:|---:|---:|---:|"
 printf '' > "$DIR/plain.lua"
 sign_get "/orders/1?depth=5" "$DIR/get.lua"
 measure "nginx proxy_pass, GET (its worker)" "$proxy_worker" "http://127.0.0.1:19101/orders/1?depth=5" "$DIR/get.lua"
-measure "bare hyper proxy, GET" "${PIDS[0]}" "http://127.0.0.1:19103/orders/1?depth=5" "$DIR/get.lua"
+measure "bare hyper proxy, GET" "$BARE_PID" "http://127.0.0.1:19103/orders/1?depth=5" "$DIR/get.lua"
 sign_get "/orders/1?depth=5" "$DIR/get.lua"
 measure "lmts gateway, signed GET" "$LMTS_PID" "http://127.0.0.1:19102/orders/1?depth=5" "$DIR/get.lua"
 measure "lmts gateway, public GET" "$LMTS_PID" "http://127.0.0.1:19102/public/1?depth=5" "$DIR/plain.lua"
-sign_posts
+sign_posts /orders/1 /orders/1 "$DIR/post.lua"
 measure "nginx proxy_pass, signed 256-byte POST (its worker)" "$proxy_worker" http://127.0.0.1:19101 "$DIR/post.lua"
-measure "bare hyper proxy, signed 256-byte POST" "${PIDS[0]}" http://127.0.0.1:19103 "$DIR/post.lua"
-sign_posts
+measure "bare hyper proxy, signed 256-byte POST" "$BARE_PID" http://127.0.0.1:19103 "$DIR/post.lua"
+sign_posts /orders/1 /orders/1 "$DIR/post.lua"
 measure "lmts gateway, signed 256-byte POST" "$LMTS_PID" http://127.0.0.1:19102 "$DIR/post.lua"
 measure "lmts /health" "$LMTS_PID" http://127.0.0.1:19102/health "$DIR/plain.lua"
 measure "nginx upstream, GET direct" "$(pgrep -P "$(cat "$DIR/upstream.pid")")" "http://127.0.0.1:19100/orders/1?depth=5" "$DIR/plain.lua"

@@ -10,31 +10,21 @@
 # Needs nginx, wrk, python3 and perf or strace (Debian packages of the same names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/common.sh
 MODE=${1:-perf}
-LMTS=${LMTS:-target/release/lmts}
-DIR=$(mktemp -d /tmp/lmts-gateway-profile.XXXXXX)
-trap 'kill $(cat "$DIR"/nginx.pid) "$LMTS_PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
-user=""; [ "$(id -u)" = 0 ] && user="user root;"
-cat > "$DIR/nginx.conf" <<CONF
-daemon on; $user worker_processes 1; pid $DIR/nginx.pid; error_log $DIR/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $DIR/cb; proxy_temp_path $DIR/pt;
-  fastcgi_temp_path $DIR/ft; uwsgi_temp_path $DIR/ut; scgi_temp_path $DIR/st;
-  server { listen 127.0.0.1:19100; keepalive_requests 1000000; location / { return 200 "ok\n"; } } }
-CONF
-nginx -p "$DIR" -c "$DIR/nginx.conf"
-printf 'default = "deny"\n[[route]]\nmethod = "*"\npath = "/orders/**"\nscopes = ["trading"]\n' > "$DIR/policy.toml"
+case "$MODE" in perf|strace) ;; *) echo "mode: perf or strace" >&2; exit 2 ;; esac
+source bench/common.sh
+nginx_conf upstream "$UPSTREAM_SERVER"
+write_policy
 start_lmts 127.0.0.1:19102 --policy "$DIR/policy.toml" --upstream http://127.0.0.1:19100
 derive_token 127.0.0.1:19102
 sign_get "/orders/1?depth=5" "$DIR/get.lua"
 wrk -t1 -c32 -d10s -s "$DIR/get.lua" "http://127.0.0.1:19102/orders/1?depth=5" > "$DIR/wrk.txt" &
 WRK_PID=$!
+PIDS+=("$WRK_PID")
 sleep 2
 case "$MODE" in
-  perf) perf record -F 999 -g -p "$LMTS_PID" -o /tmp/lmts-gateway.perf.data -- sleep 6 2>/dev/null ;;
+  perf) perf record -q -F 999 -g -p "$LMTS_PID" -o /tmp/lmts-gateway.perf.data -- sleep 6 ;;
   strace) timeout -s INT 6 strace -c -f -p "$LMTS_PID" || true ;;
-  *) echo "mode: perf or strace" >&2; exit 2 ;;
 esac
 wait "$WRK_PID"
 grep -E "Requests/sec|requests in" "$DIR/wrk.txt"
