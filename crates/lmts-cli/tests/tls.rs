@@ -10,7 +10,6 @@ use std::{
     fs,
     path::Path,
     process::{Child, Command, Stdio},
-    time::Duration,
 };
 
 use common::*;
@@ -18,18 +17,8 @@ use lmts_testkit::tls::TestAuthority;
 
 /// Waits (at most 20 s) until `base` answers `/health` to a client trusting `authority`.
 async fn until_trusted(base: &str, authority: &TestAuthority, log: &Path) {
-    for _ in 0..200 {
-        let answered = authority
-            .client()
-            .get(format!("{base}/health"))
-            .send()
-            .await;
-        if answered.is_ok_and(|response| response.status() == 200) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
+    assert!(
+        authority.until_trusted_at(base).await,
         "{base} never presented a certificate of {authority:?}; log:\n{}",
         fs::read_to_string(log).unwrap_or_default()
     );

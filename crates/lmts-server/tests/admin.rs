@@ -11,28 +11,17 @@ use lmts_server::{
         admin::{self, Operator},
         ServiceError,
     },
-    store::{PostgresOptions, PostgresStore},
+    store::{PostgresOptions, PostgresStore, EVENT_LOCK_CLASS},
 };
 use lmts_testkit::PgServer;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
 #[tokio::test]
 async fn revoke_all_from_the_command_line_is_final_on_every_instance() {
     let url = PgServer::shared().database().await;
-    let configure = |config: &mut lmts_server::server::ServerConfig| {
-        config.database_url = Some(url.clone());
-        config.master_key = Some(MASTER_KEY.to_owned().into());
-    };
-    let first = TestServer::start_with(configure).await;
-    let dir = first.dir.path().to_owned();
-    let second = TestServer::start_with(|config| {
-        configure(config);
-        config.data_dir = dir;
-    })
-    .await;
+    let first = on_postgres(&url, None, |_| {}).await;
+    let second = on_postgres(&url, Some(&first), |_| {}).await;
     let (one, _) = first.derive(ALICE, "{}").await;
     let (two, _) = first.derive(ALICE, "{}").await;
     let (bobs, _) = first.derive(BOB, "{}").await;
@@ -153,21 +142,30 @@ struct Race {
 /// once both wait: the lock every rotation and the stop take first.
 async fn race_the_stop(rotation_first: bool) -> Race {
     let url = PgServer::shared().database().await;
-    let server = TestServer::start_with(|config| {
-        config.database_url = Some(url.clone());
-        config.master_key = Some(MASTER_KEY.to_owned().into());
-    })
-    .await;
+    let server = on_postgres(&url, None, |_| {}).await;
     let (one, _) = server.derive(ALICE, "{}").await;
     let (two, _) = server.derive(ALICE, "{}").await;
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
     // Each used once now: a token's first use from an address writes an event, under the lock
-    // the scene below queues on, and must not queue there itself.
+    // the scene below queues on, and must not queue there itself. Those events are written
+    // off the request's path: wait until both are.
     for creds in [&one, &two] {
         assert_eq!(server.list(creds).await.status(), StatusCode::OK);
     }
-    // (Those events are written off the request's path: let them land.)
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut written = 0;
+    for _ in 0..100 {
+        written = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM token_events WHERE kind = 'token.new_address'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if written == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(written, 2, "each token's first-use event");
     let profile: i32 = sqlx::query_scalar("SELECT id FROM profiles WHERE account = $1")
         .bind(ALICE)
         .fetch_one(&db)
@@ -175,7 +173,7 @@ async fn race_the_stop(rotation_first: bool) -> Race {
         .unwrap();
     let mut held = db.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(0x6C6D_7473_i32)
+        .bind(EVENT_LOCK_CLASS)
         .bind(profile)
         .execute(&mut *held)
         .await

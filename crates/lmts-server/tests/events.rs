@@ -221,11 +221,7 @@ async fn every_change_and_failure_appears_once_in_order_on_postgres() {
     let url = PgServer::shared().database().await;
     every_change_and_failure_once_in_order(|config| {
         config.database_url = Some(url.clone());
-        config.master_key = Some(
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-                .to_owned()
-                .into(),
-        );
+        config.master_key = Some(MASTER_KEY.to_owned().into());
     })
     .await;
 }

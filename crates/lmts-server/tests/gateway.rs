@@ -743,11 +743,7 @@ async fn lasting_tunnel(server: &TestServer, creds: &Creds) -> TcpStream {
 async fn rotate_with_overlap(server: &TestServer, creds: &Creds, seconds: u32) {
     let target = format!("/auth/api-tokens/{}/rotate", creds.token_id);
     let body = format!(r#"{{"overlapSeconds":{seconds}}}"#);
-    let body = body.as_str();
-    let headers = sign(creds, now(), "POST", &target, body);
-    let rotated = server
-        .send_with(Method::POST, &target, body, &headers)
-        .await;
+    let rotated = server.signed(creds, Method::POST, &target, &body).await;
     assert_eq!(rotated.status(), StatusCode::CREATED);
 }
 
@@ -780,21 +776,9 @@ async fn a_rotated_tokens_tunnel_stays_open_until_the_overlap_ends() {
 async fn on_postgresql_a_rotation_elsewhere_ends_a_tunnel_with_the_overlap() {
     let url = PgServer::shared().database().await;
     let upstream = RecordingUpstream::start().await.unwrap();
-    let on_the_database = |config: &mut ServerConfig| {
-        config.database_url = Some(url.clone());
-        config.master_key = Some(
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-                .to_owned()
-                .into(),
-        );
-    };
-    let (service, creds) = TestServer::with_token(on_the_database).await;
-    let gateway = TestServer::start_with(|config| {
-        on_the_database(config);
-        gateway_to(&upstream)(config);
-        config.data_dir = service.dir.path().to_owned();
-    })
-    .await;
+    let service = on_postgres(&url, None, |_| {}).await;
+    let (creds, _) = service.derive(ALICE, "{}").await;
+    let gateway = on_postgres(&url, Some(&service), gateway_to(&upstream)).await;
     let mut rotated = lasting_tunnel(&gateway, &creds).await;
     let (other, _) = service.derive(ALICE, "{}").await;
     let mut revoked = lasting_tunnel(&gateway, &other).await;

@@ -164,11 +164,7 @@ async fn concurrent_duplicates_create_one_token_across_postgres_instances() {
     let url = PgServer::shared().database().await;
     let configure = |config: &mut lmts_server::server::ServerConfig| {
         config.database_url = Some(url.clone());
-        config.master_key = Some(
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-                .to_owned()
-                .into(),
-        );
+        config.master_key = Some(MASTER_KEY.to_owned().into());
     };
     let first = TestServer::start_with(configure).await;
     let dir = first.dir.path().to_owned();

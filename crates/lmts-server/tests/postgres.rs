@@ -15,33 +15,13 @@ use common::*;
 use lmts_testkit::PgServer;
 use reqwest::{Method, StatusCode};
 
-const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-/// An instance on the database at `url`; with `sibling`, sharing its data directory (the dev
-/// issuer's key) too. Every instance shares the master key.
-async fn instance(
-    url: &str,
-    sibling: Option<&TestServer>,
-    configure: impl Fn(&mut lmts_server::server::ServerConfig),
-) -> TestServer {
-    TestServer::start_with(|config| {
-        config.database_url = Some(url.to_owned());
-        config.master_key = Some(MASTER_KEY.to_owned().into());
-        if let Some(sibling) = sibling {
-            config.data_dir = sibling.dir.path().to_owned();
-        }
-        configure(config);
-    })
-    .await
-}
-
 /// Two instances on one database, sharing the master key and the dev issuer's key.
 async fn two_instances(
     url: &str,
     configure: impl Fn(&mut lmts_server::server::ServerConfig) + Copy,
 ) -> (TestServer, TestServer) {
-    let first = instance(url, None, configure).await;
-    let second = instance(url, Some(&first), configure).await;
+    let first = on_postgres(url, None, configure).await;
+    let second = on_postgres(url, Some(&first), configure).await;
     (first, second)
 }
 
@@ -333,9 +313,9 @@ async fn two_listening_instances(
         config.postgres.revocation_lease = LEASE;
         config.service.rate_limit = None;
     };
-    let a = instance(url, None, configure).await;
+    let a = on_postgres(url, None, configure).await;
     let a_listener = new_listener(db, &[]).await;
-    let b = instance(url, Some(&a), configure).await;
+    let b = on_postgres(url, Some(&a), configure).await;
     let b_listener = new_listener(db, &[a_listener.pid]).await;
     (a, b, b_listener)
 }
@@ -587,10 +567,10 @@ async fn a_revoker_waits_by_the_lease_of_the_instance_it_waits_for() {
             config.service.rate_limit = None;
         }
     };
-    let a = instance(&url, None, with_lease(Duration::ZERO)).await;
+    let a = on_postgres(&url, None, with_lease(Duration::ZERO)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before: Vec<i32> = listener_backends(&db).await.iter().map(|l| l.pid).collect();
-    let b = instance(&url, Some(&a), with_lease(LEASE)).await;
+    let b = on_postgres(&url, Some(&a), with_lease(LEASE)).await;
     let b_listener = new_listener(&db, &before).await;
     let (sibling, _) = a.derive(ALICE, "{}").await;
     tokio::time::sleep(LEASE / 2).await;

@@ -201,11 +201,7 @@ async fn a_revoke_cuts_the_overlap_short_and_strangers_get_404() {
 async fn instance(url: &str, clock: &TestClock, sibling: Option<&TestServer>) -> TestServer {
     TestServer::start_with(|config| {
         config.database_url = Some(url.to_owned());
-        config.master_key = Some(
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-                .to_owned()
-                .into(),
-        );
+        config.master_key = Some(MASTER_KEY.to_owned().into());
         config.clock = clock.clock();
         if let Some(sibling) = sibling {
             config.data_dir = sibling.dir.path().to_owned();

@@ -77,52 +77,39 @@ async fn https_server(
 
 /// Whether a fresh client trusting `authority` alone completes a request to `server`.
 async fn trusted_by(server: &TestServer, authority: &TestAuthority) -> bool {
-    authority
-        .client()
-        .get(server.url("/health"))
-        .send()
-        .await
-        .is_ok_and(|response| response.status() == StatusCode::OK)
+    authority.trusted_at(&server.base).await
 }
 
-/// Waits (at most 20 s) until `server` presents a certificate of `authority`.
-async fn until_trusted_by(server: &TestServer, authority: &TestAuthority) {
-    for _ in 0..200 {
-        if trusted_by(server, authority).await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the server never presented the new certificate");
-}
-
-/// The `lmts_tls_reloads_total` sample of `outcome` in the server's `/metrics`.
-async fn reloads(server: &TestServer, outcome: &str) -> u64 {
+/// The value of the sample `series` (name and labels, as the text format writes them) in the
+/// server's `/metrics`.
+async fn sample(server: &TestServer, series: &str) -> Option<String> {
     let text = server.get("/metrics").await.text().await.unwrap();
-    let prefix = format!("lmts_tls_reloads_total{{outcome=\"{outcome}\"}} ");
+    let prefix = format!("{series} ");
     text.lines()
         .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .map_or(0, |value| value.trim().parse().unwrap())
+        .map(|value| value.trim().to_owned())
 }
 
-/// The `lmts_tls_reload_failing` gauge in the server's `/metrics`.
+/// The `lmts_tls_reloads_total` sample of `outcome`.
+async fn reloads(server: &TestServer, outcome: &str) -> u64 {
+    let series = format!("lmts_tls_reloads_total{{outcome=\"{outcome}\"}}");
+    sample(server, &series)
+        .await
+        .map_or(0, |value| value.parse().unwrap())
+}
+
+/// The `lmts_tls_reload_failing` gauge.
 async fn failing(server: &TestServer) -> Option<String> {
-    let text = server.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("lmts_tls_reload_failing "))
-        .map(|value| value.trim().to_owned())
+    sample(server, "lmts_tls_reload_failing").await
 }
 
 /// The `lmts_tls_certificate_expiry_timestamp_seconds` gauge of the certificate file `cert`.
 async fn valid_until(server: &TestServer, cert: &Path) -> Option<String> {
-    let text = server.get("/metrics").await.text().await.unwrap();
-    let prefix = format!(
-        "lmts_tls_certificate_expiry_timestamp_seconds{{cert=\"{}\"}} ",
+    let series = format!(
+        "lmts_tls_certificate_expiry_timestamp_seconds{{cert=\"{}\"}}",
         cert.display()
     );
-    text.lines()
-        .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .map(|value| value.trim().to_owned())
+    sample(server, &series).await
 }
 
 /// Waits (at most 20 s) until the server has counted a reload of `outcome` more than `before`.
@@ -188,7 +175,10 @@ async fn the_service_speaks_https_and_takes_up_a_new_certificate_without_a_resta
         valid_until(&server, &files.cert()).await.as_deref(),
         Some("1967414400")
     );
-    until_trusted_by(&server, &second).await;
+    assert!(
+        second.until_trusted_at(&server.base).await,
+        "the server never presented the new certificate"
+    );
     assert!(
         !trusted_by(&server, &first).await,
         "new connections still got the old certificate"

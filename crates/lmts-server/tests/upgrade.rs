@@ -16,8 +16,6 @@ use serde_json::{json, Value};
 use sqlx::{migrate::Migrator, Database, Pool};
 use tempfile::TempDir;
 
-const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
 /// The first migration of each backend that the earlier release did not have.
 const SQLITE_FIRST_NEW: &str = "0004";
 const POSTGRES_FIRST_NEW: &str = "0005";

@@ -75,6 +75,28 @@ impl TestAuthority {
             .unwrap_or_else(|error| panic!("HTTPS client: {error}"))
     }
 
+    /// Whether a fresh client trusting this authority alone gets 200 from `base`'s `/health`
+    /// (the service there presents one of this authority's certificates).
+    pub async fn trusted_at(&self, base: &str) -> bool {
+        self.client()
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == reqwest::StatusCode::OK)
+    }
+
+    /// Waits, at most 20 s, until [`TestAuthority::trusted_at`] `base`; answers whether it
+    /// came to be.
+    pub async fn until_trusted_at(&self, base: &str) -> bool {
+        for _ in 0..200 {
+            if self.trusted_at(base).await {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// A rustls client configuration that trusts this authority alone.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
@@ -156,11 +178,9 @@ fn server_params(names: &[&str]) -> CertificateParams {
         .unwrap_or_else(|error| panic!("server certificate names: {error}"))
 }
 
-/// Writes `contents` beside `path` and renames it over `path`: a reader sees the old file or
-/// the new one, never a part.
+/// Writes `contents` beside `path` and renames it over `path` (0600, as lmts writes its own
+/// files): a reader sees the old file or the new one, never a part.
 pub fn replace_file(path: &Path, contents: &[u8]) {
-    let beside = path.with_extension("new");
-    std::fs::write(&beside, contents)
-        .and_then(|()| std::fs::rename(&beside, path))
+    lmts_core::files::replace_private(path, contents)
         .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
 }

@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use lmts_core::{scope::join_scopes as scopes_to_text, wire::TokenEventType, Scope, TokenId};
 
-pub use postgres::{PostgresOptions, PostgresStore, REVOCATION_CHANNEL};
+pub use postgres::{PostgresOptions, PostgresStore, EVENT_LOCK_CLASS, REVOCATION_CHANNEL};
 pub use sqlite::{SqliteStore, DATABASE_FILE};
 
 use crate::{crypto::SealedSecret, keys::KeyUse};

@@ -390,8 +390,9 @@ impl PostgresStore {
     }
 }
 
-/// The class of the advisory locks that order a partner's events ("lmts").
-const EVENT_LOCK_CLASS: i32 = 0x6C6D_7473;
+/// The class of the advisory locks that order a partner's events ("lmts"); the lock's key is
+/// the profile id. Every change of a partner's tokens takes it first.
+pub const EVENT_LOCK_CLASS: i32 = 0x6C6D_7473;
 
 /// Takes `profile_id`'s event lock until the transaction ends, first in every transaction that
 /// writes an event: a partner's events are then written one transaction at a time, so their

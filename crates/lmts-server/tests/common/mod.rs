@@ -20,6 +20,27 @@ use tokio::{sync::oneshot, task::JoinHandle};
 pub const ALICE: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
 pub const BOB: &str = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359";
 
+/// The master key of tests whose instances share a database (and so must share the key).
+pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// An instance on the PostgreSQL database at `url`, with [`MASTER_KEY`]; with `sibling`,
+/// sharing its data directory (the dev issuer's key) too.
+pub async fn on_postgres(
+    url: &str,
+    sibling: Option<&TestServer>,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
+    TestServer::start_with(|config| {
+        config.database_url = Some(url.to_owned());
+        config.master_key = Some(MASTER_KEY.to_owned().into());
+        if let Some(sibling) = sibling {
+            config.data_dir = sibling.dir.path().to_owned();
+        }
+        configure(config);
+    })
+    .await
+}
+
 pub struct TestServer {
     pub base: String,
     pub service: TokenService,
