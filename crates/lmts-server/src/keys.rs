@@ -1,7 +1,8 @@
 //! Master-key rotation (issue #15): how many secrets each key seals ([`KeyUse`], answered by
 //! `Store::key_usage`), and re-sealing every secret under the current key, online, in
-//! batches, each batch one transaction that moves a row only if no one moved it meanwhile. A run interrupted at any point is run again: the
-//! rows still under another key are the work left, and none is half-moved. Once no row is left
+//! batches, each batch one transaction that moves a row only if no one moved it meanwhile. A
+//! run interrupted at any point is run again: the rows still under another key are the work
+//! left, and none is half-moved. Once no row is left
 //! under an old key, that key can be retired.
 
 use crate::{

@@ -145,7 +145,7 @@ impl ServerTls {
 
     /// The end of validity of the chain in use: its certificates' earliest `notAfter`. `None`
     /// when one of them is not X.509 that can be read (rustls serves it all the same).
-    pub fn valid_until(&self) -> Option<SystemTime> {
+    fn valid_until(&self) -> Option<SystemTime> {
         valid_until(&self.certificate.current().cert)
     }
 
