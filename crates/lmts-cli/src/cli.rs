@@ -182,7 +182,8 @@ pub struct IdentityArgs {
 }
 
 impl IdentityArgs {
-    /// Whether an identity token was given, by flag, variable or file.
+    /// Whether an identity token was given, by flag, variable or file (`lmts bench` asks).
+    #[cfg(feature = "server")]
     pub fn given(&self) -> bool {
         self.identity_token.is_some() || self.identity_token_file.is_some()
     }
